@@ -1,0 +1,11 @@
+//! The in-process inference runtime.
+//!
+//! Owns model loading, tokenization, chat templates, our llama-family forward pass, sampling and
+//! the generation loop. It must not import anything HTTP, storage or API related: the server
+//! layers sit on top of it, never the other way round.
+
+pub mod sampler;
+pub mod source;
+pub mod stop;
+pub mod template;
+pub mod tokenizer;

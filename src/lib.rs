@@ -1,0 +1,8 @@
+//! Hearth: a self-hosted AI playground in one binary.
+//!
+//! The library holds everything; `main.rs` only parses the command line and calls in.
+
+/// Settings from `config.toml`, environment overrides and CLI flags.
+pub mod config;
+/// The in-process inference runtime: loading, tokenizing, templating, the forward pass, sampling.
+pub mod engine;
