@@ -1,1 +1,129 @@
-fn main() {}
+//! Prompt-processing and decode throughput of the default model, Hearth's fast mode against two
+//! baselines in the same process: Hearth's exact mode (weights as shipped) and Candle's own
+//! `quantized_llama` on the same file. Criterion reports time per iteration and tokens/s; the
+//! ratios between groups are the figures we quote.
+//!
+//! Run: `cargo bench --bench engine` (set `HEARTH_BENCH_QUICK=1` for a short run).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hearth::engine::loader::{load_gguf, DeviceChoice, LoadOptions};
+use hearth::engine::model::LlamaModel;
+
+const PROMPT_TOKENS: usize = 128;
+const DECODE_TOKENS: usize = 64;
+
+fn model_path() -> PathBuf {
+    std::env::var_os("HEARTH_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    })
+}
+
+/// Deterministic, plausible token ids (ordinary vocabulary range).
+fn prompt(n: usize) -> Vec<u32> {
+    (0..n as u32).map(|i| 200 + (i * 7919) % 20_000).collect()
+}
+
+fn load(exact: bool) -> LlamaModel {
+    load_gguf(
+        &model_path(),
+        &LoadOptions {
+            exact,
+            device: DeviceChoice::Cpu,
+        },
+    )
+    .expect("load the model (run scripts/fetch-model.sh first)")
+    .model
+}
+
+fn bench_ours(c: &mut Criterion, label: &str, model: &LlamaModel) {
+    let ids = prompt(PROMPT_TOKENS);
+    let mut g = c.benchmark_group(format!("prompt_{PROMPT_TOKENS}"));
+    g.throughput(Throughput::Elements(PROMPT_TOKENS as u64));
+    g.bench_function(label, |b| {
+        b.iter(|| {
+            let mut cache = model.new_cache().expect("cache");
+            model.forward(&ids, &mut cache, false).expect("forward")
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("decode_{DECODE_TOKENS}"));
+    g.throughput(Throughput::Elements(DECODE_TOKENS as u64));
+    g.bench_function(label, |b| {
+        b.iter(|| {
+            let mut cache = model.new_cache().expect("cache");
+            let mut t = ids[0];
+            for _ in 0..DECODE_TOKENS {
+                let logits = model.forward(&[t], &mut cache, false).expect("decode");
+                t = logits.argmax(0).and_then(|x| x.to_scalar::<u32>()).expect("argmax");
+            }
+            t
+        })
+    });
+    g.finish();
+}
+
+fn bench_candle_quantized_llama(c: &mut Criterion) {
+    use candle_transformers::models::quantized_llama::ModelWeights;
+    let path = model_path();
+    let mut file = std::fs::File::open(&path).expect("open");
+    let content = gguf_file::Content::read(&mut file).expect("gguf");
+    let mut model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).expect("candle load");
+    let ids = prompt(PROMPT_TOKENS);
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("t");
+    let mut g = c.benchmark_group(format!("prompt_{PROMPT_TOKENS}"));
+    g.throughput(Throughput::Elements(PROMPT_TOKENS as u64));
+    g.bench_function("candle_quantized_llama", |b| {
+        b.iter(|| model.forward(&input, 0).expect("forward"))
+    });
+    g.finish();
+    let mut g = c.benchmark_group(format!("decode_{DECODE_TOKENS}"));
+    g.throughput(Throughput::Elements(DECODE_TOKENS as u64));
+    g.bench_function("candle_quantized_llama", |b| {
+        b.iter(|| {
+            // One token at a time from position 0, exactly like the Hearth groups.
+            let mut t = ids[0];
+            for i in 0..DECODE_TOKENS {
+                let x = Tensor::new(&[t], &Device::Cpu).and_then(|x| x.unsqueeze(0)).expect("t");
+                let logits = model.forward(&x, i).expect("decode");
+                t = logits
+                    .squeeze(0)
+                    .and_then(|l| l.argmax(0))
+                    .and_then(|x| x.to_scalar::<u32>())
+                    .expect("argmax");
+            }
+            t
+        })
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let fast = load(false);
+    bench_ours(c, "hearth_fast", &fast);
+    drop(fast);
+    let exact = load(true);
+    bench_ours(c, "hearth_exact", &exact);
+    drop(exact);
+    bench_candle_quantized_llama(c);
+}
+
+fn config() -> Criterion {
+    let quick = std::env::var_os("HEARTH_BENCH_QUICK").is_some();
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(if quick { 1 } else { 3 }))
+        .measurement_time(Duration::from_secs(if quick { 5 } else { 15 }))
+}
+
+criterion_group! {
+    name = engine;
+    config = config();
+    targets = benches
+}
+criterion_main!(engine);

@@ -1,1 +1,196 @@
-//! TODO
+//! Hearth's settings: `config.toml`, then `HEARTH__SECTION__KEY` environment overrides, then CLI
+//! flags (applied by `main.rs`). Raw values are checked once in [`Config::validate`] so the rest of
+//! the program can trust them. Every limit the program enforces lives here.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::loader::DeviceChoice;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an override could not be parsed.
+    #[error("configuration: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("configuration: `{key}` {message}")]
+    Invalid {
+        /// Dotted key, e.g. `generation.max_tokens`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// All settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which model to load and how.
+    pub model: ModelSettings,
+    /// Defaults and limits for generation.
+    pub generation: GenerationSettings,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// A `.gguf` file, a Hugging Face safetensors directory, or `hf:org/repo/file.gguf`.
+    /// Relative paths are resolved against the directory of the config file.
+    pub path: String,
+    /// Keep weights exactly as shipped (slower on CPU; matches llama.cpp bit for bit in the
+    /// quantized kernels). Default: false (fast mode: Q4_1/Q5_x become Q8_0, f32 copies for
+    /// prompt processing).
+    pub exact: bool,
+    /// `auto`, `cpu`, `cuda` or `metal`.
+    pub device: DeviceChoice,
+    /// CPU threads for the model (0 = one per physical core).
+    pub threads: usize,
+    /// Never download: resolve `hf:` references from the local Hugging Face cache only.
+    pub offline: bool,
+    /// Hugging Face cache directory (default: `HF_HOME`/`HF_HUB_CACHE` as hf-hub resolves them).
+    pub hf_cache: Option<PathBuf>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            path: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+            exact: false,
+            device: DeviceChoice::Auto,
+            threads: 0,
+            offline: false,
+            hf_cache: None,
+        }
+    }
+}
+
+/// `[generation]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationSettings {
+    /// Tokens generated when a request names no limit.
+    pub default_max_tokens: usize,
+    /// The most tokens one request may ask for.
+    pub max_tokens_limit: usize,
+    /// Prompt tokens fed to the model per forward pass (bounds memory and keeps streams fair).
+    pub prefill_chunk: usize,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        Self {
+            default_max_tokens: 256,
+            max_tokens_limit: 4096,
+            prefill_chunk: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Load `path` (if it exists) with `HEARTH__SECTION__KEY` environment overrides on top.
+    /// A relative model path is resolved against the config file's directory.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(ConfigError::Parse(format!("{} does not exist", p.display())));
+            }
+            fig = fig.merge(Toml::file(p));
+        }
+        fig = fig.merge(Env::prefixed("HEARTH__").split("__"));
+        let mut cfg: Config = fig.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            cfg.model.path = resolve_relative(dir, &cfg.model.path);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check ranges; called by [`Config::load`] and again after CLI flags are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.generation;
+        if g.max_tokens_limit == 0 {
+            return Err(ConfigError::Invalid {
+                key: "generation.max_tokens_limit",
+                message: "must be at least 1".into(),
+            });
+        }
+        if g.default_max_tokens == 0 || g.default_max_tokens > g.max_tokens_limit {
+            return Err(ConfigError::Invalid {
+                key: "generation.default_max_tokens",
+                message: format!("must be between 1 and max_tokens_limit ({})", g.max_tokens_limit),
+            });
+        }
+        if g.prefill_chunk == 0 {
+            return Err(ConfigError::Invalid {
+                key: "generation.prefill_chunk",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.model.path.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "model.path",
+                message: "must name a model".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `hf:` references and absolute paths stay as they are; relative paths join `dir`.
+fn resolve_relative(dir: &Path, reference: &str) -> String {
+    if reference.starts_with("hf:") || Path::new(reference).is_absolute() || dir.as_os_str().is_empty() {
+        return reference.to_string();
+    }
+    dir.join(reference).to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults must validate");
+    }
+
+    #[test]
+    fn file_values_and_env_overrides_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "[model]\npath = \"m.gguf\"\nexact = true\n[generation]\ndefault_max_tokens = 7\n",
+            )?;
+            jail.set_env("HEARTH__GENERATION__DEFAULT_MAX_TOKENS", "9");
+            let cfg = Config::load(Some(Path::new("config.toml"))).map_err(|e| e.to_string())?;
+            assert!(cfg.model.exact);
+            assert_eq!(cfg.generation.default_max_tokens, 9);
+            assert!(cfg.model.path.ends_with("m.gguf"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "[model]\nnope = 1\n")?;
+            assert!(Config::load(Some(Path::new("a.toml"))).is_err());
+            jail.create_file("b.toml", "[generation]\nprefill_chunk = 0\n")?;
+            let err = Config::load(Some(Path::new("b.toml"))).unwrap_err().to_string();
+            assert!(err.contains("generation.prefill_chunk"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn hf_references_are_not_joined_to_the_config_dir() {
+        assert_eq!(resolve_relative(Path::new("/etc/hearth"), "hf:a/b/c.gguf"), "hf:a/b/c.gguf");
+        assert_eq!(resolve_relative(Path::new("/etc/hearth"), "m.gguf"), "/etc/hearth/m.gguf");
+    }
+}

@@ -9,3 +9,5 @@ pub mod source;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
+pub mod loader;
+pub mod model;

@@ -1,0 +1,426 @@
+//! Hearth's own llama-family forward pass (Llama 2, Mistral, SmolLM2).
+//!
+//! Owns the transformer weights in their in-memory form and the per-sequence state (KV cache and
+//! position). Unlike Candle's `quantized_llama`, which keeps one private cache and one position for
+//! the whole model, every sequence here carries its own [`SeqCache`], so a scheduler can interleave
+//! many sequences over one set of weights, and a cache can be kept, truncated or forked for prefix
+//! reuse. Loading lives in `loader`; this module knows nothing about files.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Tensor, D};
+
+/// How rotary position embedding pairs the head dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RopeStyle {
+    /// Adjacent pairs (0,1), (2,3)… — GGUF llama files (the converter permutes Q/K into this).
+    Interleaved,
+    /// First half against second half — Hugging Face checkpoints (`rotate_half`).
+    Half,
+}
+
+/// Shape and hyper-parameters of a llama-family model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelConfig {
+    /// `llama` or `mistral`.
+    pub architecture: String,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
+    pub intermediate_size: usize,
+    /// Number of transformer blocks.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (fewer than `num_heads` with grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Rotary base frequency.
+    pub rope_theta: f32,
+    /// RMS-norm epsilon.
+    pub rms_norm_eps: f64,
+    /// Longest sequence the model was trained for: prompts plus output must fit.
+    pub context_length: usize,
+    /// Mistral's sliding attention window, if any.
+    pub sliding_window: Option<usize>,
+    /// Rotary pairing.
+    pub rope_style: RopeStyle,
+    /// The output projection reuses the token embedding.
+    pub tied_embeddings: bool,
+}
+
+/// One weight matrix `[out, in]` applied as `x · Wᵀ`.
+///
+/// `main` serves single-token decode (quantized kernels read the fewest bytes); `dense`, when
+/// present, is an f32 copy used for multi-row inputs (prompt processing), where a GEMM beats
+/// row-by-row quantized dot products by a wide margin on CPU.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    main: QMatMul,
+    dense: Option<Tensor>,
+}
+
+/// Inputs with at least this many rows go through the dense copy when one exists.
+const DENSE_MIN_ROWS: usize = 4;
+
+impl Linear {
+    /// Wrap a matrix; `dense` is an optional f32 `[out, in]` copy for batched inputs.
+    pub fn new(main: QMatMul, dense: Option<Tensor>) -> Self {
+        Self { main, dense }
+    }
+
+    /// `x [rows, in] → [rows, out]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(w) = &self.dense {
+            if x.dim(0)? >= DENSE_MIN_ROWS {
+                return x.matmul(&w.t()?);
+            }
+        }
+        self.main.forward(x)
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn size_in_bytes(&self) -> usize {
+        let main = match &self.main {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+        };
+        main + self.dense.as_ref().map_or(0, |d| d.elem_count() * 4)
+    }
+}
+
+/// Token embedding table: a quantized or dense `[vocab, hidden]` matrix.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: QMatMul,
+}
+
+impl Embedding {
+    /// Wrap an embedding matrix.
+    pub fn new(table: QMatMul) -> Self {
+        Self { table }
+    }
+
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.table.embedding(ids)
+    }
+}
+
+/// One transformer block. Q/K/V are fused into one matrix and gate/up into another, so decode
+/// quantizes each activation once and makes two fewer passes per projection group.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// RMS-norm weight before attention.
+    pub attn_norm: Tensor,
+    /// `[q; k; v]` stacked on the output dimension.
+    pub wqkv: Linear,
+    /// Attention output projection.
+    pub wo: Linear,
+    /// RMS-norm weight before the MLP.
+    pub ffn_norm: Tensor,
+    /// `[gate; up]` stacked on the output dimension.
+    pub w_gate_up: Linear,
+    /// MLP down projection.
+    pub w_down: Linear,
+}
+
+/// All weights of a llama-family model plus the rotary tables.
+#[derive(Debug, Clone)]
+pub struct LlamaModel {
+    config: ModelConfig,
+    device: Device,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Per-sequence attention state: keys and values of every position fed so far.
+///
+/// Buffers grow by doubling, so appending a token is a copy of one row, not of the whole cache.
+#[derive(Debug)]
+pub struct SeqCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+    capacity: usize,
+}
+
+impl SeqCache {
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing has been fed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forget everything after the first `len` positions (prefix reuse keeps the shared part).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// A deep copy holding the first `len` positions, independent of `self`.
+    pub fn fork(&self, len: usize) -> candle_core::Result<SeqCache> {
+        let len = self.len.min(len);
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((k.copy()?, v.copy()?)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(SeqCache {
+            layers,
+            len,
+            capacity: self.capacity,
+        })
+    }
+
+    /// Bytes held by the key/value buffers.
+    pub fn size_in_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+}
+
+impl LlamaModel {
+    /// Assemble a model from loaded parts; precomputes the rotary tables for the whole context.
+    pub fn new(
+        config: ModelConfig,
+        device: Device,
+        embed: Embedding,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        lm_head: Linear,
+    ) -> candle_core::Result<Self> {
+        let half = config.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1f32 / config.rope_theta.powf((2 * i) as f32 / config.head_dim as f32))
+            .collect();
+        let positions = config.context_length.max(1);
+        let mut angles = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for f in &inv_freq {
+                angles.push(p as f32 * f);
+            }
+        }
+        let angles = Tensor::from_vec(angles, (positions, half), &device)?;
+        let cos = angles.cos()?;
+        let sin = angles.sin()?;
+        Ok(Self {
+            config,
+            device,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weights_size_in_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                b.wqkv.size_in_bytes()
+                    + b.wo.size_in_bytes()
+                    + b.w_gate_up.size_in_bytes()
+                    + b.w_down.size_in_bytes()
+            })
+            .sum();
+        blocks + self.lm_head.size_in_bytes()
+    }
+
+    /// A fresh, empty cache for one sequence.
+    pub fn new_cache(&self) -> candle_core::Result<SeqCache> {
+        let mut cache = SeqCache {
+            layers: Vec::new(),
+            len: 0,
+            capacity: 0,
+        };
+        self.grow_cache(&mut cache, 64)?;
+        Ok(cache)
+    }
+
+    fn grow_cache(&self, cache: &mut SeqCache, needed: usize) -> candle_core::Result<()> {
+        if needed <= cache.capacity {
+            return Ok(());
+        }
+        let mut capacity = cache.capacity.max(64);
+        while capacity < needed {
+            capacity *= 2;
+        }
+        let capacity = capacity.min(self.config.context_length.max(needed));
+        let shape = (self.config.num_kv_heads, capacity, self.config.head_dim);
+        let mut layers = Vec::with_capacity(self.config.num_layers);
+        for i in 0..self.config.num_layers {
+            let k = Tensor::zeros(shape, DType::F32, &self.device)?;
+            let v = Tensor::zeros(shape, DType::F32, &self.device)?;
+            if cache.len > 0 {
+                if let Some((old_k, old_v)) = cache.layers.get(i) {
+                    k.slice_set(&old_k.narrow(1, 0, cache.len)?.contiguous()?, 1, 0)?;
+                    v.slice_set(&old_v.narrow(1, 0, cache.len)?.contiguous()?, 1, 0)?;
+                }
+            }
+            layers.push((k, v));
+        }
+        cache.layers = layers;
+        cache.capacity = capacity;
+        Ok(())
+    }
+
+    /// Feed `tokens` after the positions already in `cache` and return logits `[vocab]` for the
+    /// last token (or `[tokens, vocab]` for every token when `all_logits`).
+    ///
+    /// All tokens go through each layer together (batched prompt processing); callers chunk long
+    /// prompts to bound memory and latency.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut SeqCache,
+        all_logits: bool,
+    ) -> candle_core::Result<Tensor> {
+        let seq_len = tokens.len();
+        if seq_len == 0 {
+            candle_core::bail!("forward called with no tokens");
+        }
+        let pos = cache.len;
+        if pos + seq_len > self.config.context_length {
+            candle_core::bail!(
+                "sequence of {} tokens exceeds the context length {}",
+                pos + seq_len,
+                self.config.context_length
+            );
+        }
+        self.grow_cache(cache, pos + seq_len)?;
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.forward(&ids)?; // [S, H]
+        let cos = self.cos.narrow(0, pos, seq_len)?;
+        let sin = self.sin.narrow(0, pos, seq_len)?;
+        let mask = self.mask(seq_len, pos)?;
+        let eps = self.config.rms_norm_eps as f32;
+        for (block, (k_cache, v_cache)) in self.blocks.iter().zip(cache.layers.iter()) {
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
+            let h = self.attention(block, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
+            x = (x + h)?;
+            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
+            let gate_up = block.w_gate_up.forward(&h)?;
+            let inter = self.config.intermediate_size;
+            let gate = gate_up.narrow(D::Minus1, 0, inter)?;
+            let up = gate_up.narrow(D::Minus1, inter, inter)?;
+            let h = (gate.silu()? * up)?;
+            let h = block.w_down.forward(&h)?;
+            x = (x + h)?;
+        }
+        cache.len = pos + seq_len;
+        let x = if all_logits {
+            x
+        } else {
+            x.narrow(0, seq_len - 1, 1)?
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        let logits = self.lm_head.forward(&x)?;
+        if all_logits {
+            Ok(logits)
+        } else {
+            logits.squeeze(0)
+        }
+    }
+
+    /// Additive causal mask `[S, pos+S]` (with the sliding window when the model has one);
+    /// `None` for a single token with no window in effect.
+    fn mask(&self, seq_len: usize, pos: usize) -> candle_core::Result<Option<Tensor>> {
+        let total = pos + seq_len;
+        let window = self.config.sliding_window.filter(|w| *w < total);
+        if seq_len == 1 && window.is_none() {
+            return Ok(None);
+        }
+        let mut data = vec![0f32; seq_len * total];
+        for i in 0..seq_len {
+            let q_pos = pos + i;
+            for (j, slot) in data[i * total..(i + 1) * total].iter_mut().enumerate() {
+                let future = j > q_pos;
+                let too_far = window.is_some_and(|w| q_pos >= w && j <= q_pos - w);
+                if future || too_far {
+                    *slot = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(data, (seq_len, total), &self.device)?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        k_cache: &Tensor,
+        v_cache: &Tensor,
+        pos: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let cfg = &self.config;
+        let (seq_len, _) = x.dims2()?;
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let qkv = block.wqkv.forward(x)?; // [S, (nh + 2 nkv) hd]
+        let q = qkv.narrow(1, 0, nh * hd)?;
+        let k = qkv.narrow(1, nh * hd, nkv * hd)?;
+        let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd)?;
+        // [S, heads, hd] → [1, heads, S, hd] for the rotary kernels.
+        let q = q.reshape((seq_len, nh, hd))?.transpose(0, 1)?.contiguous()?;
+        let k = k.reshape((seq_len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let v = v.reshape((seq_len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let rope = match cfg.rope_style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
+            RopeStyle::Half => candle_nn::rotary_emb::rope,
+        };
+        let q = rope(&q.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+        let k = rope(&k.unsqueeze(0)?, cos, sin)?.squeeze(0)?;
+        k_cache.slice_set(&k, 1, pos)?;
+        v_cache.slice_set(&v, 1, pos)?;
+        let total = pos + seq_len;
+        let k_all = k_cache.narrow(1, 0, total)?; // [nkv, T, hd]
+        let v_all = v_cache.narrow(1, 0, total)?;
+        // Grouped-query attention without copying K/V: fold each group's query heads into the
+        // row dimension, [nkv, group·S, hd], so one batched matmul per KV head covers them.
+        let group = nh / nkv;
+        let q = q.reshape((nkv, group * seq_len, hd))?;
+        let scale = 1f64 / (hd as f64).sqrt();
+        let att = (q.matmul(&k_all.t()?)? * scale)?; // [nkv, group·S, T]
+        let att = match mask {
+            Some(mask) => att
+                .reshape((nkv, group, seq_len, total))?
+                .broadcast_add(mask)?
+                .reshape((nkv, group * seq_len, total))?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v_all)?; // [nkv, group·S, hd]
+        let y = y
+            .reshape((nh, seq_len, hd))?
+            .transpose(0, 1)?
+            .reshape((seq_len, nh * hd))?;
+        block.wo.forward(&y)
+    }
+}
