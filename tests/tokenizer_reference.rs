@@ -66,7 +66,7 @@ fn unescape_backslash_bytes(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(pos) = rest.find("\\x") {
-        out.extend_from_slice(rest[..pos].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..pos]);
         let hex = &rest[pos + 2..pos + 4];
         out.push(u8::from_str_radix(hex, 16).expect("hex escape"));
         rest = &rest[pos + 4..];

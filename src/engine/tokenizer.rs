@@ -163,12 +163,12 @@ enum ModelKind {
 /// How the text input reaches the BPE model.
 enum Backend {
     /// GGUF vocabularies: we split around special tokens ourselves and feed raw text fragments.
-    Gguf(tokenizers::Tokenizer),
+    Gguf(Box<tokenizers::Tokenizer>),
     /// Hugging Face `tokenizer.json`: the crate handles added tokens. `plain` has special-token
     /// matching switched off (`parse_special == false`).
     Hf {
-        parse_special: tokenizers::Tokenizer,
-        plain: tokenizers::Tokenizer,
+        parse_special: Box<tokenizers::Tokenizer>,
+        plain: Box<tokenizers::Tokenizer>,
     },
 }
 
@@ -878,8 +878,8 @@ impl Tokenizer {
         Ok(Self::assemble(Parts {
             kind: ModelKind::Hf,
             backend: Backend::Hf {
-                parse_special,
-                plain,
+                parse_special: Box::new(parse_special),
+                plain: Box::new(plain),
             },
             tokens,
             kinds,
@@ -1018,7 +1018,7 @@ fn build_gpt2_backend(
     )));
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(Sequence::new(steps)));
-    Ok(Backend::Gguf(tok))
+    Ok(Backend::Gguf(Box::new(tok)))
 }
 
 /// SentencePiece BPE as a `tokenizers` BPE: every way of writing a vocabulary piece as the
@@ -1058,7 +1058,7 @@ fn build_spm_backend(
     let bpe = builder
         .build()
         .map_err(|e| TokenizerError::InvalidVocab(e.to_string()))?;
-    Ok(Backend::Gguf(tokenizers::Tokenizer::new(bpe)))
+    Ok(Backend::Gguf(Box::new(tokenizers::Tokenizer::new(bpe))))
 }
 
 // ---------------------------------------------------------------------------------------------
