@@ -310,7 +310,7 @@ impl Sampler {
         let total: f64 = if use_top_p {
             self.candidates
                 .iter()
-                .map(|&(_, l)| f64::from(l - max).exp())
+                .map(|&(_, l)| exp_wide(l - max))
                 .sum()
         } else {
             1.0
@@ -335,7 +335,7 @@ impl Sampler {
         self.weights.extend(
             self.candidates
                 .iter()
-                .map(|&(_, l)| f64::from((l - max) / temperature).exp()),
+                .map(|&(_, l)| exp_wide((l - max) / temperature)),
         );
         let total: f64 = self.weights.iter().sum();
         let target = self.rng.random::<f64>() * total;
@@ -406,8 +406,14 @@ fn log_sum_exp(xs: impl Iterator<Item = f32> + Clone) -> f64 {
     if max == f32::NEG_INFINITY {
         return f64::NEG_INFINITY;
     }
-    let sum: f64 = xs.map(|x| f64::from(x - max).exp()).sum();
+    let sum: f64 = xs.map(|x| exp_wide(x - max)).sum();
     f64::from(max) + sum.ln()
+}
+
+// exp of a value <= 0 in f32 (several times cheaper than f64 over a whole vocabulary, and
+// accurate to an ulp), widened so that sums over tens of thousands of terms accumulate in f64.
+fn exp_wide(x: f32) -> f64 {
+    f64::from(x.exp())
 }
 
 fn log_prob(logit: f32, lse: f64) -> f32 {
@@ -452,7 +458,7 @@ fn top_p_prefix_len(candidates: &mut [(u32, f32)], max: f32, total: f64, top_p: 
         }
         rest[..take].sort_unstable_by(by_logit_desc);
         for (i, &(_, l)) in rest[..take].iter().enumerate() {
-            acc += f64::from(l - max).exp();
+            acc += exp_wide(l - max);
             if acc >= target {
                 return sorted + i + 1;
             }
