@@ -18,9 +18,11 @@ const PROMPT_TOKENS: usize = 128;
 const DECODE_TOKENS: usize = 64;
 
 fn model_path() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
+    std::env::var_os("HEARTH_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
 }
 
 /// Deterministic, plausible token ids (ordinary vocabulary range).
@@ -60,7 +62,10 @@ fn bench_ours(c: &mut Criterion, label: &str, model: &LlamaModel) {
             let mut t = ids[0];
             for _ in 0..DECODE_TOKENS {
                 let logits = model.forward(&[t], &mut cache, false).expect("decode");
-                t = logits.argmax(0).and_then(|x| x.to_scalar::<u32>()).expect("argmax");
+                t = logits
+                    .argmax(0)
+                    .and_then(|x| x.to_scalar::<u32>())
+                    .expect("argmax");
             }
             t
         })
@@ -75,7 +80,9 @@ fn bench_candle_quantized_llama(c: &mut Criterion) {
     let content = gguf_file::Content::read(&mut file).expect("gguf");
     let mut model = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).expect("candle load");
     let ids = prompt(PROMPT_TOKENS);
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("t");
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("t");
     let mut g = c.benchmark_group(format!("prompt_{PROMPT_TOKENS}"));
     g.throughput(Throughput::Elements(PROMPT_TOKENS as u64));
     g.bench_function("candle_quantized_llama", |b| {
@@ -89,7 +96,9 @@ fn bench_candle_quantized_llama(c: &mut Criterion) {
             // One token at a time from position 0, exactly like the Hearth groups.
             let mut t = ids[0];
             for i in 0..DECODE_TOKENS {
-                let x = Tensor::new(&[t], &Device::Cpu).and_then(|x| x.unsqueeze(0)).expect("t");
+                let x = Tensor::new(&[t], &Device::Cpu)
+                    .and_then(|x| x.unsqueeze(0))
+                    .expect("t");
                 let logits = model.forward(&x, i).expect("decode");
                 t = logits
                     .squeeze(0)

@@ -99,12 +99,17 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(p) = path {
             if !p.exists() {
-                return Err(ConfigError::Parse(format!("{} does not exist", p.display())));
+                return Err(ConfigError::Parse(format!(
+                    "{} does not exist",
+                    p.display()
+                )));
             }
             fig = fig.merge(Toml::file(p));
         }
         fig = fig.merge(Env::prefixed("HEARTH__").split("__"));
-        let mut cfg: Config = fig.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
         if let Some(dir) = path.and_then(Path::parent) {
             cfg.model.path = resolve_relative(dir, &cfg.model.path);
         }
@@ -124,7 +129,10 @@ impl Config {
         if g.default_max_tokens == 0 || g.default_max_tokens > g.max_tokens_limit {
             return Err(ConfigError::Invalid {
                 key: "generation.default_max_tokens",
-                message: format!("must be between 1 and max_tokens_limit ({})", g.max_tokens_limit),
+                message: format!(
+                    "must be between 1 and max_tokens_limit ({})",
+                    g.max_tokens_limit
+                ),
             });
         }
         if g.prefill_chunk == 0 {
@@ -145,19 +153,26 @@ impl Config {
 
 /// `hf:` references and absolute paths stay as they are; relative paths join `dir`.
 fn resolve_relative(dir: &Path, reference: &str) -> String {
-    if reference.starts_with("hf:") || Path::new(reference).is_absolute() || dir.as_os_str().is_empty() {
+    if reference.starts_with("hf:")
+        || Path::new(reference).is_absolute()
+        || dir.as_os_str().is_empty()
+    {
         return reference.to_string();
     }
     dir.join(reference).to_string_lossy().into_owned()
 }
 
 #[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate().expect("defaults must validate");
+        Config::default()
+            .validate()
+            .expect("defaults must validate");
     }
 
     #[test]
@@ -182,7 +197,9 @@ mod tests {
             jail.create_file("a.toml", "[model]\nnope = 1\n")?;
             assert!(Config::load(Some(Path::new("a.toml"))).is_err());
             jail.create_file("b.toml", "[generation]\nprefill_chunk = 0\n")?;
-            let err = Config::load(Some(Path::new("b.toml"))).unwrap_err().to_string();
+            let err = Config::load(Some(Path::new("b.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("generation.prefill_chunk"), "{err}");
             Ok(())
         });
@@ -190,7 +207,13 @@ mod tests {
 
     #[test]
     fn hf_references_are_not_joined_to_the_config_dir() {
-        assert_eq!(resolve_relative(Path::new("/etc/hearth"), "hf:a/b/c.gguf"), "hf:a/b/c.gguf");
-        assert_eq!(resolve_relative(Path::new("/etc/hearth"), "m.gguf"), "/etc/hearth/m.gguf");
+        assert_eq!(
+            resolve_relative(Path::new("/etc/hearth"), "hf:a/b/c.gguf"),
+            "hf:a/b/c.gguf"
+        );
+        assert_eq!(
+            resolve_relative(Path::new("/etc/hearth"), "m.gguf"),
+            "/etc/hearth/m.gguf"
+        );
     }
 }

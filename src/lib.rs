@@ -2,6 +2,8 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line and calls in.
 
+/// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`).
+pub mod cli;
 /// Settings from `config.toml`, environment overrides and CLI flags.
 pub mod config;
 /// The in-process inference runtime: loading, tokenizing, templating, the forward pass, sampling.

@@ -1,1 +1,187 @@
-fn main() {}
+//! The `hearth` command line: parse flags, set up logging, hand over to the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hearth::cli;
+use hearth::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "Self-hosted AI playground: local LLM inference with Candle"
+)]
+struct Cli {
+    /// Configuration file (default: ./config.toml when present).
+    #[arg(long, global = true, env = "HEARTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt or chat messages, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Print the token ids of TEXT as a JSON array.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Parse control-token text (e.g. `<|im_start|>`) as special tokens.
+        #[arg(long)]
+        special: bool,
+        /// Prepend BOS when the model asks for it.
+        #[arg(long)]
+        bos: bool,
+        /// The text to tokenize.
+        text: String,
+    },
+    /// Print the prompt the chat template renders for a messages file.
+    Template {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// JSON file with OpenAI-style messages: `[{"role": "user", "content": "Hi"}]`.
+        #[arg(long)]
+        messages: PathBuf,
+    },
+    /// Print a model's architecture, sizes, quantization, context, special tokens and template.
+    Inspect {
+        /// Model file, directory or `hf:` reference (default: the configured model).
+        model: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model: a .gguf file, a safetensors directory or `hf:org/repo/file.gguf`.
+    #[arg(long)]
+    model: Option<String>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text (sent as one user message through the chat template; see --raw).
+    #[arg(long, conflicts_with = "messages")]
+    prompt: Option<String>,
+    /// JSON file with OpenAI-style chat messages.
+    #[arg(long)]
+    messages: Option<PathBuf>,
+    /// Feed --prompt to the model as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// The most tokens to generate.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Nucleus sampling probability mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep only the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Drop tokens below this fraction of the top token's probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed: the same seed and parameters give the same output.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop string (repeatable): generation ends before it.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep weights exactly as shipped (slower; matches llama.cpp).
+    #[arg(long)]
+    exact: bool,
+    /// Print one JSON object with ids, text, finish reason and speeds instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from("config.toml")).filter(|p| p.exists()));
+    let mut config = Config::load(config_path.as_deref()).context("loading configuration")?;
+    match args.command {
+        Command::Generate(g) => {
+            if let Some(m) = g.model.model {
+                config.model.path = m;
+            }
+            if g.exact {
+                config.model.exact = true;
+            }
+            let messages = match &g.messages {
+                Some(p) => Some(cli::read_messages(p)?),
+                None => None,
+            };
+            let opts = cli::GenerateOptions {
+                prompt: g.prompt,
+                messages,
+                raw: g.raw,
+                max_tokens: g.max_tokens,
+                temperature: g.temperature,
+                top_p: g.top_p,
+                top_k: g.top_k,
+                min_p: g.min_p,
+                repeat_penalty: g.repeat_penalty,
+                seed: g.seed,
+                stop: g.stop,
+                json: g.json,
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            cli::generate(&config, opts, &mut out)?;
+            out.flush()?;
+        }
+        Command::Tokenize {
+            model,
+            special,
+            bos,
+            text,
+        } => {
+            if let Some(m) = model.model {
+                config.model.path = m;
+            }
+            println!("{}", cli::tokenize(&config, &text, special, bos)?);
+        }
+        Command::Template { model, messages } => {
+            if let Some(m) = model.model {
+                config.model.path = m;
+            }
+            let messages = cli::read_messages(&messages)?;
+            print!("{}", cli::template(&config, &messages)?);
+        }
+        Command::Inspect { model } => {
+            if let Some(m) = model {
+                config.model.path = m;
+            }
+            println!("{}", cli::inspect(&config)?);
+        }
+    }
+    Ok(())
+}

@@ -7,9 +7,11 @@ use candle_core::{Device, Tensor};
 use hearth::engine::loader::{load_gguf, LoadError, LoadOptions};
 
 fn default_model() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
+    std::env::var_os("HEARTH_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
 }
 
 fn load_err(path: &Path) -> LoadError {
@@ -25,8 +27,12 @@ fn tiny_gguf(path: &Path, arch: &str) {
     let q = QTensor::quantize(&t, GgmlDType::Q8_0).expect("quantize");
     let arch_v = gguf_file::Value::String(arch.to_string());
     let mut f = std::fs::File::create(path).expect("create");
-    gguf_file::write(&mut f, &[("general.architecture", &arch_v)], &[("token_embd.weight", &q)])
-        .expect("write gguf");
+    gguf_file::write(
+        &mut f,
+        &[("general.architecture", &arch_v)],
+        &[("token_embd.weight", &q)],
+    )
+    .expect("write gguf");
 }
 
 #[test]

@@ -35,15 +35,29 @@ fn write_checkpoint(dir: &Path, arch: &str, tied: bool, sliding_window: Option<u
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ arch.len() as u64 ^ (tied as u64) << 7;
     let mut ts: HashMap<String, Tensor> = HashMap::new();
     let head_dim = HIDDEN / HEADS;
-    ts.insert("model.embed_tokens.weight".into(), random_tensor(&[VOCAB, HIDDEN], &mut seed, 0.5));
+    ts.insert(
+        "model.embed_tokens.weight".into(),
+        random_tensor(&[VOCAB, HIDDEN], &mut seed, 0.5),
+    );
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");
         let mut put = |name: &str, shape: &[usize], scale: f32| {
-            ts.insert(format!("{p}.{name}"), random_tensor(shape, &mut seed, scale));
+            ts.insert(
+                format!("{p}.{name}"),
+                random_tensor(shape, &mut seed, scale),
+            );
         };
         put("self_attn.q_proj.weight", &[HEADS * head_dim, HIDDEN], 0.2);
-        put("self_attn.k_proj.weight", &[KV_HEADS * head_dim, HIDDEN], 0.2);
-        put("self_attn.v_proj.weight", &[KV_HEADS * head_dim, HIDDEN], 0.2);
+        put(
+            "self_attn.k_proj.weight",
+            &[KV_HEADS * head_dim, HIDDEN],
+            0.2,
+        );
+        put(
+            "self_attn.v_proj.weight",
+            &[KV_HEADS * head_dim, HIDDEN],
+            0.2,
+        );
         put("self_attn.o_proj.weight", &[HIDDEN, HEADS * head_dim], 0.2);
         put("mlp.gate_proj.weight", &[INTER, HIDDEN], 0.2);
         put("mlp.up_proj.weight", &[INTER, HIDDEN], 0.2);
@@ -58,10 +72,17 @@ fn write_checkpoint(dir: &Path, arch: &str, tied: bool, sliding_window: Option<u
         (random_tensor(&[HIDDEN], &mut seed, 0.1) + 1.0).expect("norm"),
     );
     if !tied {
-        ts.insert("lm_head.weight".into(), random_tensor(&[VOCAB, HIDDEN], &mut seed, 0.5));
+        ts.insert(
+            "lm_head.weight".into(),
+            random_tensor(&[VOCAB, HIDDEN], &mut seed, 0.5),
+        );
     }
     candle_core::safetensors::save(&ts, dir.join("model.safetensors")).expect("save");
-    let architecture = if arch == "mistral" { "MistralForCausalLM" } else { "LlamaForCausalLM" };
+    let architecture = if arch == "mistral" {
+        "MistralForCausalLM"
+    } else {
+        "LlamaForCausalLM"
+    };
     let config = serde_json::json!({
         "architectures": [architecture],
         "model_type": arch,
@@ -95,15 +116,26 @@ fn ours(dir: &Path) -> hearth::engine::model::LlamaModel {
     .model
 }
 
-fn candle_llama(dir: &Path, tied: bool) -> (candle_transformers::models::llama::Llama, candle_transformers::models::llama::Config) {
+fn candle_llama(
+    dir: &Path,
+    tied: bool,
+) -> (
+    candle_transformers::models::llama::Llama,
+    candle_transformers::models::llama::Config,
+) {
     use candle_transformers::models::llama;
     let mut cfg: llama::LlamaConfig =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("read")).expect("cfg");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("read"))
+            .expect("cfg");
     cfg.tie_word_embeddings = Some(tied);
     let cfg = cfg.into_config(false);
     // SAFETY: test-owned files, not modified while mapped.
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
     }
     .expect("vb");
     (llama::Llama::load(vb, &cfg).expect("candle llama"), cfg)
@@ -131,15 +163,25 @@ fn llama_logits_match_candle_reference_for_prefill_and_decode() {
         // Prefill of 8 tokens, then 4 single-token decode steps, both sides with a cache.
         let mut cache = model.new_cache().expect("cache");
         let mut ref_cache =
-            candle_transformers::models::llama::Cache::new(true, DType::F32, &cfg, &Device::Cpu).expect("cache");
-        let got = model.forward(&TOKENS[..8], &mut cache, false).expect("ours");
-        let input = Tensor::new(&TOKENS[..8], &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("in");
-        let want = reference.forward(&input, 0, &mut ref_cache).and_then(|t| t.squeeze(0)).expect("ref");
+            candle_transformers::models::llama::Cache::new(true, DType::F32, &cfg, &Device::Cpu)
+                .expect("cache");
+        let got = model
+            .forward(&TOKENS[..8], &mut cache, false)
+            .expect("ours");
+        let input = Tensor::new(&TOKENS[..8], &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .expect("in");
+        let want = reference
+            .forward(&input, 0, &mut ref_cache)
+            .and_then(|t| t.squeeze(0))
+            .expect("ref");
         let d = max_abs_diff(&got, &want);
         assert!(d < 1e-4, "tied={tied} prefill logits differ by {d}");
         for (i, &t) in TOKENS[8..].iter().enumerate() {
             let got = model.forward(&[t], &mut cache, false).expect("ours");
-            let input = Tensor::new(&[t], &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("in");
+            let input = Tensor::new(&[t], &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .expect("in");
             let want = reference
                 .forward(&input, 8 + i, &mut ref_cache)
                 .and_then(|t| t.squeeze(0))
@@ -160,22 +202,32 @@ fn chunked_prefill_truncate_and_fork_give_the_same_logits_as_one_pass() {
 
     // Three chunks.
     let mut chunked = model.new_cache().expect("cache");
-    model.forward(&TOKENS[..5], &mut chunked, false).expect("c1");
-    model.forward(&TOKENS[5..9], &mut chunked, false).expect("c2");
-    let last = model.forward(&TOKENS[9..], &mut chunked, false).expect("c3");
+    model
+        .forward(&TOKENS[..5], &mut chunked, false)
+        .expect("c1");
+    model
+        .forward(&TOKENS[5..9], &mut chunked, false)
+        .expect("c2");
+    let last = model
+        .forward(&TOKENS[9..], &mut chunked, false)
+        .expect("c3");
     let want_last = all.get(TOKENS.len() - 1).expect("row");
     assert!(max_abs_diff(&last, &want_last) < 1e-4);
 
     // A fork keeps the shared prefix; feeding the suffix matches the full pass.
     let mut fork = full.fork(6).expect("fork");
     assert_eq!(fork.len(), 6);
-    let got = model.forward(&TOKENS[6..], &mut fork, false).expect("fork suffix");
+    let got = model
+        .forward(&TOKENS[6..], &mut fork, false)
+        .expect("fork suffix");
     assert!(max_abs_diff(&got, &want_last) < 1e-4);
 
     // Truncating and re-feeding a different continuation does not see the old tokens.
     full.truncate(4);
     let other = [9u32, 9, 9];
-    let got = model.forward(&other, &mut full, false).expect("after truncate");
+    let got = model
+        .forward(&other, &mut full, false)
+        .expect("after truncate");
     let mut fresh = model.new_cache().expect("cache");
     let mut seq = TOKENS[..4].to_vec();
     seq.extend_from_slice(&other);
@@ -194,17 +246,24 @@ fn mistral_sliding_window_matches_candle_reference() {
     write_checkpoint(dir.path(), "mistral", false, Some(WINDOW));
     let model = ours(dir.path());
     assert_eq!(model.config().sliding_window, Some(WINDOW));
-    let mut cfg: mistral::Config =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).expect("read"))
-            .expect("mistral cfg");
+    let mut cfg: mistral::Config = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("config.json")).expect("read"),
+    )
+    .expect("mistral cfg");
     cfg.sliding_window = Some(WINDOW - 1);
     // SAFETY: test-owned files, not modified while mapped.
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu)
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.path().join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
     }
     .expect("vb");
     let mut reference = mistral::Model::new(&cfg, vb).expect("candle mistral");
-    let input = Tensor::new(&TOKENS[..], &Device::Cpu).and_then(|t| t.unsqueeze(0)).expect("in");
+    let input = Tensor::new(&TOKENS[..], &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .expect("in");
     let want = reference
         .forward(&input, 0)
         .and_then(|t| t.squeeze(0))
@@ -220,8 +279,13 @@ fn mistral_sliding_window_matches_candle_reference() {
     write_checkpoint(dir2.path(), "mistral", false, None);
     let unwindowed = ours(dir2.path());
     let mut cache = unwindowed.new_cache().expect("cache");
-    let full = unwindowed.forward(&TOKENS, &mut cache, false).expect("ours");
-    assert!(max_abs_diff(&full, &got) > 1e-3, "the sliding window had no effect");
+    let full = unwindowed
+        .forward(&TOKENS, &mut cache, false)
+        .expect("ours");
+    assert!(
+        max_abs_diff(&full, &got) > 1e-3,
+        "the sliding window had no effect"
+    );
 
     // Token-by-token decoding with the window gives the same last logits as one pass.
     let mut cache = model.new_cache().expect("cache");
@@ -237,7 +301,9 @@ fn mistral_sliding_window_matches_candle_reference() {
 fn broken_checkpoints_give_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     // No config.json.
-    let err = load_safetensors(dir.path(), &LoadOptions::default()).err().expect("error");
+    let err = load_safetensors(dir.path(), &LoadOptions::default())
+        .err()
+        .expect("error");
     assert!(matches!(err, LoadError::Open { .. }), "{err}");
     assert!(err.to_string().contains("config.json"), "{err}");
 
@@ -247,13 +313,17 @@ fn broken_checkpoints_give_clear_errors() {
         r#"{"architectures":["GPT2LMHeadModel"],"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":8}"#,
     )
     .expect("write");
-    let err = load_safetensors(dir.path(), &LoadOptions::default()).err().expect("error");
+    let err = load_safetensors(dir.path(), &LoadOptions::default())
+        .err()
+        .expect("error");
     assert!(err.to_string().contains("GPT2LMHeadModel"), "{err}");
 
     // Valid config but no weights.
     write_checkpoint(dir.path(), "llama", false, None);
     std::fs::remove_file(dir.path().join("model.safetensors")).expect("rm");
-    let err = load_safetensors(dir.path(), &LoadOptions::default()).err().expect("error");
+    let err = load_safetensors(dir.path(), &LoadOptions::default())
+        .err()
+        .expect("error");
     assert!(err.to_string().contains("safetensors"), "{err}");
 
     // Truncated weights file.
@@ -262,16 +332,25 @@ fn broken_checkpoints_give_clear_errors() {
     let len = std::fs::metadata(&f).expect("meta").len();
     let data = std::fs::read(&f).expect("read");
     std::fs::write(&f, &data[..(len / 2) as usize]).expect("truncate");
-    let err = load_safetensors(dir.path(), &LoadOptions::default()).err().expect("error");
-    assert!(err.to_string().contains("model.safetensors") || err.to_string().contains(&dir.path().display().to_string()), "{err}");
+    let err = load_safetensors(dir.path(), &LoadOptions::default())
+        .err()
+        .expect("error");
+    assert!(
+        err.to_string().contains("model.safetensors")
+            || err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
 
     // A tensor missing from the checkpoint.
     let dir = tempfile::tempdir().expect("tempdir");
     write_checkpoint(dir.path(), "llama", true, None);
     let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).expect("r")).expect("j");
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).expect("r"))
+            .expect("j");
     cfg["tie_word_embeddings"] = serde_json::json!(false);
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).expect("w");
-    let err = load_safetensors(dir.path(), &LoadOptions::default()).err().expect("error");
+    let err = load_safetensors(dir.path(), &LoadOptions::default())
+        .err()
+        .expect("error");
     assert!(err.to_string().contains("lm_head.weight"), "{err}");
 }

@@ -162,7 +162,8 @@ pub fn read_gguf_header(path: &Path) -> Result<gguf_file::Content, LoadError> {
         path: path.to_path_buf(),
         source,
     })?;
-    gguf_file::Content::read(&mut file).map_err(|e| format_err(path, format!("not a valid GGUF file: {e}")))
+    gguf_file::Content::read(&mut file)
+        .map_err(|e| format_err(path, format!("not a valid GGUF file: {e}")))
 }
 
 fn md_u32(ct: &gguf_file::Content, path: &Path, key: &str) -> Result<usize, LoadError> {
@@ -201,7 +202,7 @@ pub fn gguf_config(ct: &gguf_file::Content, path: &Path) -> Result<ModelConfig, 
     let num_layers = md_u32(ct, path, &p("block_count"))?;
     let intermediate_size = md_u32(ct, path, &p("feed_forward_length"))?;
     let context_length = md_u32(ct, path, &p("context_length"))?;
-    if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+    if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
         return Err(format_err(
             path,
             format!("invalid head counts: {num_heads} query heads, {num_kv_heads} kv heads"),
@@ -310,7 +311,9 @@ fn build_linear(
     let dense_for_prompt = cpu && !opts.exact && prompt_dense;
     let needs_dense = dense_for_prompt
         || (!same_type && !opts.exact)
-        || parts.iter().any(|p| matches!(p.dtype(), GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32));
+        || parts
+            .iter()
+            .any(|p| matches!(p.dtype(), GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32));
     let dense = if needs_dense {
         let ts = parts
             .iter()
@@ -424,11 +427,13 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded, LoadError> {
         let k = r.qtensor(&n("attn_k"))?;
         let v = r.qtensor(&n("attn_v"))?;
         let wqkv = build_linear(vec![q, k, v], opts, &device, true).map_err(c)?;
-        let wo = build_linear(vec![r.qtensor(&n("attn_output"))?], opts, &device, true).map_err(c)?;
+        let wo =
+            build_linear(vec![r.qtensor(&n("attn_output"))?], opts, &device, true).map_err(c)?;
         let gate = r.qtensor(&n("ffn_gate"))?;
         let up = r.qtensor(&n("ffn_up"))?;
         let w_gate_up = build_linear(vec![gate, up], opts, &device, true).map_err(c)?;
-        let w_down = build_linear(vec![r.qtensor(&n("ffn_down"))?], opts, &device, true).map_err(c)?;
+        let w_down =
+            build_linear(vec![r.qtensor(&n("ffn_down"))?], opts, &device, true).map_err(c)?;
         blocks.push(Block {
             attn_norm: r.vector(&n("attn_norm"), &device)?,
             wqkv,
@@ -510,8 +515,8 @@ pub fn hf_config(dir: &Path) -> Result<ModelConfig, LoadError> {
         path: path.clone(),
         source,
     })?;
-    let cfg: HfConfig =
-        serde_json::from_str(&text).map_err(|e| format_err(&path, format!("invalid config.json: {e}")))?;
+    let cfg: HfConfig = serde_json::from_str(&text)
+        .map_err(|e| format_err(&path, format!("invalid config.json: {e}")))?;
     let arch = cfg
         .architectures
         .first()
@@ -530,14 +535,22 @@ pub fn hf_config(dir: &Path) -> Result<ModelConfig, LoadError> {
     };
     if let Some(scaling) = &cfg.rope_scaling {
         if !scaling.is_null() {
-            return Err(unsupported(&path, format!("rope_scaling {scaling} is not supported")));
+            return Err(unsupported(
+                &path,
+                format!("rope_scaling {scaling} is not supported"),
+            ));
         }
     }
     let num_kv_heads = cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads);
-    if cfg.num_attention_heads == 0 || num_kv_heads == 0 || cfg.num_attention_heads % num_kv_heads != 0 {
+    if cfg.num_attention_heads == 0
+        || num_kv_heads == 0
+        || !cfg.num_attention_heads.is_multiple_of(num_kv_heads)
+    {
         return Err(format_err(&path, "invalid attention head counts"));
     }
-    let head_dim = cfg.head_dim.unwrap_or(cfg.hidden_size / cfg.num_attention_heads);
+    let head_dim = cfg
+        .head_dim
+        .unwrap_or(cfg.hidden_size / cfg.num_attention_heads);
     Ok(ModelConfig {
         architecture: architecture.into(),
         hidden_size: cfg.hidden_size,
@@ -550,7 +563,11 @@ pub fn hf_config(dir: &Path) -> Result<ModelConfig, LoadError> {
         rope_theta: cfg.rope_theta,
         rms_norm_eps: cfg.rms_norm_eps,
         context_length: cfg.max_position_embeddings,
-        sliding_window: if architecture == "mistral" { cfg.sliding_window } else { None },
+        sliding_window: if architecture == "mistral" {
+            cfg.sliding_window
+        } else {
+            None
+        },
         rope_style: RopeStyle::Half,
         tied_embeddings: cfg.tie_word_embeddings,
     })
@@ -588,7 +605,9 @@ pub fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<Loaded, LoadEr
     };
     let c = |e: candle_core::Error| format_err(dir, e);
     let dense_linear = |parts: Vec<Tensor>| -> Result<Linear, LoadError> {
-        let w = Tensor::cat(&parts, 0).and_then(|w| w.to_device(&device)).map_err(c)?;
+        let w = Tensor::cat(&parts, 0)
+            .and_then(|w| w.to_device(&device))
+            .map_err(c)?;
         Ok(Linear::new(QMatMul::Tensor(w), None))
     };
     let embed_w = get("model.embed_tokens.weight")?;
@@ -622,7 +641,11 @@ pub fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<Loaded, LoadEr
         });
     }
     let norm = get("model.norm.weight")?.to_device(&device).map_err(c)?;
-    let parameters = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>()).sum();
+    let parameters = st
+        .tensors()
+        .iter()
+        .map(|(_, v)| v.shape().iter().product::<usize>())
+        .sum();
     let mut types: std::collections::BTreeMap<String, usize> = Default::default();
     for (_, v) in st.tensors() {
         *types.entry(format!("{:?}", v.dtype())).or_default() += 1;

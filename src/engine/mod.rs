@@ -4,10 +4,11 @@
 //! the generation loop. It must not import anything HTTP, storage or API related: the server
 //! layers sit on top of it, never the other way round.
 
+pub mod generate;
+pub mod loader;
+pub mod model;
 pub mod sampler;
 pub mod source;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
-pub mod loader;
-pub mod model;

@@ -85,7 +85,9 @@ impl Linear {
     pub fn size_in_bytes(&self) -> usize {
         let main = match &self.main {
             QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
         };
         main + self.dense.as_ref().map_or(0, |d| d.elem_count() * 4)
     }
@@ -201,7 +203,11 @@ impl LlamaModel {
     ) -> candle_core::Result<Self> {
         let half = config.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1f32 / config.rope_theta.powf((2 * i) as f32 / config.head_dim as f32))
+            .map(|i| {
+                1f32 / config
+                    .rope_theta
+                    .powf((2 * i) as f32 / config.head_dim as f32)
+            })
             .collect();
         let positions = config.context_length.max(1);
         let mut angles = Vec::with_capacity(positions * half);
@@ -365,7 +371,11 @@ impl LlamaModel {
                 }
             }
         }
-        Ok(Some(Tensor::from_vec(data, (seq_len, total), &self.device)?))
+        Ok(Some(Tensor::from_vec(
+            data,
+            (seq_len, total),
+            &self.device,
+        )?))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -388,9 +398,18 @@ impl LlamaModel {
         let k = qkv.narrow(1, nh * hd, nkv * hd)?;
         let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd)?;
         // [S, heads, hd] → [1, heads, S, hd] for the rotary kernels.
-        let q = q.reshape((seq_len, nh, hd))?.transpose(0, 1)?.contiguous()?;
-        let k = k.reshape((seq_len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
-        let v = v.reshape((seq_len, nkv, hd))?.transpose(0, 1)?.contiguous()?;
+        let q = q
+            .reshape((seq_len, nh, hd))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let k = k
+            .reshape((seq_len, nkv, hd))?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let v = v
+            .reshape((seq_len, nkv, hd))?
+            .transpose(0, 1)?
+            .contiguous()?;
         let rope = match cfg.rope_style {
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i,
             RopeStyle::Half => candle_nn::rotary_emb::rope,

@@ -1,0 +1,489 @@
+//! The generation loop: one [`Engine`] (model + tokenizer + template) and the per-request
+//! [`Sequence`] state machine that feeds the prompt in chunks, samples, detokenizes
+//! incrementally and applies every stop rule.
+//!
+//! A sequence advances one [`Sequence::step`] at a time, so a scheduler can interleave many of
+//! them on one model thread; [`Engine::generate`] is the simple drive-to-completion loop used by
+//! the CLI and tests.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::loader::{self, LoadError, LoadOptions, ModelInfo};
+use super::model::{LlamaModel, SeqCache};
+use super::sampler::{Sampler, SamplingError, SamplingParams};
+use super::source::ModelSource;
+use super::stop::{StopEvent, StopMatcher};
+use super::template::{ChatMessage, ChatTemplate, TemplateError};
+use super::tokenizer::{IncrementalDecoder, Tokenizer, TokenizerError};
+
+/// Everything that can go wrong between a request and its tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Tokenizing or detokenizing failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template could not be compiled or rendered.
+    #[error("chat template: {0}")]
+    Template(#[from] TemplateError),
+    /// A sampling parameter is out of range.
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// The prompt does not fit in the model's context.
+    #[error("the prompt has {prompt_tokens} tokens but the model's context is {context_length}")]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// The model's context length.
+        context_length: usize,
+    },
+    /// The prompt is empty after templating and tokenizing.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// A tensor operation failed (a bug or an exhausted device, not bad input).
+    #[error("model runtime: {0}")]
+    Runtime(#[from] candle_core::Error),
+}
+
+/// Why a generation ended (OpenAI's `finish_reason` values, plus cancellation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the context length.
+    Length,
+    /// The caller stopped it.
+    Cancelled,
+}
+
+/// A model ready to serve: weights, tokenizer and chat template.
+pub struct Engine {
+    model: LlamaModel,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    info: ModelInfo,
+    prefill_chunk: usize,
+}
+
+impl Engine {
+    /// Load a model from a resolved source.
+    pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Self, EngineError> {
+        match source {
+            ModelSource::Gguf(path) => Self::load_gguf(path, opts),
+            ModelSource::SafetensorsDir(dir) => Self::load_safetensors(dir, opts),
+        }
+    }
+
+    fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let header = loader::read_gguf_header(path)?;
+        let tokenizer = Tokenizer::from_gguf(&header)?;
+        let template =
+            ChatTemplate::from_gguf(&header, tokenizer.bos_token(), tokenizer.eos_token())?;
+        drop(header);
+        let loaded = loader::load_gguf(path, opts)?;
+        Ok(Self::assemble(loaded, tokenizer, template))
+    }
+
+    fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<Self, EngineError> {
+        let tokenizer = Tokenizer::from_hf_dir(dir)?;
+        let template =
+            ChatTemplate::from_hf_dir(dir, tokenizer.bos_token(), tokenizer.eos_token())?;
+        let loaded = loader::load_safetensors(dir, opts)?;
+        Ok(Self::assemble(loaded, tokenizer, template))
+    }
+
+    fn assemble(loaded: loader::Loaded, tokenizer: Tokenizer, template: ChatTemplate) -> Self {
+        Self {
+            model: loaded.model,
+            tokenizer,
+            template,
+            info: loaded.info,
+            prefill_chunk: 256,
+        }
+    }
+
+    /// Set how many prompt tokens go through the model per forward pass.
+    pub fn with_prefill_chunk(mut self, chunk: usize) -> Self {
+        self.prefill_chunk = chunk.max(1);
+        self
+    }
+
+    /// The forward pass and its configuration.
+    pub fn model(&self) -> &LlamaModel {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// What the model file said about itself.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Render chat messages into the prompt text the model expects.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        Ok(self.template.render(messages, true)?)
+    }
+
+    /// Prompt ids for chat messages: rendered by the template, control tokens parsed as special,
+    /// BOS as the model asks (templates that write BOS themselves are not doubled).
+    pub fn chat_prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
+        let text = self.render_chat(messages)?;
+        self.text_prompt_ids(&text)
+    }
+
+    /// Prompt ids for raw text, special-token text parsed as special, BOS as the model asks.
+    pub fn text_prompt_ids(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let mut ids = self.tokenizer.encode(text, false, true)?;
+        if self.tokenizer.add_bos_by_default() {
+            if let Some(bos) = self.tokenizer.bos_id() {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Start a sequence for `request` with a fresh cache.
+    pub fn start(&self, request: GenerateRequest) -> Result<Sequence, EngineError> {
+        let cache = self.model.new_cache()?;
+        self.start_with_cache(request, cache)
+    }
+
+    /// Start a sequence reusing `cache`: positions it already holds that match the prompt's prefix
+    /// are kept; the rest is truncated and recomputed.
+    pub fn start_with_cache(
+        &self,
+        request: GenerateRequest,
+        mut cache: SeqCache,
+    ) -> Result<Sequence, EngineError> {
+        let ctx = self.model.config().context_length;
+        let n = request.prompt_ids.len();
+        if n == 0 {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if n >= ctx {
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: n,
+                context_length: ctx,
+            });
+        }
+        request.sampling.validate(self.model.config().vocab_size)?;
+        // Keep at least one prompt token to feed, so the first step yields logits.
+        let reused = cache.len().min(n - 1);
+        cache.truncate(reused);
+        Ok(Sequence {
+            sampler: Sampler::new(request.sampling.clone()),
+            decoder: self.tokenizer.decoder(),
+            stop: StopMatcher::new(request.stop.clone()),
+            history: request.prompt_ids.clone(),
+            prompt_len: n,
+            reused_tokens: reused,
+            max_tokens: request.max_tokens,
+            cache,
+            logits: None,
+            generated: Vec::new(),
+            text: String::new(),
+            finish: None,
+            started: Instant::now(),
+            prompt_done_at: None,
+            first_token_at: None,
+            request_logprobs: request.logprobs,
+        })
+    }
+
+    /// Advance `seq` by one unit of work: one prompt chunk, or one sampled token.
+    pub fn step(&self, seq: &mut Sequence) -> Result<Step, EngineError> {
+        if let Some(reason) = seq.finish {
+            return Ok(Step::Finished {
+                reason,
+                text: String::new(),
+            });
+        }
+        if seq.cache.len() < seq.prompt_len {
+            let start = seq.cache.len();
+            let end = (start + self.prefill_chunk).min(seq.prompt_len);
+            let logits = self
+                .model
+                .forward(&seq.history[start..end], &mut seq.cache, false)?;
+            if end == seq.prompt_len {
+                seq.logits = Some(logits.to_vec1()?);
+                seq.prompt_done_at = Some(Instant::now());
+            }
+            return Ok(Step::Prompt {
+                processed: end,
+                total: seq.prompt_len,
+            });
+        }
+        let logits = match seq.logits.take() {
+            Some(l) => l,
+            None => {
+                // Safe because the last sampled token is always in history once prompt is done.
+                let last = *seq.history.last().ok_or(EngineError::EmptyPrompt)?;
+                self.model
+                    .forward(&[last], &mut seq.cache, false)?
+                    .to_vec1()?
+            }
+        };
+        let top = if seq.request_logprobs > 0 {
+            super::sampler::top_logprobs(&logits, seq.request_logprobs)
+        } else {
+            Vec::new()
+        };
+        let sampled = seq.sampler.sample(&logits, &seq.history);
+        let id = sampled.id;
+        if seq.first_token_at.is_none() {
+            seq.first_token_at = Some(Instant::now());
+        }
+        seq.history.push(id);
+        seq.generated.push(id);
+        if self.tokenizer.is_eog(id) {
+            let text = seq.stop.finish() + &seq.decoder.flush();
+            return Ok(seq.finish_with(FinishReason::Stop, text, id));
+        }
+        let piece = seq.decoder.push(id)?;
+        let emit = match seq.stop.push(&piece) {
+            StopEvent::Continue { emit } => emit,
+            StopEvent::Stopped { emit, .. } => {
+                seq.text.push_str(&emit);
+                seq.finish = Some(FinishReason::Stop);
+                return Ok(Step::Finished {
+                    reason: FinishReason::Stop,
+                    text: emit,
+                });
+            }
+        };
+        seq.text.push_str(&emit);
+        let at_limit = seq.generated.len() >= seq.max_tokens
+            || seq.prompt_len + seq.generated.len() >= self.model.config().context_length;
+        if at_limit {
+            let tail = seq.decoder.flush();
+            let tail = match seq.stop.push(&tail) {
+                StopEvent::Continue { emit } => emit + &seq.stop.finish(),
+                StopEvent::Stopped { emit, .. } => emit,
+            };
+            seq.text.push_str(&tail);
+            seq.finish = Some(FinishReason::Length);
+            return Ok(Step::Token {
+                id,
+                text: emit + &tail,
+                logprob: sampled.logprob,
+                top_logprobs: top,
+                finished: Some(FinishReason::Length),
+            });
+        }
+        Ok(Step::Token {
+            id,
+            text: emit,
+            logprob: sampled.logprob,
+            top_logprobs: top,
+            finished: None,
+        })
+    }
+
+    /// Run `request` to completion, calling `on_text` with each piece of text as soon as it is
+    /// safe to show. `on_text` returns false to cancel.
+    pub fn generate(
+        &self,
+        request: GenerateRequest,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation, EngineError> {
+        let mut seq = self.start(request)?;
+        loop {
+            match self.step(&mut seq)? {
+                Step::Prompt { .. } => {}
+                Step::Token { text, finished, .. } => {
+                    if !text.is_empty() && !on_text(&text) {
+                        seq.finish = Some(FinishReason::Cancelled);
+                        break;
+                    }
+                    if finished.is_some() {
+                        break;
+                    }
+                }
+                Step::Finished { text, .. } => {
+                    if !text.is_empty() {
+                        on_text(&text);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(seq.into_generation())
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// Prompt token ids (see [`Engine::chat_prompt_ids`]).
+    pub prompt_ids: Vec<u32>,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// The most tokens to generate.
+    pub max_tokens: usize,
+    /// Stop strings: generation ends before any of them and they are never emitted.
+    pub stop: Vec<String>,
+    /// How many top alternatives to report per token (0 = none).
+    pub logprobs: usize,
+}
+
+/// The outcome of one [`Engine::step`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// A prompt chunk went through the model.
+    Prompt {
+        /// Prompt tokens in the cache now.
+        processed: usize,
+        /// Prompt tokens in all.
+        total: usize,
+    },
+    /// A token was sampled; `text` is what may be shown now (possibly empty while held back).
+    Token {
+        /// The sampled id.
+        id: u32,
+        /// Newly visible text.
+        text: String,
+        /// Log-probability of `id` under the sampling distribution.
+        logprob: f32,
+        /// Top alternatives when asked for.
+        top_logprobs: Vec<(u32, f32)>,
+        /// Set when this token ended the generation (length limit).
+        finished: Option<FinishReason>,
+    },
+    /// The sequence ended; `text` is the last visible text (held-back text that turned out safe).
+    Finished {
+        /// Why.
+        reason: FinishReason,
+        /// Final text to show.
+        text: String,
+    },
+}
+
+/// One generation in progress.
+pub struct Sequence {
+    sampler: Sampler,
+    decoder: IncrementalDecoder,
+    stop: StopMatcher,
+    history: Vec<u32>,
+    prompt_len: usize,
+    reused_tokens: usize,
+    max_tokens: usize,
+    cache: SeqCache,
+    logits: Option<Vec<f32>>,
+    generated: Vec<u32>,
+    text: String,
+    finish: Option<FinishReason>,
+    started: Instant,
+    prompt_done_at: Option<Instant>,
+    first_token_at: Option<Instant>,
+    request_logprobs: usize,
+}
+
+impl Sequence {
+    fn finish_with(&mut self, reason: FinishReason, text: String, _id: u32) -> Step {
+        self.text.push_str(&text);
+        self.finish = Some(reason);
+        Step::Finished { reason, text }
+    }
+
+    /// Mark the sequence cancelled; the next step reports it finished.
+    pub fn cancel(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(FinishReason::Cancelled);
+        }
+    }
+
+    /// Why it ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    /// Prompt plus generated ids.
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// The cache, e.g. to keep it for prefix reuse once the sequence is done.
+    pub fn into_cache(self) -> SeqCache {
+        self.cache
+    }
+
+    /// Summarise a finished (or abandoned) sequence.
+    pub fn into_generation(self) -> Generation {
+        let prompt_time = self
+            .prompt_done_at
+            .map(|t| t.duration_since(self.started))
+            .unwrap_or_default();
+        let decode_time = match (self.prompt_done_at, self.first_token_at) {
+            (Some(p), Some(_)) => p.elapsed(),
+            _ => Duration::ZERO,
+        };
+        Generation {
+            prompt_ids: self.history[..self.prompt_len].to_vec(),
+            ids: self.generated,
+            text: self.text,
+            finish_reason: self.finish.unwrap_or(FinishReason::Cancelled),
+            reused_prompt_tokens: self.reused_tokens,
+            prompt_time,
+            decode_time,
+        }
+    }
+}
+
+/// A completed generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The prompt ids fed.
+    pub prompt_ids: Vec<u32>,
+    /// Generated ids, including a final end-of-generation token if one ended it.
+    pub ids: Vec<u32>,
+    /// Visible text (stop strings and end tokens excluded).
+    pub text: String,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Prompt tokens whose KV came from a reused cache.
+    pub reused_prompt_tokens: usize,
+    /// Time to process the prompt.
+    pub prompt_time: Duration,
+    /// Time from prompt done to the end of the last token.
+    pub decode_time: Duration,
+}
+
+impl Generation {
+    /// Prompt tokens per second (tokens actually computed, reused ones excluded).
+    pub fn prompt_tokens_per_s(&self) -> f64 {
+        let n = self
+            .prompt_ids
+            .len()
+            .saturating_sub(self.reused_prompt_tokens);
+        rate(n, self.prompt_time)
+    }
+
+    /// Decode tokens per second (the first token comes from the prompt pass, so n-1 steps).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        rate(self.ids.len().saturating_sub(1), self.decode_time)
+    }
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    let s = t.as_secs_f64();
+    if n == 0 || s <= 0.0 {
+        0.0
+    } else {
+        n as f64 / s
+    }
+}

@@ -1,0 +1,79 @@
+//! Shared fixtures for integration tests: the real default model, loaded once per test binary.
+//!
+//! Candle's CPU threads spin, so tests in one binary must not run the model at the same time:
+//! every engine accessor hands out a guard that serialises model work.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use hearth::engine::generate::Engine;
+use hearth::engine::loader::{DeviceChoice, LoadOptions};
+use hearth::engine::source::ModelSource;
+
+/// Path of the default model (override with HEARTH_TEST_MODEL).
+pub fn model_path() -> PathBuf {
+    std::env::var_os("HEARTH_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+}
+
+/// llama.cpp's reference outputs for the default model.
+pub fn reference() -> serde_json::Value {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2-q4_1-llamacpp.json");
+    serde_json::from_str(&std::fs::read_to_string(p).expect("reference fixture"))
+        .expect("reference json")
+}
+
+static MODEL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds the model lock while a test uses an engine.
+pub struct Guarded<'a> {
+    engine: &'a Engine,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Guarded<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine
+    }
+}
+
+fn lock() -> MutexGuard<'static, ()> {
+    MODEL_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load(exact: bool) -> Engine {
+    Engine::load(
+        &ModelSource::Gguf(model_path()),
+        &LoadOptions {
+            exact,
+            device: DeviceChoice::Cpu,
+        },
+    )
+    .expect("load the default model (run scripts/fetch-model.sh)")
+}
+
+/// The default model with weights exactly as shipped.
+pub fn exact_engine() -> Guarded<'static> {
+    static E: OnceLock<Engine> = OnceLock::new();
+    let guard = lock();
+    Guarded {
+        engine: E.get_or_init(|| load(true)),
+        _guard: guard,
+    }
+}
+
+/// The default model in fast mode (the server's default).
+pub fn fast_engine() -> Guarded<'static> {
+    static E: OnceLock<Engine> = OnceLock::new();
+    let guard = lock();
+    Guarded {
+        engine: E.get_or_init(|| load(false)),
+        _guard: guard,
+    }
+}
