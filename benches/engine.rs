@@ -73,6 +73,39 @@ fn bench_ours(c: &mut Criterion, label: &str, model: &LlamaModel) {
     g.finish();
 }
 
+/// The reference workload: a 256-token prompt, then 64 decode steps at that context.
+fn bench_ours_at_context(c: &mut Criterion, label: &str, model: &LlamaModel) {
+    let ids = prompt(256);
+    let mut g = c.benchmark_group("prompt_256");
+    g.throughput(Throughput::Elements(256));
+    g.bench_function(label, |b| {
+        b.iter(|| {
+            let mut cache = model.new_cache().expect("cache");
+            model.forward(&ids, &mut cache, false).expect("forward")
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group(format!("decode_{DECODE_TOKENS}_after_256"));
+    g.throughput(Throughput::Elements(DECODE_TOKENS as u64));
+    let mut cache = model.new_cache().expect("cache");
+    model.forward(&ids, &mut cache, false).expect("prefill");
+    g.bench_function(label, |b| {
+        b.iter(|| {
+            cache.truncate(256);
+            let mut t = ids[0];
+            for _ in 0..DECODE_TOKENS {
+                let logits = model.forward(&[t], &mut cache, false).expect("decode");
+                t = logits
+                    .argmax(0)
+                    .and_then(|x| x.to_scalar::<u32>())
+                    .expect("argmax");
+            }
+            t
+        })
+    });
+    g.finish();
+}
+
 fn bench_candle_quantized_llama(c: &mut Criterion) {
     use candle_transformers::models::quantized_llama::ModelWeights;
     let path = model_path();
@@ -115,6 +148,7 @@ fn bench_candle_quantized_llama(c: &mut Criterion) {
 fn benches(c: &mut Criterion) {
     let fast = load(false);
     bench_ours(c, "hearth_fast", &fast);
+    bench_ours_at_context(c, "hearth_fast", &fast);
     drop(fast);
     let exact = load(true);
     bench_ours(c, "hearth_exact", &exact);

@@ -112,6 +112,18 @@ pub fn load_engine(config: &Config) -> Result<Engine> {
 
 /// `hearth generate`: stream text to `out` as tokens are sampled, or print one JSON object.
 pub fn generate(config: &Config, opts: GenerateOptions, out: &mut dyn Write) -> Result<()> {
+    if opts.messages.is_none() && opts.prompt.is_none() {
+        bail!("give --prompt TEXT or --messages FILE");
+    }
+    let max_tokens = opts
+        .max_tokens
+        .unwrap_or(config.generation.default_max_tokens);
+    if max_tokens == 0 || max_tokens > config.generation.max_tokens_limit {
+        bail!(
+            "--max-tokens must be between 1 and {} (generation.max_tokens_limit)",
+            config.generation.max_tokens_limit
+        );
+    }
     let engine = load_engine(config)?;
     let prompt_ids = match (&opts.messages, &opts.prompt) {
         (Some(messages), _) => engine.chat_prompt_ids(messages)?,
@@ -122,15 +134,6 @@ pub fn generate(config: &Config, opts: GenerateOptions, out: &mut dyn Write) -> 
         }])?,
         (None, None) => bail!("give --prompt TEXT or --messages FILE"),
     };
-    let max_tokens = opts
-        .max_tokens
-        .unwrap_or(config.generation.default_max_tokens);
-    if max_tokens == 0 || max_tokens > config.generation.max_tokens_limit {
-        bail!(
-            "--max-tokens must be between 1 and {} (generation.max_tokens_limit)",
-            config.generation.max_tokens_limit
-        );
-    }
     let sampling = SamplingParams {
         temperature: opts.temperature,
         top_k: opts.top_k,

@@ -18,6 +18,10 @@ struct Cli {
     /// Configuration file (default: ./config.toml when present).
     #[arg(long, global = true, env = "HEARTH_CONFIG")]
     config: Option<PathBuf>,
+    /// Model: a .gguf file, a safetensors directory or `hf:org/repo/file.gguf`
+    /// (default: `model.path` from the configuration).
+    #[arg(long, global = true)]
+    model: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,8 +32,6 @@ enum Command {
     Generate(GenerateArgs),
     /// Print the token ids of TEXT as a JSON array.
     Tokenize {
-        #[command(flatten)]
-        model: ModelArgs,
         /// Parse control-token text (e.g. `<|im_start|>`) as special tokens.
         #[arg(long)]
         special: bool,
@@ -41,8 +43,6 @@ enum Command {
     },
     /// Print the prompt the chat template renders for a messages file.
     Template {
-        #[command(flatten)]
-        model: ModelArgs,
         /// JSON file with OpenAI-style messages: `[{"role": "user", "content": "Hi"}]`.
         #[arg(long)]
         messages: PathBuf,
@@ -55,16 +55,7 @@ enum Command {
 }
 
 #[derive(Args)]
-struct ModelArgs {
-    /// Model: a .gguf file, a safetensors directory or `hf:org/repo/file.gguf`.
-    #[arg(long)]
-    model: Option<String>,
-}
-
-#[derive(Args)]
 struct GenerateArgs {
-    #[command(flatten)]
-    model: ModelArgs,
     /// Prompt text (sent as one user message through the chat template; see --raw).
     #[arg(long, conflicts_with = "messages")]
     prompt: Option<String>,
@@ -127,11 +118,11 @@ fn run() -> Result<()> {
         .clone()
         .or_else(|| Some(PathBuf::from("config.toml")).filter(|p| p.exists()));
     let mut config = Config::load(config_path.as_deref()).context("loading configuration")?;
+    if let Some(m) = args.model {
+        config.model.path = m;
+    }
     match args.command {
         Command::Generate(g) => {
-            if let Some(m) = g.model.model {
-                config.model.path = m;
-            }
             if g.exact {
                 config.model.exact = true;
             }
@@ -158,21 +149,10 @@ fn run() -> Result<()> {
             cli::generate(&config, opts, &mut out)?;
             out.flush()?;
         }
-        Command::Tokenize {
-            model,
-            special,
-            bos,
-            text,
-        } => {
-            if let Some(m) = model.model {
-                config.model.path = m;
-            }
+        Command::Tokenize { special, bos, text } => {
             println!("{}", cli::tokenize(&config, &text, special, bos)?);
         }
-        Command::Template { model, messages } => {
-            if let Some(m) = model.model {
-                config.model.path = m;
-            }
+        Command::Template { messages } => {
             let messages = cli::read_messages(&messages)?;
             print!("{}", cli::template(&config, &messages)?);
         }

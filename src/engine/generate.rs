@@ -163,7 +163,7 @@ impl Engine {
         self.start_with_cache(request, cache)
     }
 
-    /// Start a sequence reusing `cache`: positions it already holds that match the prompt's prefix
+    /// Start a sequence reusing `cache`: the positions it holds that match the prompt's prefix
     /// are kept; the rest is truncated and recomputed.
     pub fn start_with_cache(
         &self,
@@ -183,7 +183,7 @@ impl Engine {
         }
         request.sampling.validate(self.model.config().vocab_size)?;
         // Keep at least one prompt token to feed, so the first step yields logits.
-        let reused = cache.len().min(n - 1);
+        let reused = cache.common_prefix(&request.prompt_ids).min(n - 1);
         cache.truncate(reused);
         Ok(Sequence {
             sampler: Sampler::new(request.sampling.clone()),
@@ -252,37 +252,34 @@ impl Engine {
         seq.generated.push(id);
         if self.tokenizer.is_eog(id) {
             let text = seq.stop.finish() + &seq.decoder.flush();
-            return Ok(seq.finish_with(FinishReason::Stop, text, id));
+            return Ok(seq.finish_with(FinishReason::Stop, text));
         }
         let piece = seq.decoder.push(id)?;
         let emit = match seq.stop.push(&piece) {
             StopEvent::Continue { emit } => emit,
             StopEvent::Stopped { emit, .. } => {
-                seq.text.push_str(&emit);
-                seq.finish = Some(FinishReason::Stop);
-                return Ok(Step::Finished {
-                    reason: FinishReason::Stop,
-                    text: emit,
-                });
+                return Ok(seq.finish_with(FinishReason::Stop, emit));
             }
         };
         seq.text.push_str(&emit);
         let at_limit = seq.generated.len() >= seq.max_tokens
             || seq.prompt_len + seq.generated.len() >= self.model.config().context_length;
         if at_limit {
+            // Release what was held back: undecodable bytes, then a possible stop prefix
+            // (which may still complete into a stop with the flushed bytes).
             let tail = seq.decoder.flush();
-            let tail = match seq.stop.push(&tail) {
-                StopEvent::Continue { emit } => emit + &seq.stop.finish(),
-                StopEvent::Stopped { emit, .. } => emit,
+            let (tail, reason) = match seq.stop.push(&tail) {
+                StopEvent::Continue { emit } => (emit + &seq.stop.finish(), FinishReason::Length),
+                StopEvent::Stopped { emit, .. } => (emit, FinishReason::Stop),
             };
             seq.text.push_str(&tail);
-            seq.finish = Some(FinishReason::Length);
+            seq.finish = Some(reason);
             return Ok(Step::Token {
                 id,
                 text: emit + &tail,
                 logprob: sampled.logprob,
                 top_logprobs: top,
-                finished: Some(FinishReason::Length),
+                finished: Some(reason),
             });
         }
         Ok(Step::Token {
@@ -394,7 +391,7 @@ pub struct Sequence {
 }
 
 impl Sequence {
-    fn finish_with(&mut self, reason: FinishReason, text: String, _id: u32) -> Step {
+    fn finish_with(&mut self, reason: FinishReason, text: String) -> Step {
         self.text.push_str(&text);
         self.finish = Some(reason);
         Step::Finished { reason, text }

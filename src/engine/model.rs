@@ -60,6 +60,9 @@ pub struct ModelConfig {
 pub struct Linear {
     main: QMatMul,
     dense: Option<Tensor>,
+    /// Zero columns appended to `main`'s input dimension (see `loader`): inputs get the same
+    /// number of zeros, which leaves every dot product unchanged.
+    pad_in: usize,
 }
 
 /// Inputs with at least this many rows go through the dense copy when one exists.
@@ -68,7 +71,17 @@ const DENSE_MIN_ROWS: usize = 4;
 impl Linear {
     /// Wrap a matrix; `dense` is an optional f32 `[out, in]` copy for batched inputs.
     pub fn new(main: QMatMul, dense: Option<Tensor>) -> Self {
-        Self { main, dense }
+        Self {
+            main,
+            dense,
+            pad_in: 0,
+        }
+    }
+
+    /// `main` was stored with `pad` extra zero input columns.
+    pub fn with_input_padding(mut self, pad: usize) -> Self {
+        self.pad_in = pad;
+        self
     }
 
     /// `x [rows, in] → [rows, out]`.
@@ -77,6 +90,11 @@ impl Linear {
             if x.dim(0)? >= DENSE_MIN_ROWS {
                 return x.matmul(&w.t()?);
             }
+        }
+        if self.pad_in > 0 {
+            return self
+                .main
+                .forward(&x.pad_with_zeros(D::Minus1, 0, self.pad_in)?);
         }
         self.main.forward(x)
     }
@@ -147,6 +165,8 @@ pub struct LlamaModel {
 #[derive(Debug)]
 pub struct SeqCache {
     layers: Vec<(Tensor, Tensor)>,
+    /// The token ids whose keys and values are cached, in order.
+    tokens: Vec<u32>,
     len: usize,
     capacity: usize,
 }
@@ -162,9 +182,24 @@ impl SeqCache {
         self.len == 0
     }
 
+    /// The token ids cached so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// How many leading ids of `prompt` this cache already holds.
+    pub fn common_prefix(&self, prompt: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+
     /// Forget everything after the first `len` positions (prefix reuse keeps the shared part).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+        self.tokens.truncate(self.len);
     }
 
     /// A deep copy holding the first `len` positions, independent of `self`.
@@ -177,6 +212,7 @@ impl SeqCache {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(SeqCache {
             layers,
+            tokens: self.tokens[..len].to_vec(),
             len,
             capacity: self.capacity,
         })
@@ -260,6 +296,7 @@ impl LlamaModel {
     pub fn new_cache(&self) -> candle_core::Result<SeqCache> {
         let mut cache = SeqCache {
             layers: Vec::new(),
+            tokens: Vec::new(),
             len: 0,
             capacity: 0,
         };
@@ -338,6 +375,7 @@ impl LlamaModel {
             x = (x + h)?;
         }
         cache.len = pos + seq_len;
+        cache.tokens.extend_from_slice(tokens);
         let x = if all_logits {
             x
         } else {
@@ -419,6 +457,10 @@ impl LlamaModel {
         k_cache.slice_set(&k, 1, pos)?;
         v_cache.slice_set(&v, 1, pos)?;
         let total = pos + seq_len;
+        if seq_len == 1 && self.device.is_cpu() {
+            let y = decode_attention_cpu(cfg, &q, k_cache, v_cache, total)?;
+            return block.wo.forward(&y);
+        }
         let k_all = k_cache.narrow(1, 0, total)?; // [nkv, T, hd]
         let v_all = v_cache.narrow(1, 0, total)?;
         // Grouped-query attention without copying K/V: fold each group's query heads into the
@@ -442,4 +484,82 @@ impl LlamaModel {
             .reshape((seq_len, nh * hd))?;
         block.wo.forward(&y)
     }
+}
+
+/// Attention of one new token over the cache, on plain slices.
+///
+/// For a single query row the general path's handful of tiny batched GEMMs, reshapes and a
+/// softmax op cost more in dispatch than in arithmetic, and that cost grows with the context;
+/// this loop reads each cached key and value once per query head and nothing else.
+fn decode_attention_cpu(
+    cfg: &ModelConfig,
+    q: &Tensor,
+    k_cache: &Tensor,
+    v_cache: &Tensor,
+    total: usize,
+) -> candle_core::Result<Tensor> {
+    let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let group = nh / nkv;
+    let q: Vec<f32> = q.flatten_all()?.to_vec1()?; // [nh · hd]
+    let (k_store, k_layout) = k_cache.storage_and_layout();
+    let (v_store, v_layout) = v_cache.storage_and_layout();
+    let (candle_core::Storage::Cpu(k_cpu), candle_core::Storage::Cpu(v_cpu)) =
+        (&*k_store, &*v_store)
+    else {
+        candle_core::bail!("decode_attention_cpu needs CPU tensors");
+    };
+    let k_all = &k_cpu.as_slice::<f32>()?[k_layout.start_offset()..];
+    let v_all = &v_cpu.as_slice::<f32>()?[v_layout.start_offset()..];
+    let capacity = k_cache.dim(1)?;
+    let first = cfg.sliding_window.map_or(0, |w| total.saturating_sub(w));
+    let scale = 1f32 / (hd as f32).sqrt();
+    let mut out = vec![0f32; nh * hd];
+    let mut scores = vec![0f32; total - first];
+    for h in 0..nh {
+        let kv = h / group;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let keys = &k_all[kv * capacity * hd..];
+        let values = &v_all[kv * capacity * hd..];
+        let mut max = f32::NEG_INFINITY;
+        for (i, t) in (first..total).enumerate() {
+            let key = &keys[t * hd..(t + 1) * hd];
+            let s = dot(qh, key) * scale;
+            scores[i] = s;
+            max = max.max(s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        let oh = &mut out[h * hd..(h + 1) * hd];
+        for (i, t) in (first..total).enumerate() {
+            let p = scores[i] * inv;
+            let value = &values[t * hd..(t + 1) * hd];
+            for (o, v) in oh.iter_mut().zip(value) {
+                *o += p * v;
+            }
+        }
+    }
+    Tensor::from_vec(out, (1, nh * hd), &Device::Cpu)
+}
+
+/// Dot product with eight independent partial sums, so the compiler can vectorise it (a plain
+/// `sum()` must keep IEEE order and stays scalar).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }

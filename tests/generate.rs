@@ -1,0 +1,281 @@
+//! The generation loop on the real default model: streaming, stops, limits, seeds, errors.
+
+mod common;
+
+use hearth::engine::generate::{EngineError, FinishReason, GenerateRequest, Step};
+use hearth::engine::sampler::SamplingParams;
+use hearth::engine::template::ChatMessage;
+
+fn user(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+    }]
+}
+
+fn request(prompt_ids: Vec<u32>, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt_ids,
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        stop: Vec::new(),
+        logprobs: 0,
+    }
+}
+
+#[test]
+fn streamed_pieces_concatenate_to_the_final_text_and_match_the_ids() {
+    let engine = common::fast_engine();
+    let prompt = engine
+        .chat_prompt_ids(&user("Name three colours."))
+        .expect("prompt");
+    let mut pieces = Vec::new();
+    let out = engine
+        .generate(request(prompt, 24), |t| {
+            pieces.push(t.to_string());
+            true
+        })
+        .expect("generate");
+    assert_eq!(pieces.concat(), out.text);
+    // Text arrives token by token, not in one lump at the end.
+    assert!(
+        pieces.len() >= out.ids.len() / 2,
+        "{} pieces for {} ids",
+        pieces.len(),
+        out.ids.len()
+    );
+    let eog = out
+        .ids
+        .last()
+        .is_some_and(|id| engine.tokenizer().is_eog(*id));
+    let visible = if eog {
+        &out.ids[..out.ids.len() - 1]
+    } else {
+        &out.ids[..]
+    };
+    assert_eq!(
+        engine.tokenizer().decode(visible, false).expect("decode"),
+        out.text
+    );
+}
+
+#[test]
+fn exact_mode_generation_reproduces_the_reference_greedy_text() {
+    let engine = common::exact_engine();
+    let r = common::reference();
+    let chat = &r["chats"][0];
+    let messages: Vec<ChatMessage> =
+        serde_json::from_value(chat["messages"].clone()).expect("messages");
+    let prompt = engine.chat_prompt_ids(&messages).expect("prompt");
+    let want_prompt: Vec<u32> = serde_json::from_value(chat["prompt_ids"].clone()).expect("ids");
+    assert_eq!(prompt, want_prompt);
+    let out = engine
+        .generate(request(prompt, 16), |_| true)
+        .expect("generate");
+    let want: Vec<u32> = serde_json::from_value(chat["greedy_ids"].clone()).expect("ids");
+    assert_eq!(out.ids, want[..16]);
+    let want_text: String = chat["greedy_pieces"].as_array().expect("pieces")[..16]
+        .iter()
+        .map(|p| p.as_str().expect("piece"))
+        .collect();
+    assert_eq!(out.text, want_text);
+    assert_eq!(out.finish_reason, FinishReason::Length);
+}
+
+#[test]
+fn a_stop_string_ends_generation_before_it_and_never_leaks() {
+    let engine = common::exact_engine();
+    let r = common::reference();
+    let messages: Vec<ChatMessage> =
+        serde_json::from_value(r["chats"][0]["messages"].clone()).expect("m");
+    let prompt = engine.chat_prompt_ids(&messages).expect("prompt");
+    // The greedy reference text is "L'Étoile, la Marseillaise, la femme, …".
+    let mut req = request(prompt, 32);
+    req.stop = vec![", la M".into()];
+    let mut streamed = String::new();
+    let out = engine
+        .generate(req, |t| {
+            streamed.push_str(t);
+            true
+        })
+        .expect("generate");
+    assert_eq!(out.text, "L'Étoile");
+    assert_eq!(streamed, "L'Étoile");
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn an_end_of_generation_token_stops_with_reason_stop() {
+    let engine = common::fast_engine();
+    let prompt = engine.chat_prompt_ids(&user("Hi")).expect("prompt");
+    let mut req = request(prompt, 50);
+    // Force `<|im_end|>` (id 2) to be the first token.
+    req.sampling.logit_bias = vec![(2, 100.0)];
+    let out = engine.generate(req, |_| true).expect("generate");
+    assert_eq!(out.ids, vec![2]);
+    assert_eq!(out.text, "");
+    assert_eq!(out.finish_reason, FinishReason::Stop);
+}
+
+#[test]
+fn max_tokens_ends_with_reason_length() {
+    let engine = common::fast_engine();
+    let prompt = engine
+        .chat_prompt_ids(&user("Count from one to one hundred."))
+        .expect("prompt");
+    let mut req = request(prompt, 5);
+    req.sampling.logit_bias = vec![(2, -100.0), (0, -100.0)];
+    let out = engine.generate(req, |_| true).expect("generate");
+    assert_eq!(out.ids.len(), 5);
+    assert_eq!(out.finish_reason, FinishReason::Length);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_text_and_another_seed_differs() {
+    let engine = common::fast_engine();
+    let prompt = engine
+        .chat_prompt_ids(&user("Write a short poem about rain."))
+        .expect("prompt");
+    let run = |seed| {
+        let mut req = request(prompt.clone(), 24);
+        req.sampling = SamplingParams {
+            temperature: 1.2,
+            top_p: 0.95,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        req.sampling.logit_bias = vec![(2, -100.0)];
+        engine.generate(req, |_| true).expect("generate").ids
+    };
+    let a = run(7);
+    assert_eq!(a, run(7));
+    let others: Vec<_> = [8u64, 9, 10].iter().map(|s| run(*s)).collect();
+    assert!(
+        others.iter().any(|o| *o != a),
+        "three other seeds all gave the same text"
+    );
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_an_error_not_a_silent_cut() {
+    let engine = common::fast_engine();
+    let ctx = engine.model().config().context_length;
+    let prompt = vec![504u32; ctx + 10];
+    match engine.start(request(prompt, 4)) {
+        Err(EngineError::PromptTooLong {
+            prompt_tokens,
+            context_length,
+        }) => {
+            assert_eq!(prompt_tokens, ctx + 10);
+            assert_eq!(context_length, ctx);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a prompt over the context was accepted"),
+    }
+    assert!(matches!(
+        engine.start(request(Vec::new(), 4)),
+        Err(EngineError::EmptyPrompt)
+    ));
+}
+
+#[test]
+fn invalid_sampling_parameters_are_rejected_naming_the_parameter() {
+    let engine = common::fast_engine();
+    let mut req = request(vec![1, 2, 3], 4);
+    req.sampling.top_p = 1.5;
+    let err = engine.start(req).err().expect("error");
+    assert!(err.to_string().contains("top_p"), "{err}");
+}
+
+#[test]
+fn steps_report_prompt_chunks_then_tokens() {
+    let engine = common::fast_engine();
+    let prompt = engine
+        .chat_prompt_ids(&user("Hello there, how are you today?"))
+        .expect("prompt");
+    let n = prompt.len();
+    let chunked = hearth::engine::generate::Engine::load(
+        &hearth::engine::source::ModelSource::Gguf(common::model_path()),
+        &hearth::engine::loader::LoadOptions {
+            exact: true,
+            device: hearth::engine::loader::DeviceChoice::Cpu,
+        },
+    )
+    .expect("load")
+    .with_prefill_chunk(8);
+    let mut seq = chunked.start(request(prompt, 2)).expect("start");
+    let mut prompt_steps = 0;
+    let mut tokens = 0;
+    loop {
+        match chunked.step(&mut seq).expect("step") {
+            Step::Prompt { processed, total } => {
+                prompt_steps += 1;
+                assert_eq!(total, n);
+                assert!(processed <= n);
+            }
+            Step::Token { finished, .. } => {
+                tokens += 1;
+                if finished.is_some() {
+                    break;
+                }
+            }
+            Step::Finished { .. } => break,
+        }
+    }
+    assert_eq!(prompt_steps, n.div_ceil(8));
+    assert!(tokens >= 1);
+    drop(engine);
+}
+
+#[test]
+fn a_kept_cache_is_reused_for_a_shared_prefix() {
+    let engine = common::fast_engine();
+    let first = engine
+        .chat_prompt_ids(&user("My name is Ana."))
+        .expect("prompt");
+    let seq = engine.start(request(first.clone(), 1)).expect("start");
+    let mut seq = seq;
+    while !matches!(
+        engine.step(&mut seq).expect("step"),
+        Step::Token { .. } | Step::Finished { .. }
+    ) {}
+    let cache = seq.into_cache();
+    let mut second = first.clone();
+    second.extend(engine.text_prompt_ids("Hello Ana!").expect("ids"));
+    let mut seq = engine
+        .start_with_cache(request(second.clone(), 3), cache)
+        .expect("start");
+    while !matches!(
+        engine.step(&mut seq).expect("step"),
+        Step::Token {
+            finished: Some(_),
+            ..
+        } | Step::Finished { .. }
+    ) {}
+    let reused = seq.into_generation();
+    assert!(
+        reused.reused_prompt_tokens >= first.len() - 1,
+        "reused {}",
+        reused.reused_prompt_tokens
+    );
+    // Same tokens as without reuse.
+    let fresh = engine
+        .generate(request(second, 3), |_| true)
+        .expect("generate");
+    assert_eq!(reused.ids, fresh.ids);
+
+    // A cache holding a different prompt is not trusted: nothing is reused.
+    let mut seq = engine.start(request(first.clone(), 1)).expect("start");
+    while !matches!(
+        engine.step(&mut seq).expect("step"),
+        Step::Token { .. } | Step::Finished { .. }
+    ) {}
+    let other = engine
+        .chat_prompt_ids(&user("Something else entirely."))
+        .expect("prompt");
+    let shared = first.iter().zip(&other).take_while(|(a, b)| a == b).count();
+    let seq = engine
+        .start_with_cache(request(other, 1), seq.into_cache())
+        .expect("start");
+    assert_eq!(seq.into_generation().reused_prompt_tokens, shared);
+}
