@@ -279,3 +279,48 @@ fn a_kept_cache_is_reused_for_a_shared_prefix() {
         .expect("start");
     assert_eq!(seq.into_generation().reused_prompt_tokens, shared);
 }
+
+#[test]
+fn batched_decode_on_the_real_model_matches_single_sequences() {
+    let engine = common::fast_engine();
+    let model = engine.model();
+    let prompts: Vec<Vec<u32>> = ["Hi", "Tell me about the sea.", "What is two plus two?"]
+        .iter()
+        .map(|p| engine.chat_prompt_ids(&user(p)).expect("prompt"))
+        .collect();
+    let mut caches: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let mut c = model.new_cache().expect("cache");
+            model.forward(p, &mut c, false).expect("prefill");
+            c
+        })
+        .collect();
+    let mut singles: Vec<_> = caches
+        .iter()
+        .map(|c| c.fork(c.len()).expect("fork"))
+        .collect();
+    let next = [504u32, 3575, 34];
+    let mut refs: Vec<&mut _> = caches.iter_mut().collect();
+    let batched = model.forward_decode_batch(&next, &mut refs).expect("batch");
+    for (i, cache) in singles.iter_mut().enumerate() {
+        let one: Vec<f32> = model
+            .forward(&[next[i]], cache, false)
+            .and_then(|t| t.to_vec1())
+            .expect("one");
+        let row: Vec<f32> = batched.get(i).and_then(|t| t.to_vec1()).expect("row");
+        let d = one
+            .iter()
+            .zip(&row)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-2, "sequence {i} differs by {d}");
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|x| x.0)
+        };
+        assert_eq!(argmax(&one), argmax(&row));
+    }
+}

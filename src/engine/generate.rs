@@ -228,15 +228,82 @@ impl Engine {
                 total: seq.prompt_len,
             });
         }
-        let logits = match seq.logits.take() {
-            Some(l) => l,
-            None => {
-                // Safe because the last sampled token is always in history once prompt is done.
-                let last = *seq.history.last().ok_or(EngineError::EmptyPrompt)?;
+        if seq.logits.is_none() {
+            let last = *seq.history.last().ok_or(EngineError::EmptyPrompt)?;
+            seq.logits = Some(
                 self.model
                     .forward(&[last], &mut seq.cache, false)?
-                    .to_vec1()?
+                    .to_vec1()?,
+            );
+        }
+        self.sample_step(seq)
+    }
+
+    /// Advance several sequences by one unit of work each: a prompt chunk for those still
+    /// reading their prompt, one token for the others — whose forward passes run as one batch.
+    /// Results come back in the order of `seqs`.
+    pub fn step_many(&self, seqs: &mut [&mut Sequence]) -> Vec<Result<Step, EngineError>> {
+        let mut results: Vec<Option<Result<Step, EngineError>>> =
+            (0..seqs.len()).map(|_| None).collect();
+        let mut decoding = Vec::new();
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            let needs_decode_forward =
+                seq.finish.is_none() && seq.cache.len() >= seq.prompt_len && seq.logits.is_none();
+            if needs_decode_forward {
+                decoding.push(i);
+            } else if seq.finish.is_some() || seq.cache.len() < seq.prompt_len {
+                results[i] = Some(self.step(seq));
             }
+        }
+        if !decoding.is_empty() {
+            let tokens: Vec<u32> = decoding
+                .iter()
+                .map(|&i| seqs[i].history.last().copied().unwrap_or(0))
+                .collect();
+            let mut caches: Vec<&mut SeqCache> = seqs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| decoding.binary_search(i).is_ok())
+                .map(|(_, seq)| &mut seq.cache)
+                .collect();
+            match self.model.forward_decode_batch(&tokens, &mut caches) {
+                Ok(logits) => {
+                    drop(caches);
+                    for (row, &i) in decoding.iter().enumerate() {
+                        match logits.get(row).and_then(|l| l.to_vec1()) {
+                            Ok(l) => seqs[i].logits = Some(l),
+                            Err(e) => results[i] = Some(Err(e.into())),
+                        }
+                    }
+                }
+                Err(e) => {
+                    drop(caches);
+                    let msg = e.to_string();
+                    for &i in &decoding {
+                        results[i] = Some(Err(EngineError::Runtime(candle_core::Error::Msg(
+                            msg.clone(),
+                        ))));
+                    }
+                }
+            }
+        }
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            if results[i].is_none() {
+                results[i] = Some(self.sample_step(seq));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(EngineError::EmptyPrompt)))
+            .collect()
+    }
+
+    /// Sample the next token from `seq`'s pending logits and apply every stop rule.
+    fn sample_step(&self, seq: &mut Sequence) -> Result<Step, EngineError> {
+        let Some(logits) = seq.logits.take() else {
+            return Err(EngineError::Runtime(candle_core::Error::Msg(
+                "sample_step without logits".into(),
+            )));
         };
         let top = if seq.request_logprobs > 0 {
             super::sampler::top_logprobs(&logits, seq.request_logprobs)
@@ -417,6 +484,18 @@ impl Sequence {
     /// The cache, e.g. to keep it for prefix reuse once the sequence is done.
     pub fn into_cache(self) -> SeqCache {
         self.cache
+    }
+
+    /// Prompt tokens whose KV came from a reused cache.
+    pub fn reused_tokens(&self) -> usize {
+        self.reused_tokens
+    }
+
+    /// Summarise the sequence and hand back its cache (for prefix reuse).
+    pub fn into_generation_and_cache(mut self) -> (Generation, SeqCache) {
+        let placeholder = SeqCache::empty();
+        let cache = std::mem::replace(&mut self.cache, placeholder);
+        (self.into_generation(), cache)
     }
 
     /// Summarise a finished (or abandoned) sequence.

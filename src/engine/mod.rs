@@ -8,6 +8,7 @@ pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod sampler;
+pub mod scheduler;
 pub mod source;
 pub mod stop;
 pub mod template;

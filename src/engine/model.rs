@@ -172,6 +172,16 @@ pub struct SeqCache {
 }
 
 impl SeqCache {
+    /// A cache with no buffers (a placeholder; the model grows it on first use).
+    pub fn empty() -> Self {
+        SeqCache {
+            layers: Vec::new(),
+            tokens: Vec::new(),
+            len: 0,
+            capacity: 0,
+        }
+    }
+
     /// Number of positions cached.
     pub fn len(&self) -> usize {
         self.len
@@ -294,12 +304,7 @@ impl LlamaModel {
 
     /// A fresh, empty cache for one sequence.
     pub fn new_cache(&self) -> candle_core::Result<SeqCache> {
-        let mut cache = SeqCache {
-            layers: Vec::new(),
-            tokens: Vec::new(),
-            len: 0,
-            capacity: 0,
-        };
+        let mut cache = SeqCache::empty();
         self.grow_cache(&mut cache, 64)?;
         Ok(cache)
     }
@@ -363,16 +368,10 @@ impl LlamaModel {
         let eps = self.config.rms_norm_eps as f32;
         for (block, (k_cache, v_cache)) in self.blocks.iter().zip(cache.layers.iter()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
-            let h = self.attention(block, &h, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
-            x = (x + h)?;
-            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, eps)?;
-            let gate_up = block.w_gate_up.forward(&h)?;
-            let inter = self.config.intermediate_size;
-            let gate = gate_up.narrow(D::Minus1, 0, inter)?;
-            let up = gate_up.narrow(D::Minus1, inter, inter)?;
-            let h = (gate.silu()? * up)?;
-            let h = block.w_down.forward(&h)?;
-            x = (x + h)?;
+            let qkv = block.wqkv.forward(&h)?;
+            let y = self.attend(&qkv, k_cache, v_cache, pos, &cos, &sin, mask.as_ref())?;
+            x = (x + block.wo.forward(&y)?)?;
+            x = (&x + self.mlp(block, &x)?)?;
         }
         cache.len = pos + seq_len;
         cache.tokens.extend_from_slice(tokens);
@@ -388,6 +387,81 @@ impl LlamaModel {
         } else {
             logits.squeeze(0)
         }
+    }
+
+    /// One decode step for several sequences at once: `tokens[i]` is appended to `caches[i]`.
+    /// Returns logits `[B, vocab]`.
+    ///
+    /// The projections, the MLP and the output head run as one `[B, hidden]` matmul, so the
+    /// weights — what decode spends its time reading — are read once for the whole batch;
+    /// attention runs per sequence against its own cache and position.
+    pub fn forward_decode_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut SeqCache],
+    ) -> candle_core::Result<Tensor> {
+        let batch = tokens.len();
+        if batch == 0 || batch != caches.len() {
+            candle_core::bail!(
+                "forward_decode_batch: {batch} tokens for {} caches",
+                caches.len()
+            );
+        }
+        for cache in caches.iter_mut() {
+            if cache.len + 1 > self.config.context_length {
+                candle_core::bail!(
+                    "sequence of {} tokens exceeds the context length {}",
+                    cache.len + 1,
+                    self.config.context_length
+                );
+            }
+            self.grow_cache(cache, cache.len + 1)?;
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.forward(&ids)?; // [B, H]
+        let eps = self.config.rms_norm_eps as f32;
+        let per_seq = caches
+            .iter()
+            .map(|c| {
+                let pos = c.len;
+                Ok((
+                    pos,
+                    self.cos.narrow(0, pos, 1)?,
+                    self.sin.narrow(0, pos, 1)?,
+                    self.mask(1, pos)?,
+                ))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
+            let qkv = block.wqkv.forward(&h)?;
+            let mut ys = Vec::with_capacity(batch);
+            for (i, (cache, (pos, cos, sin, mask))) in caches.iter().zip(&per_seq).enumerate() {
+                let (k_cache, v_cache) = &cache.layers[layer];
+                let row = qkv.narrow(0, i, 1)?;
+                ys.push(self.attend(&row, k_cache, v_cache, *pos, cos, sin, mask.as_ref())?);
+            }
+            let y = Tensor::cat(&ys, 0)?;
+            x = (x + block.wo.forward(&y)?)?;
+            x = (&x + self.mlp(block, &x)?)?;
+        }
+        for (cache, &t) in caches.iter_mut().zip(tokens) {
+            cache.len += 1;
+            cache.tokens.push(t);
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        self.lm_head.forward(&x)
+    }
+
+    /// The block's feed-forward half: RMS-norm, then SwiGLU (`down(silu(gate) · up)`).
+    fn mlp(&self, block: &Block, x: &Tensor) -> candle_core::Result<Tensor> {
+        let eps = self.config.rms_norm_eps as f32;
+        let h = candle_nn::ops::rms_norm(x, &block.ffn_norm, eps)?;
+        let gate_up = block.w_gate_up.forward(&h)?;
+        let inter = self.config.intermediate_size;
+        let gate = gate_up.narrow(D::Minus1, 0, inter)?;
+        let up = gate_up.narrow(D::Minus1, inter, inter)?;
+        block.w_down.forward(&(gate.silu()? * up)?)
     }
 
     /// Additive causal mask `[S, pos+S]` (with the sliding window when the model has one);
@@ -416,11 +490,13 @@ impl LlamaModel {
         )?))
     }
 
+    /// Attention for `S` new positions of one sequence given their fused projections
+    /// `qkv [S, (nh + 2 nkv) hd]`: rotary embedding, cache write at `pos`, attention over the
+    /// cache. Returns `[S, nh hd]`, before the output projection.
     #[allow(clippy::too_many_arguments)]
-    fn attention(
+    fn attend(
         &self,
-        block: &Block,
-        x: &Tensor,
+        qkv: &Tensor,
         k_cache: &Tensor,
         v_cache: &Tensor,
         pos: usize,
@@ -429,9 +505,8 @@ impl LlamaModel {
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.config;
-        let (seq_len, _) = x.dims2()?;
+        let (seq_len, _) = qkv.dims2()?;
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let qkv = block.wqkv.forward(x)?; // [S, (nh + 2 nkv) hd]
         let q = qkv.narrow(1, 0, nh * hd)?;
         let k = qkv.narrow(1, nh * hd, nkv * hd)?;
         let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd)?;
@@ -458,8 +533,7 @@ impl LlamaModel {
         v_cache.slice_set(&v, 1, pos)?;
         let total = pos + seq_len;
         if seq_len == 1 && self.device.is_cpu() {
-            let y = decode_attention_cpu(cfg, &q, k_cache, v_cache, total)?;
-            return block.wo.forward(&y);
+            return decode_attention_cpu(cfg, &q, k_cache, v_cache, total);
         }
         let k_all = k_cache.narrow(1, 0, total)?; // [nkv, T, hd]
         let v_all = v_cache.narrow(1, 0, total)?;
@@ -477,12 +551,10 @@ impl LlamaModel {
             None => att,
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v_all)?; // [nkv, group·S, hd]
-        let y = y
+        att.matmul(&v_all)? // [nkv, group·S, hd]
             .reshape((nh, seq_len, hd))?
             .transpose(0, 1)?
-            .reshape((seq_len, nh * hd))?;
-        block.wo.forward(&y)
+            .reshape((seq_len, nh * hd))
     }
 }
 

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use hearth::engine::generate::Engine;
 use hearth::engine::loader::{DeviceChoice, LoadOptions};
@@ -76,4 +76,18 @@ pub fn fast_engine() -> Guarded<'static> {
         engine: E.get_or_init(|| load(false)),
         _guard: guard,
     }
+}
+
+/// The fast-mode engine as an `Arc` (for the scheduler), with the model lock held.
+pub fn shared_fast_engine() -> (Arc<Engine>, MutexGuard<'static, ()>) {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    let guard = lock();
+    (E.get_or_init(|| Arc::new(load(false))).clone(), guard)
+}
+
+/// The exact-mode engine as an `Arc`, with the model lock held.
+pub fn shared_exact_engine() -> (Arc<Engine>, MutexGuard<'static, ()>) {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    let guard = lock();
+    (E.get_or_init(|| Arc::new(load(true))).clone(), guard)
 }
