@@ -34,6 +34,51 @@ pub struct Config {
     pub model: ModelSettings,
     /// Defaults and limits for generation.
     pub generation: GenerationSettings,
+    /// The HTTP server and its scheduler.
+    pub server: ServerSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port (0 picks a free one).
+    pub port: u16,
+    /// Model id shown in `/v1/models` and accepted in requests (default: the file's stem).
+    pub model_id: Option<String>,
+    /// When set, `/v1/*` requires `Authorization: Bearer <api_key>`.
+    pub api_key: Option<String>,
+    /// Largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Requests waiting for a generation slot; more are refused with 429 at once.
+    pub queue_capacity: usize,
+    /// Sequences generating at the same time.
+    pub max_active: usize,
+    /// Seconds a request may wait in the queue before it fails.
+    pub queue_timeout_secs: u64,
+    /// Megabytes of finished conversations' KV cache kept for prefix reuse.
+    pub prefix_cache_mb: usize,
+    /// Seconds between `: ping` comments on an SSE stream that has nothing else to say.
+    pub sse_keepalive_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            model_id: None,
+            api_key: None,
+            max_body_bytes: 1 << 20,
+            queue_capacity: 16,
+            max_active: 4,
+            queue_timeout_secs: 60,
+            prefix_cache_mb: 256,
+            sse_keepalive_secs: 10,
+        }
+    }
 }
 
 /// `[model]`
@@ -138,6 +183,31 @@ impl Config {
         if g.prefill_chunk == 0 {
             return Err(ConfigError::Invalid {
                 key: "generation.prefill_chunk",
+                message: "must be at least 1".into(),
+            });
+        }
+        let srv = &self.server;
+        if srv.queue_capacity == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.queue_capacity",
+                message: "must be at least 1".into(),
+            });
+        }
+        if srv.max_active == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_active",
+                message: "must be at least 1".into(),
+            });
+        }
+        if srv.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_body_bytes",
+                message: "must be at least 1024".into(),
+            });
+        }
+        if srv.sse_keepalive_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.sse_keepalive_secs",
                 message: "must be at least 1".into(),
             });
         }

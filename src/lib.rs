@@ -2,6 +2,10 @@
 //!
 //! The library holds everything; `main.rs` only parses the command line and calls in.
 
+/// The HTTP layer: OpenAI-compatible API and helper endpoints.
+pub mod api;
+/// Builds and runs the server.
+pub mod app;
 /// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`).
 pub mod cli;
 /// Settings from `config.toml`, environment overrides and CLI flags.

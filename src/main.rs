@@ -28,6 +28,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible API (default 127.0.0.1:8080).
+    Serve {
+        /// Address to listen on (overrides server.host).
+        #[arg(long)]
+        host: Option<String>,
+        /// Port (overrides server.port; 0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Generate text from a prompt or chat messages, streaming it to stdout.
     Generate(GenerateArgs),
     /// Print the token ids of TEXT as a JSON array.
@@ -122,6 +131,27 @@ fn run() -> Result<()> {
         config.model.path = m;
     }
     match args.command {
+        Command::Serve { host, port } => {
+            if let Some(h) = host {
+                config.server.host = h;
+            }
+            if let Some(p) = port {
+                config.server.port = p;
+            }
+            config.validate()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(async {
+                let app = hearth::app::App::build(config).await?;
+                let addr = app.local_addr()?;
+                // Tests and scripts read this line to find the port.
+                println!("hearth listening on http://{addr}");
+                app.run_until_stopped().await
+            })?;
+        }
         Command::Generate(g) => {
             if g.exact {
                 config.model.exact = true;

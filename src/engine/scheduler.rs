@@ -156,6 +156,7 @@ struct Job {
 
 /// Handle to the model thread. Dropping it stops the thread once running jobs end.
 pub struct Scheduler {
+    engine: Arc<Engine>,
     tx: Option<SyncSender<Job>>,
     stats: Arc<SchedulerStats>,
     thread: Option<JoinHandle<()>>,
@@ -169,7 +170,7 @@ impl Scheduler {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
         let stats = Arc::new(SchedulerStats::default());
         let worker = Worker {
-            engine,
+            engine: engine.clone(),
             rx,
             stats: stats.clone(),
             config: config.clone(),
@@ -179,6 +180,7 @@ impl Scheduler {
             .name("hearth-engine".into())
             .spawn(move || worker.run())?;
         Ok(Self {
+            engine,
             tx: Some(tx),
             stats,
             thread: Some(thread),
@@ -213,6 +215,11 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// The engine (for tokenizing and templating off the model thread).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Live counters.

@@ -1,0 +1,148 @@
+//! The one error type of the HTTP layer. Every failure becomes an OpenAI-shaped JSON body
+//! (`{"error": {"message", "type", "param", "code"}}`) with the right status; 5xx details are
+//! logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Everything a handler can answer with instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or a value is out of range.
+    #[error("{message}")]
+    InvalidRequest {
+        /// What is wrong.
+        message: String,
+        /// The offending field, when one is to blame.
+        param: Option<String>,
+    },
+    /// 401: missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 404: no such model.
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+    /// 404: no such route.
+    #[error("Unknown route {0}")]
+    RouteNotFound(String),
+    /// 405.
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    /// 413: the body is over the configured limit.
+    #[error("The request body is larger than the server's limit (server.max_body_bytes)")]
+    PayloadTooLarge,
+    /// 429: the queue is full; retry after a moment.
+    #[error("The server is busy: the inference queue is full. Retry shortly.")]
+    Overloaded,
+    /// 503: the model is not loaded or its thread has stopped.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 504: waited too long in the queue.
+    #[error("{0}")]
+    QueueTimeout(String),
+    /// 500: a bug or a failed model; the detail is logged.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 naming the parameter.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ApiError::InvalidRequest { .. } => ("invalid_request_error", None),
+            ApiError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            ApiError::RouteNotFound(_) => ("invalid_request_error", Some("unknown_url")),
+            ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::PayloadTooLarge => ("invalid_request_error", Some("payload_too_large")),
+            ApiError::Overloaded => ("rate_limit_error", Some("queue_full")),
+            ApiError::Unavailable(_) => ("server_error", Some("unavailable")),
+            ApiError::QueueTimeout(_) => ("server_error", Some("queue_timeout")),
+            ApiError::Internal(_) => ("server_error", None),
+        }
+    }
+
+    /// The OpenAI error object.
+    pub fn body(&self) -> serde_json::Value {
+        let (kind, code) = self.kind();
+        let param = match self {
+            ApiError::InvalidRequest { param, .. } => param.clone(),
+            ApiError::ModelNotFound(_) => Some("model".into()),
+            _ => None,
+        };
+        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let status = self.status();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        use axum::extract::rejection::JsonRejection as J;
+        match &rejection {
+            J::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge
+            }
+            J::MissingJsonContentType(_) => ApiError::InvalidRequest {
+                message: "Expected `Content-Type: application/json`".into(),
+                param: None,
+            },
+            J::JsonSyntaxError(_) => ApiError::InvalidRequest {
+                message: format!("Invalid JSON: {}", rejection.body_text()),
+                param: None,
+            },
+            J::JsonDataError(_) => ApiError::InvalidRequest {
+                message: format!("Invalid request: {}", rejection.body_text()),
+                param: data_error_param(&rejection.body_text()),
+            },
+            _ => ApiError::InvalidRequest {
+                message: rejection.body_text(),
+                param: None,
+            },
+        }
+    }
+}
+
+/// serde's path for a data error ("messages[0].content: invalid type …") names the field.
+fn data_error_param(text: &str) -> Option<String> {
+    let after = text.split("target type: ").nth(1).unwrap_or(text);
+    let path = after.split(':').next()?.trim();
+    (!path.is_empty() && !path.contains(' ')).then(|| path.to_string())
+}

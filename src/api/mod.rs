@@ -1,0 +1,125 @@
+//! The HTTP layer — the only module that knows HTTP. Builds the axum router over shared
+//! [`AppState`]; handlers extract, validate, call the engine/scheduler and respond.
+
+pub mod error;
+pub mod openai;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::engine::generate::Engine;
+use crate::engine::scheduler::Scheduler;
+use error::ApiError;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Tokenizer, template and model (the model itself runs only on the scheduler's thread).
+    pub engine: Arc<Engine>,
+    /// The model thread and its queue.
+    pub scheduler: Arc<Scheduler>,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The id clients use for the model.
+    pub model_id: String,
+    /// Unix time the server started (the model's `created`).
+    pub started_at: u64,
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/models", get(openai::list_models))
+        .route("/models/{id}", get(openai::get_model))
+        .route("/chat/completions", post(openai::create_chat_completion))
+        .route("/completions", post(openai::create_completion))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
+    let body_limit = state.config.server.max_body_bytes;
+    let request_id = header::HeaderName::from_static("x-request-id");
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
+        .route("/apply-template", post(tokens::apply_template))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        // Outside the limit layer, so its plain-text 413 is rewritten as JSON.
+        .layer(middleware::from_fn(json_errors_for_layers))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// `GET /health`: the process is up.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 200 once the model thread is serving, 503 otherwise.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.scheduler.is_running() {
+        Json(json!({"status": "ready", "model": state.model_id})).into_response()
+    } else {
+        ApiError::Unavailable("the model is not loaded".into()).into_response()
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// `Authorization: Bearer <key>` on `/v1` when `server.api_key` is set.
+async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.server.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return ApiError::Unauthorized(
+                "Invalid or missing API key (Authorization: Bearer …)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Layers below the handlers (the body limit) answer in plain text; give them our JSON shape.
+async fn json_errors_for_layers(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    response
+}

@@ -1,0 +1,104 @@
+//! Builds the running server: loads the model, starts the scheduler thread, binds the listener
+//! (port 0 allowed, for tests) and serves until Ctrl-C / SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::scheduler::{Scheduler, SchedulerConfig};
+
+/// A bound, ready-to-serve server.
+pub struct App {
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+}
+
+impl App {
+    /// Load the model, start the model thread and bind the address from `config.server`.
+    pub async fn build(config: Config) -> Result<Self> {
+        let engine_config = config.clone();
+        let engine = tokio::task::spawn_blocking(move || crate::cli::load_engine(&engine_config))
+            .await
+            .context("model loading thread")??;
+        let model_id = config.server.model_id.clone().unwrap_or_else(|| {
+            std::path::Path::new(&config.model.path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "default".into())
+        });
+        let s = &config.server;
+        let scheduler = Scheduler::start(
+            Arc::new(engine),
+            SchedulerConfig {
+                queue_capacity: s.queue_capacity,
+                max_active: s.max_active,
+                queue_timeout: Duration::from_secs(s.queue_timeout_secs),
+                prefix_cache_bytes: s.prefix_cache_mb << 20,
+            },
+        )
+        .context("starting the model thread")?;
+        let addr = format!("{}:{}", s.host, s.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let state = AppState {
+            engine: scheduler.engine().clone(),
+            scheduler: Arc::new(scheduler),
+            config: Arc::new(config),
+            model_id,
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        Ok(Self {
+            listener,
+            router: api::router(state),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serve until `shutdown` resolves.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")
+    }
+
+    /// Serve until Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,533 @@
+//! The real server on 127.0.0.1:0 with the real model, driven over HTTP with reqwest.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hearth::config::Config;
+use serde_json::{json, Value};
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+/// The model threads use all cores: tests take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Start a server on its own thread and runtime; returns its address once it listens.
+fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut config = Config::default();
+        config.model.path = common::model_path().to_string_lossy().into_owned();
+        config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
+        config.server.port = 0;
+        tweak(&mut config);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let app = hearth::app::App::build(config).await.expect("build app");
+            tx.send(app.local_addr().expect("addr")).expect("send addr");
+            app.run_until(std::future::pending()).await.expect("serve");
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("server started")
+}
+
+/// The general-purpose server (default limits).
+fn server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        spawn_server(|c| {
+            c.server.max_body_bytes = 64 * 1024;
+            c.server.sse_keepalive_secs = 1;
+            // Prefix reuse changes float summation order, and with quantized activations that can
+            // change greedy text; this server compares outputs across requests, so it is off here
+            // (the tight server and tests/scheduler.rs cover reuse).
+            c.server.prefix_cache_mb = 0;
+        })
+    })
+}
+
+/// A tight server: one slot, a queue of one, an API key.
+fn tight_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        spawn_server(|c| {
+            c.server.queue_capacity = 1;
+            c.server.max_active = 1;
+            c.server.api_key = Some("sk-test".into());
+        })
+    })
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+fn chat_body(content: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
+/// Parse an SSE body into its `data:` payloads, checking that only `data:` lines and `:`
+/// comments appear.
+fn sse_data(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in body.lines() {
+        if let Some(d) = line.strip_prefix("data: ") {
+            out.push(d.to_string());
+        } else {
+            assert!(
+                line.is_empty() || line.starts_with(':'),
+                "unexpected SSE line {line:?}"
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn models_lists_the_loaded_model() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let v: Value = reqwest::get(url(addr, "/v1/models"))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"][0]["id"], MODEL);
+    let r = reqwest::get(url(addr, "/v1/models/nope"))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn chat_completion_answers_with_usage_and_finish_reason() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(url(addr, "/v1/chat/completions"))
+        .json(&chat_body("What is the capital of France?", 20))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], MODEL);
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content");
+    assert!(content.contains("Paris"), "{content}");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(
+        ["stop", "length"].contains(&v["choices"][0]["finish_reason"].as_str().expect("reason"))
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 37);
+    let u = &v["usage"];
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().expect("p") + u["completion_tokens"].as_u64().expect("c"))
+    );
+}
+
+#[tokio::test]
+async fn streaming_follows_the_openai_wire_format() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let mut body = chat_body("Say hello.", 8);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = reqwest::Client::new()
+        .post(url(addr, "/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/event-stream"));
+    let text = r.text().await.expect("body");
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk json"))
+        .collect();
+    let id = &chunks[0]["id"];
+    assert!(chunks
+        .iter()
+        .all(|c| &c["id"] == id && c["created"] == chunks[0]["created"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    // The usage chunk: no choices, usage present, right before [DONE].
+    let usage = chunks.last().expect("usage chunk");
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].as_u64().expect("n") >= 1);
+    // finish_reason is null on every choice chunk but the last one.
+    let choice_chunks = &chunks[..chunks.len() - 1];
+    let (last, rest) = choice_chunks.split_last().expect("chunks");
+    assert!(rest
+        .iter()
+        .all(|c| c["choices"][0]["finish_reason"].is_null()));
+    assert!(!last["choices"][0]["finish_reason"].is_null());
+    let streamed: String = choice_chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    // Same text as the non-streaming answer (greedy).
+    let v: Value = reqwest::Client::new()
+        .post(url(addr, "/v1/chat/completions"))
+        .json(&chat_body("Say hello.", 8))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        streamed,
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("content")
+    );
+}
+
+#[tokio::test]
+async fn stop_n_and_text_parts_are_supported() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let client = reqwest::Client::new();
+    let body = json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}],
+        "max_tokens": 20, "temperature": 0, "stop": ["Paris"], "n": 2,
+        "user": "u1", "seed": null, "presence_penalty": null, "unknown_field": {"x": 1},
+    });
+    let v: Value = client
+        .post(url(addr, "/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let choices = v["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 2);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        let content = c["message"]["content"].as_str().expect("content");
+        assert!(!content.contains("Paris"), "stop string leaked: {content}");
+        assert_eq!(c["finish_reason"], "stop");
+    }
+}
+
+#[tokio::test]
+async fn text_completions_and_helper_endpoints_work() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let client = reqwest::Client::new();
+    let v: Value = client
+        .post(url(addr, "/v1/completions"))
+        .json(&json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["object"], "text_completion");
+    assert!(!v["choices"][0]["text"].as_str().expect("text").is_empty());
+
+    let r = common::reference();
+    let entry = &r["tokenization"][19]; // "Text with <|im_end|> inside"
+    let v: Value = client
+        .post(url(addr, "/tokenize"))
+        .json(&json!({"content": entry["text"], "parse_special": true}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["tokens"], entry["ids_special"]);
+    let v: Value = client
+        .post(url(addr, "/detokenize"))
+        .json(&json!({"tokens": entry["ids_plain"]}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["content"], entry["text"]);
+    let chat = &r["chats"][1];
+    let v: Value = client
+        .post(url(addr, "/apply-template"))
+        .json(&json!({"messages": chat["messages"]}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["prompt"], chat["prompt_text"]);
+}
+
+#[tokio::test]
+async fn bad_input_gets_openai_shaped_errors_with_the_right_status() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: String| {
+        client
+            .post(url(addr, path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: Vec<(&str, String, u16, Option<&str>)> = vec![
+        ("/v1/chat/completions", "{not json".into(), 400, None),
+        ("/v1/chat/completions", json!({"model": MODEL, "messages": "hi"}).to_string(), 400, Some("messages")),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": 5}]}).to_string(),
+            400,
+            Some("messages[0].content"),
+        ),
+        ("/v1/chat/completions", json!({"model": MODEL, "messages": []}).to_string(), 400, Some("messages")),
+        ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}]}).to_string(), 400, Some("model")),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]}).to_string(),
+            404,
+            Some("model"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": 5}).to_string(),
+            400,
+            Some("temperature"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).to_string(),
+            400,
+            Some("max_tokens"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_p": 2}).to_string(),
+            400,
+            Some("top_p"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}).to_string(),
+            400,
+            Some("messages[0].role"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "word ".repeat(9000)}]}).to_string(),
+            400,
+            Some("messages"),
+        ),
+        ("/v1/completions", json!({"model": MODEL, "prompt": [999_999]}).to_string(), 400, Some("prompt")),
+        ("/detokenize", json!({"tokens": [999_999]}).to_string(), 400, Some("tokens")),
+    ];
+    for (path, body, status, param) in cases {
+        let r = post(path, body.clone()).await.expect("send");
+        assert_eq!(
+            r.status().as_u16(),
+            status,
+            "{path} {}",
+            &body[..body.len().min(120)]
+        );
+        let v: Value = r.json().await.expect("error body is JSON");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        assert!(v["error"]["type"].is_string(), "{v}");
+        if let Some(p) = param {
+            assert_eq!(v["error"]["param"], p, "{v}");
+        }
+    }
+    // Over the body limit (64 KiB here).
+    let huge =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "x".repeat(200_000)}]});
+    // Its own client: the server closes a connection whose body it refused to read.
+    let r = reqwest::Client::new()
+        .post(url(addr, "/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(huge.to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    // Unknown route and wrong method.
+    let r = client
+        .get(url(addr, "/v2/everything"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.expect("json")["error"].is_object());
+    let r = client
+        .get(url(addr, "/v1/chat/completions"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 405);
+    // The server is still fine.
+    let r = client.get(url(addr, "/health")).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    let r = client.get(url(addr, "/ready")).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn overload_refuses_the_excess_fast_and_recovers() {
+    let _turn = SERIAL.lock().await;
+    let addr = tight_server();
+    let client = reqwest::Client::new();
+    // Without the key: 401.
+    let r = client
+        .post(url(addr, "/v1/chat/completions"))
+        .json(&chat_body("Hi", 2))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client
+                .post(url(addr, "/v1/chat/completions"))
+                .bearer_auth("sk-test")
+                .json(&chat_body(
+                    &format!("Tell me a fact about the number {i}."),
+                    24,
+                ))
+                .send()
+                .await
+                .expect("send");
+            let status = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let body: Value = r.json().await.expect("json");
+            (status, retry_after, t.elapsed(), body)
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let (status, retry_after, elapsed, body) =
+            tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .expect("no request hangs")
+                .expect("task");
+        match status {
+            200 => {
+                ok += 1;
+                assert!(body["choices"][0]["message"]["content"].is_string());
+            }
+            429 => {
+                refused += 1;
+                assert!(retry_after, "429 without Retry-After");
+                assert!(elapsed < Duration::from_secs(2), "refusal took {elapsed:?}");
+                assert_eq!(body["error"]["type"], "rate_limit_error");
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(ok >= 1, "no admitted request finished");
+    assert!(refused >= 1, "nothing was refused with a queue of one");
+    assert_eq!(ok + refused, 8);
+    // Recovered; and a repeated prompt is served from the prefix cache.
+    for round in 0..2 {
+        let r = client
+            .post(url(addr, "/v1/chat/completions"))
+            .bearer_auth("sk-test")
+            .json(&chat_body("Hi", 2))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.expect("json");
+        if round == 1 {
+            assert!(
+                v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .expect("cached")
+                    > 0,
+                "{v}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_frees_its_slot() {
+    let _turn = SERIAL.lock().await;
+    let addr = tight_server();
+    let client = reqwest::Client::new();
+    let mut body = chat_body(
+        "Write a very long essay about the history of the sea.",
+        3000,
+    );
+    body["stream"] = json!(true);
+    body["logit_bias"] = json!({"2": -100});
+    let r = client
+        .post(url(addr, "/v1/chat/completions"))
+        .bearer_auth("sk-test")
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut seen = 0;
+    while seen < 3 {
+        let chunk = stream.next().await.expect("chunk").expect("bytes");
+        seen += chunk.windows(5).filter(|w| w == b"data:").count();
+    }
+    drop(stream);
+    // With one slot, this only runs once the abandoned stream was cancelled.
+    let t = Instant::now();
+    let r = client
+        .post(url(addr, "/v1/chat/completions"))
+        .bearer_auth("sk-test")
+        .json(&chat_body("Hi", 3))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "next request waited {:?}",
+        t.elapsed()
+    );
+}
