@@ -70,6 +70,19 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
+/// POST a JSON body and parse the JSON answer, whatever its status.
+async fn post_json(client: &reqwest::Client, addr: SocketAddr, path: &str, body: &Value) -> Value {
+    client
+        .post(url(addr, path))
+        .json(body)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json answer")
+}
+
 fn chat_body(content: &str, max_tokens: u32) -> Value {
     json!({
         "model": MODEL,
@@ -191,15 +204,13 @@ async fn streaming_follows_the_openai_wire_format() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     // Same text as the non-streaming answer (greedy).
-    let v: Value = reqwest::Client::new()
-        .post(url(addr, "/v1/chat/completions"))
-        .json(&chat_body("Say hello.", 8))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = post_json(
+        &reqwest::Client::new(),
+        addr,
+        "/v1/chat/completions",
+        &chat_body("Say hello.", 8),
+    )
+    .await;
     assert_eq!(
         streamed,
         v["choices"][0]["message"]["content"]
@@ -219,15 +230,7 @@ async fn stop_n_and_text_parts_are_supported() {
         "max_tokens": 20, "temperature": 0, "stop": ["Paris"], "n": 2,
         "user": "u1", "seed": null, "presence_penalty": null, "unknown_field": {"x": 1},
     });
-    let v: Value = client
-        .post(url(addr, "/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = post_json(&client, addr, "/v1/chat/completions", &body).await;
     let choices = v["choices"].as_array().expect("choices");
     assert_eq!(choices.len(), 2);
     for (i, c) in choices.iter().enumerate() {
@@ -243,50 +246,36 @@ async fn text_completions_and_helper_endpoints_work() {
     let _turn = SERIAL.lock().await;
     let addr = server();
     let client = reqwest::Client::new();
-    let v: Value = client
-        .post(url(addr, "/v1/completions"))
-        .json(&json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = post_json(&client, addr, "/v1/completions", &json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})).await;
     assert_eq!(v["object"], "text_completion");
     assert!(!v["choices"][0]["text"].as_str().expect("text").is_empty());
 
     let r = common::reference();
     let entry = &r["tokenization"][19]; // "Text with <|im_end|> inside"
-    let v: Value = client
-        .post(url(addr, "/tokenize"))
-        .json(&json!({"content": entry["text"], "parse_special": true}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = post_json(
+        &client,
+        addr,
+        "/tokenize",
+        &json!({"content": entry["text"], "parse_special": true}),
+    )
+    .await;
     assert_eq!(v["tokens"], entry["ids_special"]);
-    let v: Value = client
-        .post(url(addr, "/detokenize"))
-        .json(&json!({"tokens": entry["ids_plain"]}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = post_json(
+        &client,
+        addr,
+        "/detokenize",
+        &json!({"tokens": entry["ids_plain"]}),
+    )
+    .await;
     assert_eq!(v["content"], entry["text"]);
     let chat = &r["chats"][1];
-    let v: Value = client
-        .post(url(addr, "/apply-template"))
-        .json(&json!({"messages": chat["messages"]}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = post_json(
+        &client,
+        addr,
+        "/apply-template",
+        &json!({"messages": chat["messages"]}),
+    )
+    .await;
     assert_eq!(v["prompt"], chat["prompt_text"]);
 }
 

@@ -4,6 +4,8 @@
 //! The model is looked up at `$HEARTH_TEST_MODEL` or `<repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf`
 //! (fetch it with `scripts/fetch-model.sh`).
 
+mod common;
+
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -13,23 +15,12 @@ use hearth::engine::tokenizer::{Tokenizer, TokenizerError};
 use serde_json::Value as Json;
 
 fn model_path() -> PathBuf {
-    std::env::var_os("HEARTH_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("models")
-                .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
+    common::model_path()
 }
 
 fn fixture() -> &'static Json {
     static FIXTURE: OnceLock<Json> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/smollm2-q4_1-llamacpp.json");
-        let text = std::fs::read_to_string(&path).expect("reference fixture is readable");
-        serde_json::from_str(&text).expect("reference fixture is valid JSON")
-    })
+    FIXTURE.get_or_init(common::reference)
 }
 
 fn tokenizer() -> &'static Tokenizer {
