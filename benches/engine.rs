@@ -42,6 +42,23 @@ fn load(exact: bool) -> LlamaModel {
     .model
 }
 
+/// `DECODE_TOKENS` single-token greedy steps starting from `first`.
+fn greedy_decode(
+    model: &LlamaModel,
+    cache: &mut hearth::engine::model::SeqCache,
+    first: u32,
+) -> u32 {
+    let mut t = first;
+    for _ in 0..DECODE_TOKENS {
+        let logits = model.forward(&[t], cache, false).expect("decode");
+        t = logits
+            .argmax(0)
+            .and_then(|x| x.to_scalar::<u32>())
+            .expect("argmax");
+    }
+    t
+}
+
 fn bench_ours(c: &mut Criterion, label: &str, model: &LlamaModel) {
     let ids = prompt(PROMPT_TOKENS);
     let mut g = c.benchmark_group(format!("prompt_{PROMPT_TOKENS}"));
@@ -59,15 +76,7 @@ fn bench_ours(c: &mut Criterion, label: &str, model: &LlamaModel) {
     g.bench_function(label, |b| {
         b.iter(|| {
             let mut cache = model.new_cache().expect("cache");
-            let mut t = ids[0];
-            for _ in 0..DECODE_TOKENS {
-                let logits = model.forward(&[t], &mut cache, false).expect("decode");
-                t = logits
-                    .argmax(0)
-                    .and_then(|x| x.to_scalar::<u32>())
-                    .expect("argmax");
-            }
-            t
+            greedy_decode(model, &mut cache, ids[0])
         })
     });
     g.finish();
@@ -92,15 +101,7 @@ fn bench_ours_at_context(c: &mut Criterion, label: &str, model: &LlamaModel) {
     g.bench_function(label, |b| {
         b.iter(|| {
             cache.truncate(256);
-            let mut t = ids[0];
-            for _ in 0..DECODE_TOKENS {
-                let logits = model.forward(&[t], &mut cache, false).expect("decode");
-                t = logits
-                    .argmax(0)
-                    .and_then(|x| x.to_scalar::<u32>())
-                    .expect("argmax");
-            }
-            t
+            greedy_decode(model, &mut cache, ids[0])
         })
     });
     g.finish();
