@@ -317,11 +317,7 @@ fn build_linear(
             .iter()
             .any(|p| matches!(p.dtype(), GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32));
     let dense = if needs_dense {
-        let ts = parts
-            .iter()
-            .map(|p| p.dequantize(&Device::Cpu))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Some(Tensor::cat(&ts, 0)?)
+        Some(dequantize_stacked(&parts)?)
     } else {
         None
     };
@@ -332,13 +328,10 @@ fn build_linear(
             to_device(stack_qtensors(&parts)?, device)?
         } else {
             // Mixed types cannot be stacked exactly: keep them as f32 (still exact maths).
-            let d = dense.clone().unwrap_or(Tensor::cat(
-                &parts
-                    .iter()
-                    .map(|p| p.dequantize(&Device::Cpu))
-                    .collect::<candle_core::Result<Vec<_>>>()?,
-                0,
-            )?);
+            let d = match &dense {
+                Some(d) => d.clone(),
+                None => dequantize_stacked(&parts)?,
+            };
             QTensor::quantize(&d, GgmlDType::F32)?
         }
     } else if same_type
@@ -352,13 +345,7 @@ fn build_linear(
         // itself comes here only to be padded for the VNNI kernels (see `vnni_padding`).
         let d = match &dense {
             Some(d) => d.clone(),
-            None => Tensor::cat(
-                &parts
-                    .iter()
-                    .map(|p| p.dequantize(&Device::Cpu))
-                    .collect::<candle_core::Result<Vec<_>>>()?,
-                0,
-            )?,
+            None => dequantize_stacked(&parts)?,
         };
         let k = d.dim(1)?;
         if !k.is_multiple_of(GgmlDType::Q8_0.block_size()) {
@@ -410,6 +397,15 @@ fn vnni_enabled() -> bool {
     {
         false
     }
+}
+
+/// The parts as one f32 `[Σn_i, k]` matrix on the CPU.
+fn dequantize_stacked(parts: &[QTensor]) -> candle_core::Result<Tensor> {
+    let ts = parts
+        .iter()
+        .map(|p| p.dequantize(&Device::Cpu))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&ts, 0)
 }
 
 fn k_of(parts: &[QTensor]) -> candle_core::Result<usize> {
