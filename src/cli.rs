@@ -149,6 +149,7 @@ pub fn generate(config: &Config, opts: GenerateOptions, out: &mut dyn Write) -> 
         max_tokens,
         stop: opts.stop.clone(),
         logprobs: 0,
+        format: Default::default(),
     };
     let mut write_error = None;
     let result = engine.generate(request, |text| {

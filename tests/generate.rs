@@ -20,6 +20,7 @@ fn request(prompt_ids: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         max_tokens,
         stop: Vec::new(),
         logprobs: 0,
+        format: Default::default(),
     }
 }
 
@@ -323,4 +324,51 @@ fn batched_decode_on_the_real_model_matches_single_sequences() {
         };
         assert_eq!(argmax(&one), argmax(&row));
     }
+}
+
+#[test]
+fn json_object_mode_only_ever_produces_a_json_object() {
+    use hearth::engine::generate::OutputFormat;
+    use hearth::engine::json_constraint::JsonState;
+    let engine = common::fast_engine();
+    let prompts = [
+        "Give a JSON object with keys name and age for Alice, 30.",
+        "Describe a cat as JSON.",
+        "Write a haiku about the sea.",
+    ];
+    let mut complete = 0;
+    for (i, p) in prompts.iter().enumerate() {
+        // Sampled, not greedy: the constraint must hold for whatever the model draws.
+        for seed in 0..2u64 {
+            let prompt = engine.chat_prompt_ids(&user(p)).expect("prompt");
+            let mut req = request(prompt, 48);
+            req.format = OutputFormat::JsonObject;
+            req.sampling = SamplingParams {
+                temperature: 1.0,
+                seed: Some(seed + i as u64 * 10),
+                ..SamplingParams::default()
+            };
+            let out = engine.generate(req, |_| true).expect("generate");
+            let mut state = JsonState::new();
+            assert!(
+                state.feed_all(out.text.as_bytes()),
+                "not a JSON prefix: {:?}",
+                out.text
+            );
+            match out.finish_reason {
+                FinishReason::Stop => {
+                    let v: serde_json::Value = serde_json::from_str(&out.text)
+                        .unwrap_or_else(|e| panic!("{e}: {:?}", out.text));
+                    assert!(v.is_object(), "{:?}", out.text);
+                    assert!(state.is_complete());
+                    complete += 1;
+                }
+                FinishReason::Length => assert_eq!(out.ids.len(), 48),
+                FinishReason::Cancelled => panic!("not cancelled"),
+            }
+        }
+    }
+    // Most of these short generations close their object (not a timing or quality bar: at
+    // least one must, or the test proves nothing about completion).
+    assert!(complete >= 1, "no generation closed its object");
 }

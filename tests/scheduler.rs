@@ -33,6 +33,7 @@ fn greedy(prompt_ids: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         max_tokens,
         stop: Vec::new(),
         logprobs: 0,
+        format: Default::default(),
     }
 }
 

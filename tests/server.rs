@@ -322,6 +322,18 @@ async fn bad_input_gets_openai_shaped_errors_with_the_right_status() {
         ),
         (
             "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}).to_string(),
+            400,
+            Some("messages"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "json"}], "response_format": {"type": "yaml"}}).to_string(),
+            400,
+            Some("response_format"),
+        ),
+        (
+            "/v1/chat/completions",
             json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_p": 2}).to_string(),
             400,
             Some("top_p"),
@@ -519,4 +531,49 @@ async fn a_client_that_disconnects_mid_stream_frees_its_slot() {
         "next request waited {:?}",
         t.elapsed()
     );
+}
+
+#[tokio::test]
+async fn json_object_response_format_returns_a_json_object() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let client = reqwest::Client::new();
+    let mut body = json!({
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": "You reply in JSON."},
+            {"role": "user", "content": "Give a JSON object with keys name and age for Alice, 30."},
+        ],
+        "max_tokens": 64,
+        "temperature": 0,
+        "response_format": {"type": "json_object"},
+    });
+    let v = post_json(&client, addr, "/v1/chat/completions", &body).await;
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop", "{v}");
+    let content = choice["message"]["content"].as_str().expect("content");
+    let parsed: Value = serde_json::from_str(content).expect("the content is JSON");
+    assert!(parsed.is_object(), "{content}");
+
+    // Streamed, the pieces form the same object.
+    body["stream"] = json!(true);
+    let text = client
+        .post(url(addr, "/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    let mut streamed = String::new();
+    for d in sse_data(&text) {
+        if d != "[DONE]" {
+            let chunk: Value = serde_json::from_str(&d).expect("chunk");
+            if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+                streamed.push_str(t);
+            }
+        }
+    }
+    assert_eq!(streamed, content);
 }

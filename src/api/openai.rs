@@ -21,7 +21,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::engine::generate::{FinishReason, GenerateRequest};
+use crate::engine::generate::{FinishReason, GenerateRequest, OutputFormat};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::scheduler::{Event, JobErrorKind, Summary};
 use crate::engine::template::ChatMessage;
@@ -318,6 +318,7 @@ fn plan(
             max_tokens,
             stop,
             logprobs: top_logprobs,
+            format: OutputFormat::Text,
         },
         n,
         stream: p.stream.unwrap_or(false),
@@ -505,23 +506,54 @@ fn chat_logprobs(state: &AppState, tokens: &[TokenLogprob]) -> Value {
     json!({ "content": content })
 }
 
+/// `response_format`: `text` (default) or `json_object`. Like OpenAI, `json_object` needs the
+/// word "json" somewhere in the messages, so the model is told what to produce.
+fn response_format(
+    format: Option<&Value>,
+    messages: &[RequestMessage],
+) -> Result<OutputFormat, ApiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(OutputFormat::Text);
+    };
+    let kind = format
+        .get("type")
+        .ok_or_else(|| ApiError::invalid("response_format", "`response_format.type` is required"))?;
+    match kind.as_str() {
+        Some("text") => Ok(OutputFormat::Text),
+        Some("json_object") => {
+            let mentions_json = messages.iter().any(|m| match &m.content {
+                Some(Content::Text(t)) => t.to_lowercase().contains("json"),
+                Some(Content::Parts(parts)) => parts
+                    .iter()
+                    .any(|p| p.text.as_deref().is_some_and(|t| t.to_lowercase().contains("json"))),
+                None => false,
+            });
+            if !mentions_json {
+                return Err(ApiError::invalid(
+                    "messages",
+                    "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+                ));
+            }
+            Ok(OutputFormat::JsonObject)
+        }
+        Some(other) => Err(ApiError::invalid(
+            "response_format",
+            format!("response_format type `{other}` is not supported (use `text` or `json_object`)"),
+        )),
+        None => Err(ApiError::invalid(
+            "response_format",
+            "`response_format.type` must be a string",
+        )),
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn create_chat_completion(
     State(state): State<AppState>,
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    if let Some(fmt) = &req.response_format {
-        match fmt.get("type").and_then(Value::as_str) {
-            None | Some("text") => {}
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "response_format",
-                    format!("response_format `{other}` is not supported yet"),
-                ))
-            }
-        }
-    }
+    let format = response_format(req.response_format.as_ref(), &req.messages)?;
     let logprobs = req.logprobs.unwrap_or(false);
     let top = match req.top_logprobs {
         None => 0,
@@ -539,6 +571,7 @@ pub async fn create_chat_completion(
         if logprobs { top } else { 0 },
         logprobs,
     )?;
+    plan.request.format = format;
     let messages = chat_messages(req.messages)?;
     let engine = state.engine.clone();
     let ids = tokio::task::spawn_blocking(move || engine.chat_prompt_ids(&messages))

@@ -6,9 +6,11 @@
 //! them on one model thread; [`Engine::generate`] is the simple drive-to-completion loop used by
 //! the CLI and tests.
 
+use std::sync::{Arc, OnceLock};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::json_constraint::{JsonConstraint, TokenTable};
 use super::loader::{self, LoadError, LoadOptions, ModelInfo};
 use super::model::{LlamaModel, SeqCache};
 use super::sampler::{Sampler, SamplingError, SamplingParams};
@@ -67,6 +69,8 @@ pub struct Engine {
     template: ChatTemplate,
     info: ModelInfo,
     prefill_chunk: usize,
+    /// Token bytes indexed for JSON-constrained decoding, built on first use.
+    json_table: OnceLock<Arc<TokenTable>>,
 }
 
 impl Engine {
@@ -103,6 +107,7 @@ impl Engine {
             template,
             info: loaded.info,
             prefill_chunk: 256,
+            json_table: OnceLock::new(),
         }
     }
 
@@ -182,6 +187,14 @@ impl Engine {
             });
         }
         request.sampling.validate(self.model.config().vocab_size)?;
+        let constraint = match request.format {
+            OutputFormat::Text => None,
+            OutputFormat::JsonObject => Some(JsonConstraint::new(
+                self.json_table
+                    .get_or_init(|| Arc::new(TokenTable::new(&self.tokenizer)))
+                    .clone(),
+            )),
+        };
         // Keep at least one prompt token to feed, so the first step yields logits.
         let reused = cache.common_prefix(&request.prompt_ids).min(n - 1);
         cache.truncate(reused);
@@ -202,6 +215,7 @@ impl Engine {
             prompt_done_at: None,
             first_token_at: None,
             request_logprobs: request.logprobs,
+            constraint,
         })
     }
 
@@ -300,7 +314,7 @@ impl Engine {
 
     /// Sample the next token from `seq`'s pending logits and apply every stop rule.
     fn sample_step(&self, seq: &mut Sequence) -> Result<Step, EngineError> {
-        let Some(logits) = seq.logits.take() else {
+        let Some(mut logits) = seq.logits.take() else {
             return Err(EngineError::Runtime(candle_core::Error::Msg(
                 "sample_step without logits".into(),
             )));
@@ -310,8 +324,18 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if let Some(c) = &mut seq.constraint {
+            c.mask(&mut logits);
+        }
         let sampled = seq.sampler.sample(&logits, &seq.history);
         let id = sampled.id;
+        if let Some(c) = &mut seq.constraint {
+            if !c.advance(id) {
+                // Only reachable if every allowed token was also banned (e.g. by logit_bias):
+                // end rather than emit invalid JSON.
+                return Ok(seq.finish_with(FinishReason::Stop, String::new()));
+            }
+        }
         if seq.first_token_at.is_none() {
             seq.first_token_at = Some(Instant::now());
         }
@@ -403,6 +427,18 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// How many top alternatives to report per token (0 = none).
     pub logprobs: usize,
+    /// Free text, or output constrained to a JSON object.
+    pub format: OutputFormat,
+}
+
+/// What shape the output must have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Any text.
+    #[default]
+    Text,
+    /// One JSON object, then the end of the turn (`response_format: json_object`).
+    JsonObject,
 }
 
 /// The outcome of one [`Engine::step`].
@@ -455,6 +491,7 @@ pub struct Sequence {
     prompt_done_at: Option<Instant>,
     first_token_at: Option<Instant>,
     request_logprobs: usize,
+    constraint: Option<JsonConstraint>,
 }
 
 impl Sequence {

@@ -5,6 +5,7 @@
 //! layers sit on top of it, never the other way round.
 
 pub mod generate;
+pub mod json_constraint;
 pub mod loader;
 pub mod model;
 pub mod sampler;

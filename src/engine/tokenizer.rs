@@ -1254,6 +1254,22 @@ impl Tokenizer {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
+    /// The raw bytes token `id` renders to (a byte-level or `<0xNN>` token may be part of a
+    /// character; special tokens give their text). `None` outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.inner.pieces.get(id as usize).map(Vec::as_slice)
+    }
+
+    /// Whether `id` is a control, user-defined, unknown or unused token rather than text.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner.kinds.get(id as usize).is_none_or(|k| {
+            matches!(
+                k,
+                TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown | TokenKind::Unused
+            )
+        })
+    }
+
     /// Number of tokens in the vocabulary (including added/special tokens).
     pub fn vocab_size(&self) -> usize {
         self.inner.tokens.len()
