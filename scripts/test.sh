@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/fetch-model.sh
+# The OpenAI SDK tests (tests/openai_sdk.rs) run Python from .venv with the pinned openai package.
+./scripts/python-env.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Tests that run the model share one engine per test binary and take a lock, so they never

@@ -1,0 +1,401 @@
+"""Hearth's OpenAI API driven by the official `openai` Python SDK (stdlib unittest).
+
+Run by tests/openai_sdk.rs against a live server; by hand:
+    HEARTH_BASE_URL=http://127.0.0.1:8080/v1 HEARTH_API_KEY=... HEARTH_MODEL=... \
+        .venv/bin/python tests/python/test_openai_sdk.py -v
+
+The clients are used as shipped: only base_url and api_key are set (plus max_retries=0 where an
+error is expected, so the SDK cannot hide it behind a retry). Generations are short, since the
+model runs on a small CPU; outputs are compared only at temperature 0 or with a fixed seed.
+"""
+
+import asyncio
+import functools
+import json
+import math
+import os
+import unittest
+
+import openai
+
+
+def _env(name):
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"error: set {name} (see the docstring of {__file__})")
+    return value
+
+
+BASE_URL = _env("HEARTH_BASE_URL")
+API_KEY = _env("HEARTH_API_KEY")
+MODEL = _env("HEARTH_MODEL")
+
+PROMPT = "Write one sentence about the sea."
+MAX_TOKENS = 24
+
+
+def client(**kwargs):
+    return openai.OpenAI(base_url=BASE_URL, api_key=API_KEY, **kwargs)
+
+
+def async_client(**kwargs):
+    return openai.AsyncOpenAI(base_url=BASE_URL, api_key=API_KEY, **kwargs)
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+@functools.lru_cache(maxsize=None)
+def greedy_chat(prompt=PROMPT, max_tokens=MAX_TOKENS):
+    """The non-streamed greedy answer to one user message (asked once, then reused)."""
+    with client() as c:
+        return c.chat.completions.create(
+            model=MODEL, messages=user(prompt), max_tokens=max_tokens, temperature=0
+        )
+
+
+class SdkTestCase(unittest.TestCase):
+    def setUp(self):
+        self.client = client()
+
+    def tearDown(self):
+        self.client.close()
+
+    def assert_usage(self, usage, max_tokens=None):
+        self.assertIsNotNone(usage)
+        self.assertGreater(usage.prompt_tokens, 0)
+        self.assertGreater(usage.completion_tokens, 0)
+        self.assertEqual(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens)
+        if max_tokens is not None:
+            self.assertLessEqual(usage.completion_tokens, max_tokens)
+
+
+class ModelsTest(SdkTestCase):
+    def test_list_contains_the_model(self):
+        models = list(self.client.models.list())
+        self.assertIn(MODEL, [m.id for m in models])
+        for m in models:
+            self.assertEqual(m.object, "model")
+
+    def test_retrieve_the_model(self):
+        m = self.client.models.retrieve(MODEL)
+        self.assertEqual(m.id, MODEL)
+        self.assertEqual(m.object, "model")
+        self.assertIsInstance(m.created, int)
+        self.assertIsInstance(m.owned_by, str)
+
+
+class ChatTest(SdkTestCase):
+    def test_completion_has_content_usage_and_finish_reason(self):
+        r = self.client.chat.completions.create(
+            model=MODEL, messages=user(PROMPT), max_tokens=16, temperature=0
+        )
+        self.assertTrue(r.id)
+        self.assertEqual(r.object, "chat.completion")
+        self.assertEqual(r.model, MODEL)
+        self.assertEqual(len(r.choices), 1)
+        choice = r.choices[0]
+        self.assertEqual(choice.index, 0)
+        self.assertEqual(choice.message.role, "assistant")
+        self.assertIsInstance(choice.message.content, str)
+        self.assertTrue(choice.message.content.strip())
+        self.assertIn(choice.finish_reason, ("stop", "length"))
+        self.assert_usage(r.usage, max_tokens=16)
+        if choice.finish_reason == "length":
+            self.assertEqual(r.usage.completion_tokens, 16)
+
+    def test_max_tokens_is_respected(self):
+        r = self.client.chat.completions.create(
+            model=MODEL, messages=user(PROMPT), max_tokens=3, temperature=0
+        )
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        self.assertEqual(r.usage.completion_tokens, 3)
+        self.assertTrue(r.choices[0].message.content)
+
+    def test_max_completion_tokens_is_respected(self):
+        r = self.client.chat.completions.create(
+            model=MODEL, messages=user(PROMPT), max_completion_tokens=3, temperature=0
+        )
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        self.assertEqual(r.usage.completion_tokens, 3)
+
+    def test_stream_with_usage_matches_the_non_streamed_answer(self):
+        expected = greedy_chat()
+        with self.client.chat.completions.create(
+            model=MODEL,
+            messages=user(PROMPT),
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        ) as stream:
+            chunks = list(stream)
+        self.assertGreaterEqual(len(chunks), 3)
+        self.assertEqual(len({c.id for c in chunks}), 1, "one id across chunks")
+        for c in chunks:
+            self.assertEqual(c.object, "chat.completion.chunk")
+            self.assertEqual(c.model, MODEL)
+        self.assertEqual(chunks[0].choices[0].delta.role, "assistant")
+
+        final = chunks[-1]
+        self.assertEqual(final.choices, [])
+        self.assert_usage(final.usage, max_tokens=MAX_TOKENS)
+        for c in chunks[:-1]:
+            self.assertIsNone(c.usage, "usage only on the final chunk")
+            self.assertEqual(len(c.choices), 1)
+            self.assertEqual(c.choices[0].index, 0)
+
+        with_choices = chunks[:-1]
+        self.assertIn(with_choices[-1].choices[0].finish_reason, ("stop", "length"))
+        for c in with_choices[:-1]:
+            self.assertIsNone(c.choices[0].finish_reason)
+
+        text = "".join(c.choices[0].delta.content or "" for c in with_choices)
+        self.assertEqual(text, expected.choices[0].message.content)
+        self.assertEqual(with_choices[-1].choices[0].finish_reason, expected.choices[0].finish_reason)
+        self.assertEqual(final.usage.prompt_tokens, expected.usage.prompt_tokens)
+        self.assertEqual(final.usage.completion_tokens, expected.usage.completion_tokens)
+
+    def test_stop_string_cuts_the_greedy_answer_before_it(self):
+        full = greedy_chat().choices[0].message.content
+        words = full.split()
+        self.assertGreaterEqual(len(words), 4, f"greedy answer too short to pick a stop word: {full!r}")
+        stop = " " + words[2]
+        prefix = full[: full.index(stop)]
+        request = dict(
+            model=MODEL, messages=user(PROMPT), max_tokens=MAX_TOKENS, temperature=0, stop=[stop]
+        )
+        r = self.client.chat.completions.create(**request)
+        choice = r.choices[0]
+        self.assertEqual(choice.message.content, prefix, f"stop={stop!r}, full={full!r}")
+        self.assertNotIn(stop, choice.message.content)
+        self.assertEqual(choice.finish_reason, "stop")
+        # Streamed, the stop string must not leak out before it is recognised.
+        with self.client.chat.completions.create(**request, stream=True) as stream:
+            chunks = [c for c in stream if c.choices]
+        self.assertEqual("".join(c.choices[0].delta.content or "" for c in chunks), prefix)
+        self.assertEqual(chunks[-1].choices[0].finish_reason, "stop")
+
+    def test_n_gives_indexed_choices(self):
+        r = self.client.chat.completions.create(
+            model=MODEL, messages=user(PROMPT), max_tokens=8, temperature=0.8, seed=7, n=2
+        )
+        self.assertEqual(sorted(c.index for c in r.choices), [0, 1])
+        for c in r.choices:
+            self.assertEqual(c.message.role, "assistant")
+            self.assertTrue(c.message.content)
+            self.assertIn(c.finish_reason, ("stop", "length"))
+        self.assert_usage(r.usage, max_tokens=16)
+
+    def test_logprobs_with_top_alternatives(self):
+        r = self.client.chat.completions.create(
+            model=MODEL,
+            messages=user(PROMPT),
+            max_tokens=5,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        choice = r.choices[0]
+        self.assertIsNotNone(choice.logprobs)
+        content = choice.logprobs.content
+        self.assertTrue(content)
+        self.assertLessEqual(len(content), r.usage.completion_tokens)
+        for entry in content:
+            self.assertIsInstance(entry.token, str)
+            self.assertTrue(math.isfinite(entry.logprob))
+            self.assertLessEqual(entry.logprob, 0.0)
+            self.assertEqual(len(entry.top_logprobs), 2)
+            for alt in entry.top_logprobs:
+                self.assertIsInstance(alt.token, str)
+                self.assertLessEqual(alt.logprob, 0.0)
+            self.assertGreaterEqual(entry.top_logprobs[0].logprob, entry.top_logprobs[1].logprob)
+            # Greedy: the chosen token is the most likely one.
+            self.assertEqual(entry.token, entry.top_logprobs[0].token)
+            self.assertAlmostEqual(entry.logprob, entry.top_logprobs[0].logprob, places=4)
+        self.assertEqual("".join(e.token for e in content), choice.message.content)
+
+    def test_same_seed_gives_the_same_sample(self):
+        def sample():
+            return self.client.chat.completions.create(
+                model=MODEL, messages=user(PROMPT), max_tokens=16, temperature=0.8, seed=1234
+            ).choices[0].message.content
+
+        first = sample()
+        self.assertTrue(first)
+        self.assertEqual(sample(), first)
+
+
+class JsonModeTest(SdkTestCase):
+    def test_json_object_answers_with_json(self):
+        r = self.client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "You reply in JSON."},
+                {"role": "user", "content": "Give a JSON object with keys name and age for Alice, 30."},
+            ],
+            response_format={"type": "json_object"},
+            temperature=0,
+            max_tokens=64,
+        )
+        choice = r.choices[0]
+        content = choice.message.content
+        self.assertIn(choice.finish_reason, ("stop", "length"))
+        if choice.finish_reason == "stop":
+            value = json.loads(content)
+            self.assertIsInstance(value, dict, content)
+        else:
+            self.assertTrue(content.lstrip().startswith("{"), content)
+
+    def test_json_object_without_json_in_the_messages_is_rejected(self):
+        with client(max_retries=0) as c:
+            with self.assertRaises(openai.BadRequestError) as cm:
+                c.chat.completions.create(
+                    model=MODEL,
+                    messages=user("Give me an object with keys name and age for Alice, 30."),
+                    response_format={"type": "json_object"},
+                    max_tokens=8,
+                )
+        self.assertEqual(cm.exception.status_code, 400)
+
+
+class CompletionsTest(SdkTestCase):
+    PROMPT = "The capital of France is"
+
+    def create(self, **kwargs):
+        return self.client.completions.create(
+            model=MODEL, prompt=self.PROMPT, max_tokens=8, temperature=0, **kwargs
+        )
+
+    def test_completion(self):
+        r = self.create()
+        self.assertEqual(r.object, "text_completion")
+        self.assertEqual(r.model, MODEL)
+        self.assertEqual(len(r.choices), 1)
+        self.assertEqual(r.choices[0].index, 0)
+        self.assertTrue(r.choices[0].text)
+        self.assertIn(r.choices[0].finish_reason, ("stop", "length"))
+        self.assert_usage(r.usage, max_tokens=8)
+
+    def test_stream_matches_the_non_streamed_text(self):
+        expected = self.create()
+        with self.create(stream=True) as stream:
+            chunks = list(stream)
+        self.assertTrue(chunks)
+        self.assertEqual(len({c.id for c in chunks}), 1, "one id across chunks")
+        for c in chunks:
+            self.assertEqual(c.object, "text_completion")
+            self.assertEqual(len(c.choices), 1)
+        self.assertIn(chunks[-1].choices[0].finish_reason, ("stop", "length"))
+        for c in chunks[:-1]:
+            self.assertIsNone(c.choices[0].finish_reason)
+        text = "".join(c.choices[0].text for c in chunks)
+        self.assertEqual(text, expected.choices[0].text)
+
+
+class AsyncTest(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        # IsolatedAsyncioTestCase runs the loop in debug mode, which logs any step over 0.1 s
+        # (the SDK's first request imports and builds a lot); that is noise here.
+        asyncio.get_running_loop().slow_callback_duration = 10.0
+        self.client = async_client()
+
+    async def asyncTearDown(self):
+        await self.client.close()
+
+    async def test_async_chat(self):
+        r = await self.client.chat.completions.create(
+            model=MODEL, messages=user(PROMPT), max_tokens=8, temperature=0
+        )
+        self.assertTrue(r.choices[0].message.content)
+        self.assertIn(r.choices[0].finish_reason, ("stop", "length"))
+        self.assertEqual(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens)
+
+    async def test_async_stream_matches_the_non_streamed_answer(self):
+        expected = await asyncio.to_thread(greedy_chat)
+        stream = await self.client.chat.completions.create(
+            model=MODEL,
+            messages=user(PROMPT),
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        self.assertEqual(chunks[0].choices[0].delta.role, "assistant")
+        self.assertEqual(chunks[-1].choices, [])
+        self.assertIsNotNone(chunks[-1].usage)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        self.assertEqual(text, expected.choices[0].message.content)
+
+    async def test_concurrent_requests(self):
+        prompts = ["Say hello.", "Name a color.", "Count to three.", "Name a fruit."]
+        results = await asyncio.gather(
+            *(
+                self.client.chat.completions.create(
+                    model=MODEL, messages=user(p), max_tokens=8, temperature=0
+                )
+                for p in prompts
+            )
+        )
+        self.assertEqual(len(results), len(prompts))
+        self.assertEqual(len({r.id for r in results}), len(prompts), "distinct ids")
+        for r in results:
+            self.assertTrue(r.choices[0].message.content)
+            self.assertIn(r.choices[0].finish_reason, ("stop", "length"))
+            self.assertLessEqual(r.usage.completion_tokens, 8)
+
+
+class ErrorsTest(unittest.TestCase):
+    def setUp(self):
+        self.client = client(max_retries=0)
+
+    def tearDown(self):
+        self.client.close()
+
+    def test_unknown_model_is_not_found(self):
+        with self.assertRaises(openai.NotFoundError) as cm:
+            self.client.chat.completions.create(
+                model="no-such-model", messages=user("hi"), max_tokens=4
+            )
+        e = cm.exception
+        self.assertEqual(e.status_code, 404)
+        self.assertIsInstance(e.body, dict)
+        self.assertEqual(e.code, "model_not_found")
+
+    def test_unknown_model_retrieve_is_not_found(self):
+        with self.assertRaises(openai.NotFoundError):
+            self.client.models.retrieve("no-such-model")
+
+    def test_out_of_range_temperature_names_the_param(self):
+        with self.assertRaises(openai.BadRequestError) as cm:
+            self.client.chat.completions.create(
+                model=MODEL, messages=user("hi"), max_tokens=4, temperature=5
+            )
+        e = cm.exception
+        self.assertEqual(e.status_code, 400)
+        # The SDK unwraps {"error": {...}} and exposes the inner object as e.body.
+        self.assertIsInstance(e.body, dict)
+        self.assertEqual(e.body.get("param"), "temperature")
+        self.assertEqual(e.body.get("type"), "invalid_request_error")
+        self.assertTrue(e.body.get("message"))
+        self.assertEqual(e.param, "temperature")
+        self.assertEqual(e.type, "invalid_request_error")
+
+    def test_empty_messages_is_a_bad_request(self):
+        with self.assertRaises(openai.BadRequestError) as cm:
+            self.client.chat.completions.create(model=MODEL, messages=[], max_tokens=4)
+        self.assertEqual(cm.exception.param, "messages")
+
+    def test_wrong_api_key_is_unauthorized(self):
+        with openai.OpenAI(base_url=BASE_URL, api_key="sk-wrong", max_retries=0) as c:
+            with self.assertRaises(openai.AuthenticationError) as cm:
+                c.models.list()
+            self.assertEqual(cm.exception.status_code, 401)
+            with self.assertRaises(openai.AuthenticationError):
+                c.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=4)
+
+
+if __name__ == "__main__":
+    unittest.main()
