@@ -34,7 +34,8 @@ fn logits(tokenizer: &Tokenizer) -> Vec<f32> {
     )
     .expect("load the model")
     .model;
-    let prompt = "<|im_start|>user\nDescribe a cat as JSON.<|im_end|>\n<|im_start|>assistant\n{\"name\": \"";
+    let prompt =
+        "<|im_start|>user\nDescribe a cat as JSON.<|im_end|>\n<|im_start|>assistant\n{\"name\": \"";
     let ids = tokenizer.encode(prompt, false, true).expect("encode");
     let mut cache = model.new_cache().expect("cache");
     model

@@ -250,6 +250,25 @@ async fn text_completions_and_helper_endpoints_work() {
     assert_eq!(v["object"], "text_completion");
     assert!(!v["choices"][0]["text"].as_str().expect("text").is_empty());
 
+    // Echo with logprobs: text_offset locates every token in the returned text.
+    let prompt = "The capital of France is";
+    let v: Value = post_json(&client, addr, "/v1/completions", &json!({"model": MODEL, "prompt": prompt, "max_tokens": 4, "temperature": 0, "echo": true, "logprobs": 1})).await;
+    let text: Vec<char> = v["choices"][0]["text"]
+        .as_str()
+        .expect("text")
+        .chars()
+        .collect();
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens = lp["tokens"].as_array().expect("tokens");
+    let offsets = lp["text_offset"].as_array().expect("offsets");
+    assert_eq!(tokens.len(), offsets.len());
+    assert_eq!(offsets[0], prompt.chars().count());
+    for (t, o) in tokens.iter().zip(offsets) {
+        let t: Vec<char> = t.as_str().expect("token").chars().collect();
+        let o = o.as_u64().expect("offset") as usize;
+        assert_eq!(&text[o..o + t.len()], &t[..]);
+    }
+
     let r = common::reference();
     let entry = &r["tokenization"][19]; // "Text with <|im_end|> inside"
     let v: Value = post_json(
@@ -319,6 +338,24 @@ async fn bad_input_gets_openai_shaped_errors_with_the_right_status() {
             json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).to_string(),
             400,
             Some("max_tokens"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}).to_string(),
+            400,
+            Some("tool_choice"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}).to_string(),
+            400,
+            Some("top_logprobs"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": true}}).to_string(),
+            400,
+            Some("stream_options"),
         ),
         (
             "/v1/chat/completions",

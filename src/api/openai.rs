@@ -145,6 +145,12 @@ pub struct ChatRequest {
     /// `{"type": "text"}` or `{"type": "json_object"}`.
     #[serde(default)]
     pub response_format: Option<Value>,
+    /// Tool definitions: accepted, never called (the model has no tool-call format).
+    #[serde(default)]
+    pub tools: Option<Value>,
+    /// `none`/`auto` are honoured by answering in text; requiring a tool call is refused.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
     /// Everything shared with text completions.
     #[serde(flatten)]
     pub common: CommonParams,
@@ -238,6 +244,12 @@ fn plan(
     logprobs: bool,
 ) -> Result<Plan, ApiError> {
     check_model(state, &p.model)?;
+    if p.stream_options.is_some() && p.stream != Some(true) {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "`stream_options` is only allowed when `stream` is enabled",
+        ));
+    }
     let gen = &state.config.generation;
     let limit = gen.max_tokens_limit;
     let max_tokens = match p.max_completion_tokens.or(p.max_tokens) {
@@ -515,17 +527,19 @@ fn response_format(
     let Some(format) = format.filter(|f| !f.is_null()) else {
         return Ok(OutputFormat::Text);
     };
-    let kind = format
-        .get("type")
-        .ok_or_else(|| ApiError::invalid("response_format", "`response_format.type` is required"))?;
+    let kind = format.get("type").ok_or_else(|| {
+        ApiError::invalid("response_format", "`response_format.type` is required")
+    })?;
     match kind.as_str() {
         Some("text") => Ok(OutputFormat::Text),
         Some("json_object") => {
             let mentions_json = messages.iter().any(|m| match &m.content {
                 Some(Content::Text(t)) => t.to_lowercase().contains("json"),
-                Some(Content::Parts(parts)) => parts
-                    .iter()
-                    .any(|p| p.text.as_deref().is_some_and(|t| t.to_lowercase().contains("json"))),
+                Some(Content::Parts(parts)) => parts.iter().any(|p| {
+                    p.text
+                        .as_deref()
+                        .is_some_and(|t| t.to_lowercase().contains("json"))
+                }),
                 None => false,
             });
             if !mentions_json {
@@ -538,7 +552,9 @@ fn response_format(
         }
         Some(other) => Err(ApiError::invalid(
             "response_format",
-            format!("response_format type `{other}` is not supported (use `text` or `json_object`)"),
+            format!(
+                "response_format type `{other}` is not supported (use `text` or `json_object`)"
+            ),
         )),
         None => Err(ApiError::invalid(
             "response_format",
@@ -554,6 +570,22 @@ pub async fn create_chat_completion(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let format = response_format(req.response_format.as_ref(), &req.messages)?;
+    match req.tool_choice.as_ref() {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "none" || s == "auto" => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "tool calls are not supported: `tool_choice` may only be `none` or `auto`",
+            ))
+        }
+    }
+    if req.top_logprobs.is_some() && req.logprobs != Some(true) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`logprobs` must be true when `top_logprobs` is set",
+        ));
+    }
     let logprobs = req.logprobs.unwrap_or(false);
     let top = match req.top_logprobs {
         None => 0,
@@ -710,11 +742,22 @@ pub async fn create_completion(
                 .iter()
                 .filter(|t| !state.engine.tokenizer().is_eog(t.0))
                 .collect();
+            let pieces: Vec<String> = toks.iter().map(|t| piece(&state, t.0)).collect();
+            // Character offset of each token in the returned text (after any echoed prompt).
+            let mut offset = echoes[index].chars().count();
+            let text_offset: Vec<usize> = pieces
+                .iter()
+                .map(|p| {
+                    let at = offset;
+                    offset += p.chars().count();
+                    at
+                })
+                .collect();
             json!({
-                "tokens": toks.iter().map(|t| piece(&state, t.0)).collect::<Vec<_>>(),
+                "tokens": pieces,
                 "token_logprobs": toks.iter().map(|t| t.1).collect::<Vec<_>>(),
                 "top_logprobs": toks.iter().map(|t| t.2.iter().map(|(i, l)| (piece(&state, *i), *l)).collect::<HashMap<_, _>>()).collect::<Vec<_>>(),
-                "text_offset": Vec::<usize>::new(),
+                "text_offset": text_offset,
             })
         } else {
             Value::Null

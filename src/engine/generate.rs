@@ -6,8 +6,8 @@
 //! them on one model thread; [`Engine::generate`] is the simple drive-to-completion loop used by
 //! the CLI and tests.
 
-use std::sync::{Arc, OnceLock};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::json_constraint::{JsonConstraint, TokenTable};

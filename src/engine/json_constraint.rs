@@ -66,10 +66,17 @@ enum Mode {
     AfterValue,
     /// Inside a string. `escape`: 0 none, 1 after `\`, 2..=5 hex digits of `\u` still due.
     /// `utf8`: continuation bytes still due for a multi-byte character.
-    Str { key: bool, escape: u8, utf8: u8 },
+    Str {
+        key: bool,
+        escape: u8,
+        utf8: u8,
+    },
     Number(Num),
     /// Inside `true` / `false` / `null`: which literal and how many bytes matched.
-    Literal { which: u8, pos: u8 },
+    Literal {
+        which: u8,
+        pos: u8,
+    },
     /// The top-level object is closed.
     Done,
 }
@@ -561,7 +568,10 @@ mod tests {
         let mut s = st;
         assert!(!s.feed(0xFF));
         let mut s = st;
-        assert!(!s.feed_all(&[0xC3, 0x41]), "a lead byte needs a continuation");
+        assert!(
+            !s.feed_all(&[0xC3, 0x41]),
+            "a lead byte needs a continuation"
+        );
         let mut s = st;
         assert!(s.feed_all(&[0xC3, 0xA9, b'"', b'}']));
         assert!(s.is_complete());

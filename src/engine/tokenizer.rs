@@ -1265,7 +1265,10 @@ impl Tokenizer {
         self.inner.kinds.get(id as usize).is_none_or(|k| {
             matches!(
                 k,
-                TokenKind::Control | TokenKind::UserDefined | TokenKind::Unknown | TokenKind::Unused
+                TokenKind::Control
+                    | TokenKind::UserDefined
+                    | TokenKind::Unknown
+                    | TokenKind::Unused
             )
         })
     }
