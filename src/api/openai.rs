@@ -221,15 +221,15 @@ pub async fn get_model(
 }
 
 /// What a validated request asks for beyond the prompt.
-struct Plan {
-    request: GenerateRequest,
-    n: usize,
-    stream: bool,
-    include_usage: bool,
-    logprobs: bool,
+pub(crate) struct Plan {
+    pub(crate) request: GenerateRequest,
+    pub(crate) n: usize,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    pub(crate) logprobs: bool,
 }
 
-fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
+pub(crate) fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
     match model {
         None => Err(ApiError::invalid("model", "`model` is required")),
         Some(m) if *m == state.model_id => Ok(()),
@@ -237,7 +237,7 @@ fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError>
     }
 }
 
-fn plan(
+pub(crate) fn plan(
     state: &AppState,
     p: &CommonParams,
     top_logprobs: usize,
@@ -389,7 +389,7 @@ pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, 
         .collect()
 }
 
-fn check_prompt_len(state: &AppState, ids: &[u32], param: &str) -> Result<(), ApiError> {
+pub(crate) fn check_prompt_len(state: &AppState, ids: &[u32], param: &str) -> Result<(), ApiError> {
     let ctx = state.engine.model().config().context_length;
     if ids.is_empty() {
         return Err(ApiError::invalid(param, "the prompt is empty"));
@@ -407,7 +407,7 @@ fn check_prompt_len(state: &AppState, ids: &[u32], param: &str) -> Result<(), Ap
 }
 
 /// Queue `n` jobs for one prompt (seeds offset per choice so choices differ).
-fn submit_all(
+pub(crate) fn submit_all(
     state: &AppState,
     base: &GenerateRequest,
     n: usize,
@@ -433,7 +433,7 @@ fn submit_all(
     Ok(out)
 }
 
-fn job_error(kind: JobErrorKind, message: String) -> ApiError {
+pub(crate) fn job_error(kind: JobErrorKind, message: String) -> ApiError {
     match kind {
         JobErrorKind::InvalidRequest => ApiError::InvalidRequest {
             message,
@@ -444,7 +444,7 @@ fn job_error(kind: JobErrorKind, message: String) -> ApiError {
     }
 }
 
-fn finish_str(reason: FinishReason) -> &'static str {
+pub(crate) fn finish_str(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Length => "length",
         FinishReason::Stop | FinishReason::Cancelled => "stop",
@@ -485,7 +485,7 @@ async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Choice, ApiError> {
     Err(ApiError::Internal("the engine dropped a request".into()))
 }
 
-fn usage(prompt_tokens: usize, cached: usize, completion: usize) -> Value {
+pub(crate) fn usage(prompt_tokens: usize, cached: usize, completion: usize) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
@@ -520,7 +520,7 @@ fn chat_logprobs(state: &AppState, tokens: &[TokenLogprob]) -> Value {
 
 /// `response_format`: `text` (default) or `json_object`. Like OpenAI, `json_object` needs the
 /// word "json" somewhere in the messages, so the model is told what to produce.
-fn response_format(
+pub(crate) fn response_format(
     format: Option<&Value>,
     messages: &[RequestMessage],
 ) -> Result<OutputFormat, ApiError> {
@@ -896,7 +896,7 @@ fn stream_response(
                     return Some((stream::iter(out.into_iter().map(Ok)), (merged, ctx, true)));
                 };
                 let events: Vec<SseEvent> = match ev {
-                    Event::Token { id, text, logprob, top_logprobs } => {
+                    Event::Token { id, text, logprob, top_logprobs, .. } => {
                         if text.is_empty() && !ctx.logprobs {
                             continue;
                         }

@@ -69,6 +69,8 @@ pub enum Event {
         logprob: f32,
         /// Top alternatives, when asked for.
         top_logprobs: Vec<(u32, f32)>,
+        /// When the model thread sampled it (for delivery-latency measurements).
+        sampled_at: Instant,
     },
     /// Text released at the end without a token of its own (held-back text that turned out not
     /// to start a stop string, or bytes that never formed a character).
@@ -338,6 +340,7 @@ impl Worker {
                             text,
                             logprob,
                             top_logprobs,
+                            sampled_at: Instant::now(),
                         });
                         if sent.is_err() {
                             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
