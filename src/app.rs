@@ -45,8 +45,14 @@ impl App {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            scheduler.stats().clone(),
+            s.queue_capacity,
+            s.max_active,
+        ));
         let state = AppState {
             engine: scheduler.engine().clone(),
+            metrics,
             scheduler: Arc::new(scheduler),
             config: Arc::new(config),
             model_id,

@@ -12,3 +12,5 @@ pub mod cli;
 pub mod config;
 /// The in-process inference runtime: loading, tokenizing, templating, the forward pass, sampling.
 pub mod engine;
+/// Prometheus metrics.
+pub mod metrics;

@@ -92,6 +92,21 @@ fn chat_body(content: &str, max_tokens: u32) -> Value {
     })
 }
 
+/// The value of one sample line of `/metrics` (name with labels, exactly as rendered); 0 when
+/// the series does not exist yet.
+async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(url(addr, "/metrics"))
+        .await
+        .expect("get /metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}
+
 /// Parse an SSE body into its `data:` payloads, checking that only `data:` lines and `:`
 /// comments appear.
 fn sse_data(body: &str) -> Vec<String> {
@@ -552,6 +567,7 @@ async fn a_client_that_disconnects_mid_stream_frees_its_slot() {
         let chunk = stream.next().await.expect("chunk").expect("bytes");
         seen += chunk.windows(5).filter(|w| w == b"data:").count();
     }
+    let cancelled_before = metric(addr, "hearth_requests_cancelled_total").await;
     drop(stream);
     // With one slot, this only runs once the abandoned stream was cancelled.
     let t = Instant::now();
@@ -567,6 +583,10 @@ async fn a_client_that_disconnects_mid_stream_frees_its_slot() {
         t.elapsed() < Duration::from_secs(15),
         "next request waited {:?}",
         t.elapsed()
+    );
+    assert_eq!(
+        metric(addr, "hearth_requests_cancelled_total").await,
+        cancelled_before + 1.0
     );
 }
 
@@ -613,4 +633,86 @@ async fn json_object_response_format_returns_a_json_object() {
         }
     }
     assert_eq!(streamed, content);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_latencies() {
+    let _turn = SERIAL.lock().await;
+    let addr = server();
+    let client = reqwest::Client::new();
+    let model = format!("{{model=\"{MODEL}\"}}");
+    let chat_ok =
+        "hearth_http_requests_total{route=\"/v1/chat/completions\",method=\"POST\",status=\"200\"}";
+    let chat_400 =
+        "hearth_http_requests_total{route=\"/v1/chat/completions\",method=\"POST\",status=\"400\"}";
+    let unmatched = "hearth_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}";
+    let ttft = format!("hearth_time_to_first_token_seconds_count{model}");
+    let gaps = format!("hearth_time_per_output_token_seconds_count{model}");
+    let completion = format!("hearth_completion_tokens_total{model}");
+    let prompt = format!("hearth_prompt_tokens_total{model}");
+    let before = [
+        metric(addr, chat_ok).await,
+        metric(addr, chat_400).await,
+        metric(addr, unmatched).await,
+        metric(addr, &ttft).await,
+        metric(addr, &gaps).await,
+        metric(addr, &completion).await,
+        metric(addr, &prompt).await,
+    ];
+    // The end-of-turn token (id 2) is banned, so all 5 tokens are sampled text tokens.
+    let mut body = chat_body("Hello!", 5);
+    body["logit_bias"] = json!({"2": -100});
+    let v = post_json(&client, addr, "/v1/chat/completions", &body).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let usage = &v["usage"];
+    let completion_tokens = usage["completion_tokens"].as_f64().expect("usage");
+    let _ = post_json(
+        &client,
+        addr,
+        "/v1/chat/completions",
+        &json!({"model": MODEL}),
+    )
+    .await;
+    let _ = reqwest::get(url(addr, "/no/such/route/123"))
+        .await
+        .expect("get");
+    let after = [
+        metric(addr, chat_ok).await,
+        metric(addr, chat_400).await,
+        metric(addr, unmatched).await,
+        metric(addr, &ttft).await,
+        metric(addr, &gaps).await,
+        metric(addr, &completion).await,
+        metric(addr, &prompt).await,
+    ];
+    assert_eq!(after[0], before[0] + 1.0, "chat 200s");
+    assert_eq!(after[1], before[1] + 1.0, "chat 400s");
+    assert_eq!(after[2], before[2] + 1.0, "unmatched routes are one series");
+    assert_eq!(after[3], before[3] + 1.0, "one first token");
+    assert_eq!(
+        after[4],
+        before[4] + completion_tokens - 1.0,
+        "a gap between each pair of tokens"
+    );
+    assert_eq!(after[5], before[5] + completion_tokens);
+    assert_eq!(
+        after[6],
+        before[6] + usage["prompt_tokens"].as_f64().expect("usage")
+    );
+    let text = reqwest::get(url(addr, "/metrics"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    for family in [
+        "hearth_queue_depth ",
+        "hearth_active_sequences ",
+        "hearth_requests_rejected_total ",
+        "hearth_prefix_cache_hits_total ",
+        "hearth_token_delivery_seconds_bucket",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
+    assert!(text.ends_with("# EOF\n"));
 }

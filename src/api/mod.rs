@@ -7,7 +7,7 @@ pub mod tokens;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::engine::generate::Engine;
 use crate::engine::scheduler::Scheduler;
+use crate::metrics::Metrics;
 use error::ApiError;
 
 /// Shared by every handler.
@@ -36,6 +37,8 @@ pub struct AppState {
     pub model_id: String,
     /// Unix time the server started (the model's `created`).
     pub started_at: u64,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The whole router.
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/apply-template", post(tokens::apply_template))
@@ -64,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(body_limit))
         // Outside the limit layer, so its plain-text 413 is rewritten as JSON.
         .layer(middleware::from_fn(json_errors_for_layers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -82,6 +90,37 @@ async fn ready(State(state): State<AppState>) -> Response {
     } else {
         ApiError::Unavailable("the model is not loaded".into()).into_response()
     }
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Count every answered request by route template, method and status.
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state.metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 async fn not_found(req: Request) -> ApiError {

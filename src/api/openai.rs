@@ -17,7 +17,6 @@ use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::error::ApiError;
 use super::AppState;
@@ -25,6 +24,7 @@ use crate::engine::generate::{FinishReason, GenerateRequest, OutputFormat};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::scheduler::{Event, JobErrorKind, Summary};
 use crate::engine::template::ChatMessage;
+use crate::metrics::Observed;
 
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize)]
@@ -411,7 +411,7 @@ pub(crate) fn submit_all(
     state: &AppState,
     base: &GenerateRequest,
     n: usize,
-) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+) -> Result<Vec<Observed>, ApiError> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let mut req = base.clone();
@@ -419,7 +419,11 @@ pub(crate) fn submit_all(
             req.sampling.seed = Some(seed.wrapping_add(i as u64));
         }
         match state.scheduler.submit(req) {
-            Ok(rx) => out.push(rx),
+            Ok(rx) => out.push(state.metrics.observe(
+                &state.model_id,
+                std::time::Instant::now(),
+                rx,
+            )),
             Err(crate::engine::scheduler::SubmitError::QueueFull) => {
                 return Err(ApiError::Overloaded)
             }
@@ -461,7 +465,7 @@ struct Choice {
     tokens: Vec<TokenLogprob>,
 }
 
-async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Choice, ApiError> {
+async fn collect(mut rx: Observed) -> Result<Choice, ApiError> {
     let mut tokens = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -835,7 +839,7 @@ impl StreamCtx {
 
 fn stream_response(
     state: AppState,
-    receivers: Vec<UnboundedReceiver<Event>>,
+    receivers: Vec<Observed>,
     id: String,
     created: u64,
     chat: bool,
@@ -935,7 +939,7 @@ fn stream_response(
 }
 
 /// An unbounded receiver as a stream (ends when the sender side is dropped).
-fn tokio_stream_of(rx: UnboundedReceiver<Event>) -> impl Stream<Item = Event> + Send {
+fn tokio_stream_of(rx: Observed) -> impl Stream<Item = Event> + Send {
     stream::unfold(
         rx,
         |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) },
