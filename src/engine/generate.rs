@@ -259,14 +259,31 @@ impl Engine {
     pub fn step_many(&self, seqs: &mut [&mut Sequence]) -> Vec<Result<Step, EngineError>> {
         let mut results: Vec<Option<Result<Step, EngineError>>> =
             (0..seqs.len()).map(|_| None).collect();
+        self.step_many_each(seqs, |i, r| results[i] = Some(r));
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(EngineError::EmptyPrompt)))
+            .collect()
+    }
+
+    /// [`Engine::step_many`], handing each sequence's result to `on_result(index, result)` as
+    /// soon as it exists — a sampled token goes out before the next sequence is sampled.
+    /// Every index is reported exactly once.
+    pub fn step_many_each(
+        &self,
+        seqs: &mut [&mut Sequence],
+        mut on_result: impl FnMut(usize, Result<Step, EngineError>),
+    ) {
         let mut decoding = Vec::new();
+        let mut reported = vec![false; seqs.len()];
         for (i, seq) in seqs.iter_mut().enumerate() {
             let needs_decode_forward =
                 seq.finish.is_none() && seq.cache.len() >= seq.prompt_len && seq.logits.is_none();
             if needs_decode_forward {
                 decoding.push(i);
             } else if seq.finish.is_some() || seq.cache.len() < seq.prompt_len {
-                results[i] = Some(self.step(seq));
+                on_result(i, self.step(seq));
+                reported[i] = true;
             }
         }
         if !decoding.is_empty() {
@@ -286,7 +303,10 @@ impl Engine {
                     for (row, &i) in decoding.iter().enumerate() {
                         match logits.get(row).and_then(|l| l.to_vec1()) {
                             Ok(l) => seqs[i].logits = Some(l),
-                            Err(e) => results[i] = Some(Err(e.into())),
+                            Err(e) => {
+                                on_result(i, Err(e.into()));
+                                reported[i] = true;
+                            }
                         }
                     }
                 }
@@ -294,22 +314,20 @@ impl Engine {
                     drop(caches);
                     let msg = e.to_string();
                     for &i in &decoding {
-                        results[i] = Some(Err(EngineError::Runtime(candle_core::Error::Msg(
-                            msg.clone(),
-                        ))));
+                        on_result(
+                            i,
+                            Err(EngineError::Runtime(candle_core::Error::Msg(msg.clone()))),
+                        );
+                        reported[i] = true;
                     }
                 }
             }
         }
         for (i, seq) in seqs.iter_mut().enumerate() {
-            if results[i].is_none() {
-                results[i] = Some(self.sample_step(seq));
+            if !reported[i] {
+                on_result(i, self.sample_step(seq));
             }
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(EngineError::EmptyPrompt)))
-            .collect()
     }
 
     /// Sample the next token from `seq`'s pending logits and apply every stop rule.
@@ -328,6 +346,7 @@ impl Engine {
             c.mask(&mut logits);
         }
         let sampled = seq.sampler.sample(&logits, &seq.history);
+        let sampled_at = Instant::now();
         let id = sampled.id;
         if let Some(c) = &mut seq.constraint {
             if !c.advance(id) {
@@ -371,6 +390,7 @@ impl Engine {
                 logprob: sampled.logprob,
                 top_logprobs: top,
                 finished: Some(reason),
+                sampled_at,
             });
         }
         Ok(Step::Token {
@@ -379,6 +399,7 @@ impl Engine {
             logprob: sampled.logprob,
             top_logprobs: top,
             finished: None,
+            sampled_at,
         })
     }
 
@@ -463,6 +484,8 @@ pub enum Step {
         top_logprobs: Vec<(u32, f32)>,
         /// Set when this token ended the generation (length limit).
         finished: Option<FinishReason>,
+        /// When it was sampled.
+        sampled_at: Instant,
     },
     /// The sequence ended; `text` is the last visible text (held-back text that turned out safe).
     Finished {

@@ -256,6 +256,57 @@ struct Active {
     queued: Duration,
 }
 
+/// Send one step's outcome to its client. `Some(report)` when the sequence is over: `report`
+/// says whether it ended normally (a `Done` summary is due) or failed / was abandoned.
+fn deliver(
+    stats: &SchedulerStats,
+    events: &UnboundedSender<Event>,
+    result: Result<Step, super::generate::EngineError>,
+) -> Option<bool> {
+    match result {
+        Ok(Step::Prompt { processed, total }) => {
+            let _ = events.send(Event::PromptProgress { processed, total });
+            None
+        }
+        Ok(Step::Token {
+            id,
+            text,
+            logprob,
+            top_logprobs,
+            finished: done,
+            sampled_at,
+        }) => {
+            let sent = events.send(Event::Token {
+                id,
+                text,
+                logprob,
+                top_logprobs,
+                sampled_at,
+            });
+            if sent.is_err() {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                Some(false)
+            } else {
+                done.map(|_| true)
+            }
+        }
+        Ok(Step::Finished { text, .. }) => {
+            if !text.is_empty() {
+                let _ = events.send(Event::Text(text));
+            }
+            Some(true)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "generation failed");
+            let _ = events.send(Event::Error {
+                kind: JobErrorKind::Internal,
+                message: "the model failed while generating".into(),
+            });
+            Some(false)
+        }
+    }
+}
+
 struct Worker {
     engine: Arc<Engine>,
     rx: Receiver<Job>,
@@ -317,53 +368,19 @@ impl Worker {
                 continue;
             }
 
-            let results = {
-                let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|a| &mut a.seq).collect();
-                self.engine.step_many(&mut seqs)
-            };
+            // Each result is delivered as soon as it exists, so a token reaches its client
+            // before the next sequence of the round is sampled.
+            let senders: Vec<UnboundedSender<Event>> =
+                active.iter().map(|a| a.events.clone()).collect();
             let mut finished = Vec::new();
-            for (i, result) in results.into_iter().enumerate() {
-                let a = &active[i];
-                match result {
-                    Ok(Step::Prompt { processed, total }) => {
-                        let _ = a.events.send(Event::PromptProgress { processed, total });
+            {
+                let stats = &self.stats;
+                let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|a| &mut a.seq).collect();
+                self.engine.step_many_each(&mut seqs, |i, result| {
+                    if let Some(report) = deliver(stats, &senders[i], result) {
+                        finished.push((i, report));
                     }
-                    Ok(Step::Token {
-                        id,
-                        text,
-                        logprob,
-                        top_logprobs,
-                        finished: done,
-                    }) => {
-                        let sent = a.events.send(Event::Token {
-                            id,
-                            text,
-                            logprob,
-                            top_logprobs,
-                            sampled_at: Instant::now(),
-                        });
-                        if sent.is_err() {
-                            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                            finished.push((i, false));
-                        } else if done.is_some() {
-                            finished.push((i, true));
-                        }
-                    }
-                    Ok(Step::Finished { text, .. }) => {
-                        if !text.is_empty() {
-                            let _ = a.events.send(Event::Text(text));
-                        }
-                        finished.push((i, true));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "generation failed");
-                        let _ = a.events.send(Event::Error {
-                            kind: JobErrorKind::Internal,
-                            message: "the model failed while generating".into(),
-                        });
-                        finished.push((i, false));
-                    }
-                }
+                });
             }
             // Remove from the back so indices stay valid; publish the new slot count before
             // the final events, so a client that sees `Done` also sees its slot free.
