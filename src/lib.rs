@@ -6,6 +6,8 @@
 pub mod api;
 /// Builds and runs the server.
 pub mod app;
+/// Password hashing, access tokens and opaque secrets.
+pub mod auth;
 /// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`).
 pub mod cli;
 /// Settings from `config.toml`, environment overrides and CLI flags.
