@@ -36,6 +36,68 @@ pub struct Config {
     pub generation: GenerationSettings,
     /// The HTTP server and its scheduler.
     pub server: ServerSettings,
+    /// Accounts, tokens and login limits.
+    pub auth: AuthSettings,
+}
+
+/// Who may create an account through `POST /api/auth/register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// Anyone; the very first account becomes an admin.
+    Open,
+    /// Only the first account (which becomes an admin); afterwards admins create users.
+    FirstAdmin,
+    /// Nobody: admins create users (`hearth user create`, `/api/admin/users`).
+    Closed,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 signing secret for access tokens. Unset: generated on first start and kept in
+    /// `<data_dir>/jwt_secret` (mode 0600). Prefer `HEARTH__AUTH__JWT_SECRET` over the file.
+    pub jwt_secret: Option<String>,
+    /// Access-token lifetime in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token lifetime in seconds (each use rotates it).
+    pub refresh_token_ttl_secs: u64,
+    /// Who may register.
+    pub registration: Registration,
+    /// Require a user's access token or API key (or `server.api_key`) on `/v1` and `/ws`.
+    /// Off suits a single-user laptop; a presented token is still checked either way.
+    pub require_auth: bool,
+    /// Shortest username.
+    pub username_min_len: usize,
+    /// Longest username.
+    pub username_max_len: usize,
+    /// Shortest password.
+    pub password_min_len: usize,
+    /// Longest password (Argon2 input is bounded to keep hashing cheap to refuse).
+    pub password_max_len: usize,
+    /// Login attempts per client IP per minute.
+    pub login_per_ip_per_minute: u32,
+    /// Login attempts per username per minute.
+    pub login_per_username_per_minute: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            registration: Registration::FirstAdmin,
+            require_auth: false,
+            username_min_len: 3,
+            username_max_len: 32,
+            password_min_len: 8,
+            password_max_len: 256,
+            login_per_ip_per_minute: 20,
+            login_per_username_per_minute: 5,
+        }
+    }
 }
 
 /// `[server]`
@@ -209,6 +271,31 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "server.sse_keepalive_secs",
                 message: "must be at least 1".into(),
+            });
+        }
+        let a = &self.auth;
+        if a.access_token_ttl_secs == 0 || a.refresh_token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.access_token_ttl_secs",
+                message: "token lifetimes must be at least 1 second".into(),
+            });
+        }
+        if a.username_min_len == 0 || a.username_min_len > a.username_max_len {
+            return Err(ConfigError::Invalid {
+                key: "auth.username_min_len",
+                message: "must be between 1 and username_max_len".into(),
+            });
+        }
+        if a.password_min_len == 0 || a.password_min_len > a.password_max_len {
+            return Err(ConfigError::Invalid {
+                key: "auth.password_min_len",
+                message: "must be between 1 and password_max_len".into(),
+            });
+        }
+        if a.login_per_ip_per_minute == 0 || a.login_per_username_per_minute == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.login_per_ip_per_minute",
+                message: "login limits must be at least 1".into(),
             });
         }
         if self.model.path.trim().is_empty() {

@@ -14,5 +14,7 @@ pub mod cli;
 pub mod config;
 /// The in-process inference runtime: loading, tokenizing, templating, the forward pass, sampling.
 pub mod engine;
+/// Rate limits (governor).
+pub mod limits;
 /// Prometheus metrics.
 pub mod metrics;
