@@ -4,6 +4,7 @@
 pub mod error;
 pub mod openai;
 pub mod tokens;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/ws", get(ws::handler))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/apply-template", post(tokens::apply_template))
