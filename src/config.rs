@@ -110,7 +110,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// Model id shown in `/v1/models` and accepted in requests (default: the file's stem).
     pub model_id: Option<String>,
-    /// When set, `/v1/*` requires `Authorization: Bearer <api_key>`.
+    /// When set, `/v1/*` and `/ws` require `Authorization: Bearer <api_key>` (`/ws` also accepts
+    /// `?api_key=<api_key>`, since browsers cannot set headers on a WebSocket).
     pub api_key: Option<String>,
     /// Largest request body accepted, in bytes (413 above it).
     pub max_body_bytes: usize,
@@ -124,6 +125,9 @@ pub struct ServerSettings {
     pub prefix_cache_mb: usize,
     /// Seconds between `: ping` comments on an SSE stream that has nothing else to say.
     pub sse_keepalive_secs: u64,
+    /// Seconds between WebSocket Pings on `/ws`; a socket that sent nothing (not even a Pong)
+    /// for two intervals is closed as dead and its generations are cancelled.
+    pub ws_ping_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -139,6 +143,7 @@ impl Default for ServerSettings {
             queue_timeout_secs: 60,
             prefix_cache_mb: 256,
             sse_keepalive_secs: 10,
+            ws_ping_secs: 30,
         }
     }
 }
@@ -298,6 +303,12 @@ impl Config {
                 message: "login limits must be at least 1".into(),
             });
         }
+        if srv.ws_ping_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.ws_ping_secs",
+                message: "must be at least 1".into(),
+            });
+        }
         if self.model.path.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "model.path",
@@ -353,6 +364,11 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("a.toml", "[model]\nnope = 1\n")?;
             assert!(Config::load(Some(Path::new("a.toml"))).is_err());
+            jail.create_file("c.toml", "[server]\nws_ping_secs = 0\n")?;
+            let err = Config::load(Some(Path::new("c.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.ws_ping_secs"), "{err}");
             jail.create_file("b.toml", "[generation]\nprefill_chunk = 0\n")?;
             let err = Config::load(Some(Path::new("b.toml")))
                 .unwrap_err()

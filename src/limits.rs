@@ -60,14 +60,22 @@ mod tests {
         let l = LoginLimits::new(5, 2);
         assert!(l.check("1.1.1.1", "alice").is_ok());
         assert!(l.check("1.1.1.2", "ALICE").is_ok());
-        let wait = l.check("1.1.1.3", "alice").expect_err("third try for alice");
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}");
+        let wait = l
+            .check("1.1.1.3", "alice")
+            .expect_err("third try for alice");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         // Other usernames from the same IP still work until the IP quota is spent.
         assert!(l.check("1.1.1.1", "bob").is_ok());
         assert!(l.check("1.1.1.1", "carol").is_ok());
         assert!(l.check("1.1.1.1", "dave").is_ok());
         assert!(l.check("1.1.1.1", "erin").is_ok());
-        assert!(l.check("1.1.1.1", "frank").is_err(), "sixth try from the IP");
+        assert!(
+            l.check("1.1.1.1", "frank").is_err(),
+            "sixth try from the IP"
+        );
         l.prune();
     }
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod openai;
 pub mod tokens;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/ws", get(ws::handler))
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/apply-template", post(tokens::apply_template))

@@ -567,12 +567,10 @@ pub(crate) fn response_format(
     }
 }
 
-/// `POST /v1/chat/completions`.
-pub async fn create_chat_completion(
-    State(state): State<AppState>,
-    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(req) = body?;
+/// Validate a chat request's parameters (everything but turning `messages` into a prompt):
+/// `response_format`, `tool_choice`, `logprobs`/`top_logprobs` and the shared sampling fields.
+/// Shared by `/v1/chat/completions` and the WebSocket endpoint.
+pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, ApiError> {
     let format = response_format(req.response_format.as_ref(), &req.messages)?;
     match req.tool_choice.as_ref() {
         None | Some(Value::Null) => {}
@@ -601,13 +599,18 @@ pub async fn create_chat_completion(
             ))
         }
     };
-    let mut plan = plan(
-        &state,
-        &req.common,
-        if logprobs { top } else { 0 },
-        logprobs,
-    )?;
+    let mut plan = plan(state, &req.common, if logprobs { top } else { 0 }, logprobs)?;
     plan.request.format = format;
+    Ok(plan)
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn create_chat_completion(
+    State(state): State<AppState>,
+    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let mut plan = chat_plan(&state, &req)?;
     let messages = chat_messages(req.messages)?;
     let engine = state.engine.clone();
     let ids = tokio::task::spawn_blocking(move || engine.chat_prompt_ids(&messages))

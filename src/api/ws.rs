@@ -1,0 +1,590 @@
+//! `GET /ws`: chat generation over a WebSocket, tokens pushed as they are sampled.
+//!
+//! This module owns the upgrade (API key check, message size limit), the socket's lifetime
+//! (keepalive Pings, dead-peer detection, cancelling everything when the socket goes) and the
+//! JSON protocol below. Request validation is the chat endpoint's ([`super::openai`]), so a
+//! `generate` frame accepts exactly what `POST /v1/chat/completions` accepts.
+//!
+//! # Protocol
+//!
+//! Every frame is a JSON object in a text frame, with a `type` and, for anything about one
+//! generation, the client's `id` (a non-empty string). Several generations may run on one socket
+//! at once; frames of different ids interleave.
+//!
+//! Client → server:
+//! - `{"type": "generate", "id", "model", "messages", ...}`: the chat-completion fields
+//!   (`max_tokens`, `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, penalties,
+//!   `logit_bias`, `response_format`, `logprobs`/`top_logprobs`, ...). `stream` and
+//!   `stream_options` are ignored (a socket always streams); `n` must be 1 (send one frame per
+//!   choice). `"timestamps": true` adds `sampled_at_us` to token frames.
+//! - `{"type": "cancel", "id"}`: stop that generation. It ends with a `done` frame whose
+//!   `finish_reason` is `"cancelled"`; no token frame of that id follows it. Cancelling an id
+//!   already being cancelled is a no-op; an id not in flight gets an `unknown_id` error.
+//!
+//! Server → client:
+//! - `{"type": "status", "id", "state": "queued"}` once the request is valid and queued, then
+//!   `{"type": "status", "id", "state": "thinking"}` when it gets a slot and the prompt starts.
+//! - `{"type": "token", "id", "text"}` per sampled token that made text visible, as soon as it
+//!   is sampled (tokens whose text is held back — a possible stop-string prefix, an incomplete
+//!   UTF-8 sequence — send nothing; the text goes out with a later frame). With `timestamps`,
+//!   frames of sampled tokens carry `sampled_at_us`: Unix time in microseconds when the model
+//!   thread sampled it (text released at the very end has no sampling instant and no field).
+//!   With `logprobs`, every sampled token (except end-of-generation) gets a frame with
+//!   `logprob` and `top_logprobs: [{"token", "logprob"}]`, even when its text is empty.
+//! - `{"type": "done", "id", "finish_reason", "usage", "timings"}`: the last frame of a
+//!   generation. `finish_reason` is `stop`, `length` or `cancelled`; `usage` is the chat API's
+//!   (for a cancelled one it counts the prompt and the tokens sampled before the cancel, and
+//!   `timings` is null); `timings` has `queued_ms`, `prompt_ms`, `decode_ms`,
+//!   `prompt_tokens_per_s` (prompt tokens computed, cached ones excluded) and
+//!   `decode_tokens_per_s` (decode steps after the first token).
+//! - `{"type": "error", "id", "message", "code", "param", "status"}`: `status` is the HTTP status
+//!   the same failure gets on `/v1` (400, 404, 429, 500, 503, 504). For a request the chat
+//!   endpoint would refuse, `message` and `param` are its, and `code` is its OpenAI `code` when it
+//!   has one (`model_not_found`, `queue_full`, `queue_timeout`, `unavailable`) and otherwise its
+//!   `type` (`invalid_request_error`, `server_error`). An error with an id ends that generation,
+//!   except `duplicate_id`, which refuses the new frame and leaves the running one alone.
+//!   Frame-level problems are 400s with their own codes: `invalid_json` (not a JSON object;
+//!   `id` null), `binary_not_supported` (`id` null), `unknown_type`, `missing_id`,
+//!   `duplicate_id`, `unknown_id`. The socket stays open after any of them.
+//!
+//! The upgrade request needs the API key when `server.api_key` is set: `Authorization: Bearer`
+//! or, because browsers cannot set headers on a WebSocket, `?api_key=` in the URL; otherwise it
+//! is refused with a 401 JSON error before upgrading. Messages over `server.max_body_bytes`
+//! close the socket (close code 1009). The server Pings every `server.ws_ping_secs` and closes a
+//! socket that sent nothing, not even a Pong, for two intervals. However a socket ends, its
+//! generations are cancelled (their event receivers dropped, which frees their slots on the
+//! model thread within one step).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{SplitSink, StreamExt};
+use futures::SinkExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::error::ApiError;
+use super::openai::{
+    chat_messages, chat_plan, check_prompt_len, finish_str, job_error, submit_all, usage,
+    ChatRequest,
+};
+use super::AppState;
+use crate::engine::generate::FinishReason;
+use crate::engine::scheduler::{Event, Summary};
+
+/// How long the writer may take to flush the last frames once the socket is done.
+const WRITER_GRACE: Duration = Duration::from_secs(5);
+
+/// The upgrade URL's query.
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    /// The API key, for clients (browsers) that cannot set an `Authorization` header.
+    #[serde(default)]
+    api_key: Option<String>,
+}
+
+/// `GET /ws`: check the key, then upgrade.
+pub async fn handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Some(key) = &state.config.server.api_key {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let in_query = query.ok().and_then(|Query(q)| q.api_key);
+        if bearer != Some(key.as_str()) && in_query.as_deref() != Some(key.as_str()) {
+            return ApiError::Unauthorized(
+                "Invalid or missing API key (Authorization: Bearer … or ?api_key=…)".into(),
+            )
+            .into_response();
+        }
+    }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            let status = rejection.status();
+            let body = json!({"error": {
+                "message": rejection.body_text(),
+                "type": "invalid_request_error",
+                "param": null,
+                "code": "websocket_upgrade_required",
+            }});
+            return (status, Json(body)).into_response();
+        }
+    };
+    let limit = state.config.server.max_body_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_failed_upgrade(|e| tracing::warn!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| serve(socket, state))
+}
+
+/// Frames queued for the socket's single writer.
+type Outbox = UnboundedSender<Message>;
+
+/// Cancel handles of one socket's generations in flight, by client id. An entry lives from the
+/// `generate` frame until just before that generation's last frame is queued, so an id is free
+/// for reuse once its `done`/`error` arrives. `None`: a cancel was already sent.
+type Registry = Arc<Mutex<HashMap<String, Option<oneshot::Sender<()>>>>>;
+
+fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<String, Option<oneshot::Sender<()>>>> {
+    registry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn send(out: &Outbox, frame: Value) {
+    // The writer is gone only when the socket is; the reader notices that on its own.
+    let _ = out.send(Message::Text(frame.to_string().into()));
+}
+
+/// One socket: read frames, Ping, start and cancel generations; cancel them all at the end.
+async fn serve(socket: WebSocket, state: AppState) {
+    tracing::debug!("websocket opened");
+    let period = Duration::from_secs(state.config.server.ws_ping_secs.max(1));
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = unbounded_channel();
+    let mut writer = tokio::spawn(write_frames(sink, out_rx));
+    let registry: Registry = Arc::default();
+    // Dropping (or shutting down) the set aborts every generation task, dropping its receiver.
+    let mut generations = JoinSet::new();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let frame = match frame {
+                    None => break "the client went away",
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        if let Some((code, reason)) = close_for(e) {
+                            let _ = out.send(Message::Close(Some(CloseFrame {
+                                code,
+                                reason: reason.into(),
+                            })));
+                        }
+                        break "read error";
+                    }
+                    Some(Ok(frame)) => frame,
+                };
+                last_heard = Instant::now();
+                match frame {
+                    Message::Text(text) => on_text(
+                        text.as_str(),
+                        &state,
+                        &out,
+                        &registry,
+                        &mut generations,
+                    ),
+                    Message::Binary(_) => send(
+                        &out,
+                        protocol_error(
+                            None,
+                            "binary_not_supported",
+                            None,
+                            "binary frames are not supported: send JSON in text frames",
+                        ),
+                    ),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Close(_) => break "the client closed the socket",
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= period * 2 {
+                    let _ = out.send(Message::Close(Some(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: "no frame or pong for two ping intervals".into(),
+                    })));
+                    break "the peer stopped answering pings";
+                }
+                let _ = out.send(Message::Ping(Default::default()));
+            }
+            Some(joined) = generations.join_next(), if !generations.is_empty() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "websocket generation task panicked");
+                    }
+                }
+            }
+        }
+    };
+    let cancelled = lock(&registry).len();
+    tracing::debug!(reason, cancelled, "websocket closing");
+    generations.shutdown().await;
+    drop(out);
+    // A dead peer may never take the last frames: don't keep its connection forever.
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!("websocket writer did not finish in time");
+        writer.abort();
+    }
+}
+
+/// The close frame owed to a peer whose frame could not be read (none when the connection
+/// itself failed).
+fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::Error as E;
+    match *error.into_inner().downcast::<E>().ok()? {
+        E::Capacity(_) => Some((close_code::SIZE, "message over server.max_body_bytes")),
+        E::Protocol(_) => Some((close_code::PROTOCOL, "protocol error")),
+        E::Utf8(_) => Some((close_code::INVALID, "text frame is not UTF-8")),
+        _ => None,
+    }
+}
+
+/// The socket's only writer: sends queued frames in order, batching what is already waiting
+/// into one flush. Generations never wait on the socket.
+async fn write_frames(mut sink: SplitSink<WebSocket, Message>, mut rx: UnboundedReceiver<Message>) {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            let closing = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            if closing {
+                let _ = sink.flush().await;
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// A 400-class frame-level error.
+fn protocol_error(id: Option<&str>, code: &str, param: Option<&str>, message: &str) -> Value {
+    json!({
+        "type": "error",
+        "id": id,
+        "message": message,
+        "code": code,
+        "param": param,
+        "status": 400,
+    })
+}
+
+/// An [`ApiError`] as an error frame (see the module docs for `code`).
+fn api_error_frame(id: &str, err: &ApiError) -> Value {
+    if let ApiError::Internal(detail) = err {
+        tracing::error!(%detail, id, "websocket generation failed");
+    }
+    let body = err.body();
+    let e = &body["error"];
+    let code = if e["code"].is_null() {
+        e["type"].clone()
+    } else {
+        e["code"].clone()
+    };
+    json!({
+        "type": "error",
+        "id": id,
+        "message": e["message"],
+        "code": code,
+        "param": e["param"],
+        "status": err.status().as_u16(),
+    })
+}
+
+/// Handle one text frame: dispatch on `type`, never blocking the reader.
+fn on_text(
+    text: &str,
+    state: &AppState,
+    out: &Outbox,
+    registry: &Registry,
+    generations: &mut JoinSet<()>,
+) {
+    let frame: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return send(
+                out,
+                protocol_error(None, "invalid_json", None, "a frame must be a JSON object"),
+            )
+        }
+        Err(e) => {
+            return send(
+                out,
+                protocol_error(None, "invalid_json", None, &format!("Invalid JSON: {e}")),
+            )
+        }
+    };
+    let id = frame
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let kind = frame.get("type").and_then(Value::as_str);
+    if kind != Some("generate") && kind != Some("cancel") {
+        let message = match kind {
+            Some(kind) => format!("unknown frame type `{kind}` (expected `generate` or `cancel`)"),
+            None => "`type` must be `generate` or `cancel`".to_string(),
+        };
+        return send(
+            out,
+            protocol_error(id.as_deref(), "unknown_type", Some("type"), &message),
+        );
+    }
+    let Some(id) = id else {
+        return send(
+            out,
+            protocol_error(
+                None,
+                "missing_id",
+                Some("id"),
+                "`id` must be a non-empty string",
+            ),
+        );
+    };
+    if kind == Some("cancel") {
+        match lock(registry).get_mut(&id) {
+            Some(entry) => {
+                if let Some(cancel) = entry.take() {
+                    tracing::debug!(id, "websocket generation cancelled by the client");
+                    let _ = cancel.send(());
+                }
+            }
+            None => send(
+                out,
+                protocol_error(
+                    Some(&id),
+                    "unknown_id",
+                    Some("id"),
+                    "no generation with this id is in flight",
+                ),
+            ),
+        }
+        return;
+    }
+    let (cancel_tx, cancel_rx) = oneshot::channel();
+    {
+        let mut in_flight = lock(registry);
+        if in_flight.contains_key(&id) {
+            drop(in_flight);
+            return send(
+                out,
+                protocol_error(
+                    Some(&id),
+                    "duplicate_id",
+                    Some("id"),
+                    "a generation with this id is already in flight",
+                ),
+            );
+        }
+        in_flight.insert(id.clone(), Some(cancel_tx));
+    }
+    generations.spawn(generation(
+        state.clone(),
+        id,
+        frame,
+        out.clone(),
+        registry.clone(),
+        cancel_rx,
+    ));
+}
+
+/// A `generate` frame: the chat request plus the socket's own options.
+#[derive(Debug, Deserialize)]
+struct GenerateFrame {
+    /// Add `sampled_at_us` to token frames.
+    #[serde(default)]
+    timestamps: Option<bool>,
+    #[serde(flatten)]
+    chat: ChatRequest,
+}
+
+/// What a generation delivered so far (for the usage of a cancelled one).
+#[derive(Debug, Default)]
+struct Delivered {
+    prompt_tokens: usize,
+    completion_tokens: usize,
+}
+
+/// One generation, from validation to its last frame.
+async fn generation(
+    state: AppState,
+    id: String,
+    frame: Value,
+    out: Outbox,
+    registry: Registry,
+    mut cancel: oneshot::Receiver<()>,
+) {
+    let mut delivered = Delivered::default();
+    let outcome = tokio::select! {
+        biased;
+        // A sent cancel, or its sender dropped with the socket: either way, stop.
+        _ = &mut cancel => None,
+        result = drive(&state, &id, frame, &out, &mut delivered) => Some(result),
+    };
+    // Free the id before the last frame goes out, so the client may reuse it at once.
+    lock(&registry).remove(&id);
+    let last = match outcome {
+        None => json!({
+            "type": "done",
+            "id": id,
+            "finish_reason": "cancelled",
+            "usage": usage(delivered.prompt_tokens, 0, delivered.completion_tokens),
+            "timings": null,
+        }),
+        Some(Ok(summary)) => done_frame(&id, &summary),
+        Some(Err(err)) => api_error_frame(&id, &err),
+    };
+    tracing::debug!(id, "websocket generation ended");
+    send(&out, last);
+}
+
+/// Validate, queue, and forward events until the job ends. Dropping this future drops the
+/// event receiver, which cancels the job on the model thread.
+async fn drive(
+    state: &AppState,
+    id: &str,
+    frame: Value,
+    out: &Outbox,
+    delivered: &mut Delivered,
+) -> Result<Summary, ApiError> {
+    let GenerateFrame {
+        timestamps,
+        mut chat,
+    } = serde_json::from_value(frame).map_err(|e| {
+        let message = e.to_string();
+        let param = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string);
+        ApiError::InvalidRequest {
+            message: format!("Invalid request: {message}"),
+            param,
+        }
+    })?;
+    if let Some(n) = chat.common.n.filter(|&n| n != 1) {
+        return Err(ApiError::invalid(
+            "n",
+            format!("must be 1 on the WebSocket (send one `generate` frame per choice), got {n}"),
+        ));
+    }
+    // A socket always streams: `stream` and `stream_options` mean nothing here.
+    chat.common.stream = Some(true);
+    let timestamps = timestamps.unwrap_or(false);
+    let mut plan = chat_plan(state, &chat)?;
+    let messages = chat_messages(chat.messages)?;
+    let engine = state.engine.clone();
+    let ids = tokio::task::spawn_blocking(move || engine.chat_prompt_ids(&messages))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    check_prompt_len(state, &ids, "messages")?;
+    delivered.prompt_tokens = ids.len();
+    plan.request.prompt_ids = ids;
+    let mut rx = submit_all(state, &plan.request, 1)?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no job was queued".into()))?;
+    send(out, json!({"type": "status", "id": id, "state": "queued"}));
+    let tokenizer = state.engine.tokenizer();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Started => send(
+                out,
+                json!({"type": "status", "id": id, "state": "thinking"}),
+            ),
+            Event::PromptProgress { .. } => {}
+            Event::Token {
+                id: token,
+                text,
+                logprob,
+                top_logprobs,
+                sampled_at,
+            } => {
+                delivered.completion_tokens += 1;
+                let with_logprobs = plan.logprobs && !tokenizer.is_eog(token);
+                if text.is_empty() && !with_logprobs {
+                    continue;
+                }
+                let mut frame = json!({"type": "token", "id": id, "text": text});
+                if timestamps {
+                    frame["sampled_at_us"] = json!(unix_micros(sampled_at));
+                }
+                if with_logprobs {
+                    frame["logprob"] = json!(logprob);
+                    frame["top_logprobs"] = top_logprobs
+                        .iter()
+                        .map(|&(t, l)| {
+                            let piece = tokenizer.token_piece(t).unwrap_or_default();
+                            json!({"token": piece, "logprob": l})
+                        })
+                        .collect();
+                }
+                send(out, frame);
+            }
+            Event::Text(text) => {
+                if !text.is_empty() {
+                    send(out, json!({"type": "token", "id": id, "text": text}));
+                }
+            }
+            Event::Done(summary) => return Ok(summary),
+            Event::Error { kind, message } => return Err(job_error(kind, message)),
+        }
+    }
+    Err(ApiError::Internal("the engine dropped a request".into()))
+}
+
+/// Unix time in microseconds of an instant in the past.
+fn unix_micros(at: Instant) -> Option<u64> {
+    let then = SystemTime::now().checked_sub(at.elapsed())?;
+    let since = then.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_micros()).ok()
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    let s = t.as_secs_f64();
+    if n == 0 || s <= 0.0 {
+        0.0
+    } else {
+        n as f64 / s
+    }
+}
+
+fn done_frame(id: &str, s: &Summary) -> Value {
+    let finish_reason = match s.finish_reason {
+        FinishReason::Cancelled => "cancelled",
+        reason => finish_str(reason),
+    };
+    let computed = s.prompt_tokens.saturating_sub(s.cached_prompt_tokens);
+    json!({
+        "type": "done",
+        "id": id,
+        "finish_reason": finish_reason,
+        "usage": usage(s.prompt_tokens, s.cached_prompt_tokens, s.completion_tokens),
+        "timings": {
+            "queued_ms": millis(s.queued),
+            "prompt_ms": millis(s.prompt_time),
+            "decode_ms": millis(s.decode_time),
+            "prompt_tokens_per_s": rate(computed, s.prompt_time),
+            // The first token comes out of the prompt pass: n - 1 decode steps.
+            "decode_tokens_per_s": rate(s.completion_tokens.saturating_sub(1), s.decode_time),
+        },
+    })
+}
