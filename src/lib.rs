@@ -14,3 +14,5 @@ pub mod config;
 pub mod engine;
 /// Prometheus metrics.
 pub mod metrics;
+/// The SQLite store: accounts, API keys, usage; migrations and backups.
+pub mod store;
