@@ -82,7 +82,9 @@ async fn one_stream(addr: SocketAddr, i: usize, tokens: usize) -> StreamResult {
         "timestamps": true,
     });
     let start = Instant::now();
-    ws.send(Message::text(frame.to_string())).await.expect("send");
+    ws.send(Message::text(frame.to_string()))
+        .await
+        .expect("send");
     let mut ttft = None;
     let mut delivery_us = Vec::new();
     let mut count = 0;

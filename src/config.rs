@@ -38,6 +38,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Accounts, tokens and login limits.
     pub auth: AuthSettings,
+    /// The SQLite database holding accounts, and its backups.
+    pub storage: StoreSettings,
 }
 
 /// Who may create an account through `POST /api/auth/register`.
@@ -204,9 +206,58 @@ impl Default for GenerationSettings {
     }
 }
 
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Directory holding the database file `hearth.db` (created if missing). Relative paths are
+    /// resolved against the directory of the config file.
+    pub data_dir: PathBuf,
+    /// Milliseconds a connection waits for another connection's write lock before it fails
+    /// (SQLite `busy_timeout`); also the longest a blocking caller waits for a free connection.
+    pub busy_timeout_ms: u64,
+    /// Connections kept open to the database (SQLite runs one writer at a time; readers run
+    /// beside it).
+    pub connections: usize,
+    /// Seconds between scheduled backups; 0 turns them off.
+    pub backup_interval_secs: u64,
+    /// Scheduled backups kept; older ones are deleted after each new one.
+    pub backup_keep: usize,
+    /// Where scheduled backups go (default: `<data_dir>/backups`). Relative paths are resolved
+    /// against the directory of the config file.
+    pub backup_dir: Option<PathBuf>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            busy_timeout_ms: 5000,
+            connections: 4,
+            backup_interval_secs: 0,
+            backup_keep: 7,
+            backup_dir: None,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// The database file: `<data_dir>/hearth.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("hearth.db")
+    }
+
+    /// Where scheduled backups go: `backup_dir`, or `<data_dir>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+}
+
 impl Config {
     /// Load `path` (if it exists) with `HEARTH__SECTION__KEY` environment overrides on top.
-    /// A relative model path is resolved against the config file's directory.
+    /// Relative model and storage paths are resolved against the config file's directory.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(p) = path {
@@ -224,6 +275,12 @@ impl Config {
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         if let Some(dir) = path.and_then(Path::parent) {
             cfg.model.path = resolve_relative(dir, &cfg.model.path);
+            cfg.storage.data_dir = resolve_relative_path(dir, &cfg.storage.data_dir);
+            cfg.storage.backup_dir = cfg
+                .storage
+                .backup_dir
+                .as_deref()
+                .map(|p| resolve_relative_path(dir, p));
         }
         cfg.validate()?;
         Ok(cfg)
@@ -309,6 +366,25 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        let st = &self.storage;
+        if st.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "storage.data_dir",
+                message: "must name a directory".into(),
+            });
+        }
+        if st.connections == 0 || st.connections > 64 {
+            return Err(ConfigError::Invalid {
+                key: "storage.connections",
+                message: "must be between 1 and 64".into(),
+            });
+        }
+        if st.backup_keep == 0 {
+            return Err(ConfigError::Invalid {
+                key: "storage.backup_keep",
+                message: "must be at least 1".into(),
+            });
+        }
         if self.model.path.trim().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "model.path",
@@ -328,6 +404,14 @@ fn resolve_relative(dir: &Path, reference: &str) -> String {
         return reference.to_string();
     }
     dir.join(reference).to_string_lossy().into_owned()
+}
+
+/// Absolute paths stay as they are; relative paths join `dir`.
+fn resolve_relative_path(dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || dir.as_os_str().is_empty() {
+        return path.to_path_buf();
+    }
+    dir.join(path)
 }
 
 #[cfg(test)]
@@ -376,6 +460,54 @@ mod tests {
             assert!(err.contains("generation.prefill_chunk"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn storage_paths_are_resolved_against_the_config_dir() {
+        figment::Jail::expect_with(|jail| {
+            std::fs::create_dir("etc").map_err(|e| e.to_string())?;
+            jail.create_file(
+                "etc/config.toml",
+                "[storage]\ndata_dir = \"db\"\nbackup_dir = \"/srv/backups\"\n",
+            )?;
+            let cfg =
+                Config::load(Some(Path::new("etc/config.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.storage.data_dir, Path::new("etc/db"));
+            assert_eq!(cfg.storage.db_path(), Path::new("etc/db/hearth.db"));
+            assert_eq!(cfg.storage.backup_dir(), Path::new("/srv/backups"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_config_file_loads_with_the_default_storage_settings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = Config::load(Some(&dir.join("config.toml"))).expect("config.toml loads");
+        let expected = StoreSettings {
+            data_dir: dir.join("data"),
+            ..StoreSettings::default()
+        };
+        assert_eq!(cfg.storage, expected);
+    }
+
+    #[test]
+    fn backups_default_to_a_folder_inside_the_data_dir() {
+        let st = StoreSettings::default();
+        assert_eq!(st.backup_dir(), Path::new("data/backups"));
+        assert_eq!(st.busy_timeout_ms, 5000);
+        assert_eq!(st.backup_interval_secs, 0);
+    }
+
+    #[test]
+    fn storage_limits_are_checked() {
+        let mut cfg = Config::default();
+        cfg.storage.backup_keep = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.backup_keep"), "{err}");
+        cfg.storage.backup_keep = 1;
+        cfg.storage.connections = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.connections"), "{err}");
     }
 
     #[test]

@@ -18,3 +18,5 @@ pub mod engine;
 pub mod limits;
 /// Prometheus metrics.
 pub mod metrics;
+/// The SQLite store: accounts, API keys, usage; migrations and backups.
+pub mod store;

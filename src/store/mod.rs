@@ -1,0 +1,320 @@
+//! The SQLite store: accounts (users, refresh tokens, API keys) and usage counters in one
+//! database file, `<data_dir>/hearth.db`. Owns the connections, the schema (embedded migrations
+//! tracked in `PRAGMA user_version`) and backups. Must not import axum, api, auth or engine:
+//! callers pass hashes, never passwords or raw tokens, and get typed rows back, never SQL.
+//!
+//! # Access
+//! Every database call runs on a blocking thread, never on the async runtime:
+//! - async callers (the server) use the typed methods on [`Store`] (`store.create_user(..)`), or
+//!   [`Store::run`] to compose several calls in one closure;
+//! - sync callers outside a runtime (the CLI's `hearth user create`) use [`Store::run_blocking`]
+//!   with the typed per-aggregate functions, e.g.
+//!   `store.run_blocking(|c| users::create_user(c, "ada", &hash, Role::Admin, unix_now()))`.
+//!   Never call `run_blocking` from an async task: it parks the thread while it waits.
+//!
+//! # Connections and durability
+//! A fixed set of `storage.connections` connections (see `pool.rs`), each with
+//! `journal_mode=WAL` (readers never block the writer, nor it them), `foreign_keys=ON`,
+//! `busy_timeout=storage.busy_timeout_ms` and `synchronous=NORMAL`. In WAL mode NORMAL syncs the
+//! WAL only at checkpoints: every acknowledged commit has reached the operating system before the
+//! call returns, so it survives the process being killed (SIGKILL, panic, OOM); only an OS crash
+//! or power loss can roll back the last few commits, never corrupt the file. That is the right
+//! trade for a self-hosted playground; FULL would fsync every commit. Multi-statement writes use
+//! `BEGIN IMMEDIATE`, so they queue on `busy_timeout` instead of failing with `SQLITE_BUSY` when
+//! a read transaction would have to be upgraded.
+//!
+//! # Room to grow
+//! Conversations and blogs get their own module and migration (`0002_conversations.sql`, ...)
+//! the same way as the aggregates below.
+
+/// API keys: create, list with usage, delete, look up by hash.
+pub mod api_keys;
+/// Online backups, restore and pruning of scheduled backups.
+pub mod backup;
+/// Embedded schema migrations.
+pub mod migrations;
+/// Refresh-token rotation: issue, consume once, detect reuse, revoke.
+pub mod refresh_tokens;
+/// Per-user, per-key, per-day request and token counters.
+pub mod usage;
+/// User accounts.
+pub mod users;
+
+mod pool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::ffi;
+use tokio::sync::Semaphore;
+
+use crate::config::StoreSettings;
+use pool::Pool;
+
+pub use api_keys::{ApiKey, ApiKeyWithUsage};
+pub use backup::{backup_file_name, prune_backups, restore, spawn_scheduled_backups};
+pub use refresh_tokens::ConsumeOutcome;
+pub use rusqlite::Connection;
+pub use usage::{Usage, UserUsage};
+pub use users::{Role, User};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist (or, for scoped calls, is not the caller's).
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write, e.g. a username that is taken.
+    #[error("already exists ({0})")]
+    Conflict(String),
+    /// A foreign key refused the write: the row it refers to does not exist.
+    #[error("refers to a row that does not exist ({0})")]
+    MissingReference(String),
+    /// The file was written by a newer Hearth; this build must not touch it.
+    #[error(
+        "the database schema is version {found}, newer than this build of Hearth knows \
+         ({known}); run a newer Hearth or restore an older backup"
+    )]
+    SchemaTooNew {
+        /// `PRAGMA user_version` in the file.
+        found: i64,
+        /// The newest migration this build embeds.
+        known: i64,
+    },
+    /// The file is a database, but not one of Hearth's (or not a database at all).
+    #[error("{} is not a usable Hearth database: {reason}", path.display())]
+    NotHearthDatabase {
+        /// The file examined.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another process has the database open (restore needs the server stopped).
+    #[error("{} is open in another process; stop the server first", .0.display())]
+    InUse(PathBuf),
+    /// Any other SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(rusqlite::Error),
+    /// No connection became free in time (all busy, or a caller holds one too long).
+    #[error("no database connection became free within {0:?}")]
+    PoolTimeout(Duration),
+    /// The blocking task running the call panicked or was cancelled.
+    #[error("database task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A file-system operation failed.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// An [`StoreError::Io`] for `path`.
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+// Constraint failures become domain errors here, once, so every `?` classifies them.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(failure, message) = &e {
+            let detail = || message.clone().unwrap_or_else(|| failure.to_string());
+            match failure.extended_code {
+                ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    return StoreError::Conflict(detail());
+                }
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                    return StoreError::MissingReference(detail());
+                }
+                _ => {}
+            }
+        }
+        if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
+            return StoreError::NotFound;
+        }
+        StoreError::Sqlite(e)
+    }
+}
+
+/// Seconds since the Unix epoch, UTC: the store's clock for `created_at` and friends.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The database: a cheap-to-clone handle (an `Arc`) to a fixed set of connections.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    // Bounds async callers to one blocking thread per connection, so a burst of requests waits
+    // here as futures instead of parking hundreds of blocking threads on the pool.
+    permits: Arc<Semaphore>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (creating the file and its parent directories if needed) the database at `path`,
+    /// bring its schema up to date and open `settings.connections` connections.
+    ///
+    /// Blocking: call it before the runtime starts or inside `spawn_blocking`.
+    /// Fails with [`StoreError::SchemaTooNew`] when the file comes from a newer Hearth, and with
+    /// [`StoreError::NotHearthDatabase`] when it belongs to another program.
+    pub fn open(path: &Path, settings: &StoreSettings) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent)?;
+        }
+        let busy_timeout = Duration::from_millis(settings.busy_timeout_ms);
+        let mut first = open_connection(path, busy_timeout)?;
+        migrations::migrate(&mut first, path)?;
+        let size = settings.connections.max(1);
+        let mut connections = Vec::with_capacity(size);
+        connections.push(first);
+        for _ in 1..size {
+            connections.push(open_connection(path, busy_timeout)?);
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool: Pool::new(connections, busy_timeout),
+                permits: Arc::new(Semaphore::new(size)),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run `f` with a connection on a blocking thread. The typed methods are built on this; use
+    /// it directly to group several per-aggregate calls (e.g. in one transaction).
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.permits)
+            .acquire_owned()
+            .await
+            // The semaphore is never closed; treat a closed one like an exhausted pool.
+            .map_err(|_| StoreError::PoolTimeout(Duration::ZERO))?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.pool.with(f)
+        })
+        .await?
+    }
+
+    /// Run `f` with a connection on the calling thread: for code outside a tokio runtime, such
+    /// as CLI commands. Waits up to `busy_timeout_ms` for a free connection.
+    pub fn run_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.pool.with(f)
+    }
+}
+
+/// Open one connection with the pragmas every connection needs (see the module docs).
+fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    // First, so that the pragmas below wait for a concurrent writer instead of failing.
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Create `dir` (and its parents); on Unix a new directory is private to its owner, since the
+/// database holds password hashes.
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            ffi::Error::new(extended_code),
+            Some("constraint failed: t.c".into()),
+        )
+    }
+
+    #[test]
+    fn unique_violations_become_conflicts() {
+        assert!(matches!(
+            StoreError::from(failure(ffi::SQLITE_CONSTRAINT_UNIQUE)),
+            StoreError::Conflict(m) if m.contains("t.c")
+        ));
+        assert!(matches!(
+            StoreError::from(failure(ffi::SQLITE_CONSTRAINT_PRIMARYKEY)),
+            StoreError::Conflict(_)
+        ));
+    }
+
+    #[test]
+    fn foreign_key_violations_become_missing_references() {
+        assert!(matches!(
+            StoreError::from(failure(ffi::SQLITE_CONSTRAINT_FOREIGNKEY)),
+            StoreError::MissingReference(_)
+        ));
+    }
+
+    #[test]
+    fn no_rows_becomes_not_found_and_other_errors_stay_sqlite_errors() {
+        assert!(matches!(
+            StoreError::from(rusqlite::Error::QueryReturnedNoRows),
+            StoreError::NotFound
+        ));
+        assert!(matches!(
+            StoreError::from(failure(ffi::SQLITE_CONSTRAINT_CHECK)),
+            StoreError::Sqlite(_)
+        ));
+        assert!(matches!(
+            StoreError::from(failure(ffi::SQLITE_BUSY)),
+            StoreError::Sqlite(_)
+        ));
+    }
+
+    #[test]
+    fn schema_too_new_says_what_to_do() {
+        let msg = StoreError::SchemaTooNew { found: 9, known: 1 }.to_string();
+        assert!(msg.contains("version 9"), "{msg}");
+        assert!(msg.contains("knows (1)"), "{msg}");
+        assert!(msg.contains("newer Hearth"), "{msg}");
+    }
+}
