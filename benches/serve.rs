@@ -31,6 +31,8 @@ fn spawn_server(max_active: usize) -> SocketAddr {
         let mut config = Config::default();
         config.model.path = model_path().to_string_lossy().into_owned();
         config.server.port = 0;
+        // A fresh SQLite file per server, not ./data.
+        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
         config.server.max_active = max_active;
         config.server.queue_capacity = 64;
         // Every stream starts from the same prompt; reuse would make later levels cheaper.

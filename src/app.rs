@@ -15,6 +15,7 @@ use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 pub struct App {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    backups: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -45,12 +46,36 @@ impl App {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
+        let storage = config.storage.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            crate::store::Store::open(&storage.db_path(), &storage)
+        })
+        .await
+        .context("store opening thread")?
+        .with_context(|| format!("opening {}", config.storage.db_path().display()))?;
+        let secret = crate::auth::jwt::load_or_create_secret(
+            config.auth.jwt_secret.as_deref(),
+            &config.storage.data_dir,
+        )
+        .context("loading the token signing secret")?;
+        let jwt = Arc::new(crate::auth::jwt::JwtKeys::new(
+            &secret,
+            config.auth.access_token_ttl_secs as i64,
+        ));
+        let login_limits = Arc::new(crate::limits::LoginLimits::new(
+            config.auth.login_per_ip_per_minute,
+            config.auth.login_per_username_per_minute,
+        ));
+        let backups = crate::store::spawn_scheduled_backups(store.clone(), &config.storage);
         let metrics = Arc::new(crate::metrics::Metrics::new(
             scheduler.stats().clone(),
             s.queue_capacity,
             s.max_active,
         ));
         let state = AppState {
+            store,
+            jwt,
+            login_limits,
             engine: scheduler.engine().clone(),
             metrics,
             scheduler: Arc::new(scheduler),
@@ -64,6 +89,7 @@ impl App {
         Ok(Self {
             listener,
             router: api::router(state),
+            backups,
         })
     }
 
@@ -77,10 +103,18 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving")
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving");
+        if let Some(b) = self.backups {
+            b.abort();
+        }
+        served
     }
 
     /// Serve until Ctrl-C or SIGTERM.

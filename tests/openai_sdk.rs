@@ -30,6 +30,8 @@ fn spawn_server() -> SocketAddr {
         config.model.path = common::model_path().to_string_lossy().into_owned();
         config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
         config.server.port = 0;
+        // A fresh SQLite file per server, not ./data.
+        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
         config.server.api_key = Some(API_KEY.into());
         // The suite compares greedy outputs across requests (stream vs not, with and without a
         // stop string). Prefix reuse computes the prompt's last tokens in a different pass, and

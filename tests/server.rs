@@ -23,6 +23,8 @@ fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr 
         config.model.path = common::model_path().to_string_lossy().into_owned();
         config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
         config.server.port = 0;
+        // A fresh SQLite file per server, not ./data.
+        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
         tweak(&mut config);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

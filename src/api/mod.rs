@@ -28,6 +28,12 @@ use error::ApiError;
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// The SQLite store (accounts, keys, usage).
+    pub store: crate::store::Store,
+    /// Access-token signing keys.
+    pub jwt: Arc<crate::auth::jwt::JwtKeys>,
+    /// Login attempt limits.
+    pub login_limits: Arc<crate::limits::LoginLimits>,
     /// Tokenizer, template and model (the model itself runs only on the scheduler's thread).
     pub engine: Arc<Engine>,
     /// The model thread and its queue.
