@@ -6,7 +6,8 @@
 //! share this process, hence one clock.
 //!
 //! Run: `cargo bench --bench serve` (under `cargo test` it runs one tiny round as a smoke test).
-//! Options through the environment: `HEARTH_BENCH_LEVELS=1,4,8`, `HEARTH_BENCH_TOKENS=64`.
+//! Options through the environment: `HEARTH_BENCH_LEVELS=1,4,8`, `HEARTH_BENCH_TOKENS=64`,
+//! `HEARTH_BENCH_NICE=5` (the compute threads' `model.nice`; a separate process per value).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ fn spawn_server(max_active: usize) -> SocketAddr {
         // A fresh SQLite file per server, not ./data.
         config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
         config.server.max_active = max_active;
+        if let Some(nice) = std::env::var("HEARTH_BENCH_NICE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            config.model.nice = nice;
+        }
         config.server.queue_capacity = 64;
         // Every stream starts from the same prompt; reuse would make later levels cheaper.
         config.server.prefix_cache_mb = 0;

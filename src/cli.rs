@@ -78,6 +78,12 @@ pub fn init_threads(config: &Config) {
     if config.model.threads > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", config.model.threads.to_string());
     }
+    // Candle computes on rayon's global pool; its threads run below the I/O threads. Fails
+    // harmlessly when the pool already exists (a second engine in one process).
+    let nice = config.model.nice;
+    let _ = rayon::ThreadPoolBuilder::new()
+        .start_handler(move |_| crate::engine::priority::lower_current_thread(nice))
+        .build_global();
 }
 
 /// Load tokenizer and chat template only (no weights).

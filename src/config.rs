@@ -165,6 +165,10 @@ pub struct ModelSettings {
     pub device: DeviceChoice,
     /// CPU threads for the model (0 = one per physical core).
     pub threads: usize,
+    /// How much lower than the server's I/O threads the model's compute threads run (a nice
+    /// increment, 0–19; 0 = same priority). Keeps token delivery prompt while every core
+    /// computes.
+    pub nice: i32,
     /// Never download: resolve `hf:` references from the local Hugging Face cache only.
     pub offline: bool,
     /// Hugging Face cache directory (default: `HF_HOME`/`HF_HUB_CACHE` as hf-hub resolves them).
@@ -178,6 +182,7 @@ impl Default for ModelSettings {
             exact: false,
             device: DeviceChoice::Auto,
             threads: 0,
+            nice: 5,
             offline: false,
             hf_cache: None,
         }
@@ -383,6 +388,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "storage.backup_keep",
                 message: "must be at least 1".into(),
+            });
+        }
+        if !(0..=19).contains(&self.model.nice) {
+            return Err(ConfigError::Invalid {
+                key: "model.nice",
+                message: "must be between 0 and 19".into(),
             });
         }
         if self.model.path.trim().is_empty() {

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod json_constraint;
 pub mod loader;
 pub mod model;
+pub mod priority;
 pub mod sampler;
 pub mod scheduler;
 pub mod source;
