@@ -1,7 +1,10 @@
-//! The one-shot commands behind `hearth generate | tokenize | template | inspect`.
+//! The one-shot commands behind `hearth generate | tokenize | template | inspect`, and (in
+//! [`accounts`]) `hearth user …`, `backup` and `restore`.
 //!
 //! Like `app.rs` for the server, this is a boundary layer: it resolves the configured model,
 //! calls the engine and formats results for a terminal, with `anyhow` context on failures.
+
+pub mod accounts;
 
 use std::io::Write;
 use std::path::Path;

@@ -8,7 +8,8 @@ pub mod api;
 pub mod app;
 /// Password hashing, access tokens and opaque secrets.
 pub mod auth;
-/// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`).
+/// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`, `user`,
+/// `backup`, `restore`).
 pub mod cli;
 /// Settings from `config.toml`, environment overrides and CLI flags.
 pub mod config;

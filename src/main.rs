@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use hearth::cli;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hearth::cli::{self, accounts};
 use hearth::config::Config;
+use hearth::store::Role;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,76 @@ enum Command {
         /// Model file, directory or `hf:` reference (default: the configured model).
         model: Option<String>,
     },
+    /// Manage accounts in the configured database (safe while the server runs).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Write a consistent copy of the database to FILE (safe while the server runs).
+    Backup {
+        /// Destination file (replaced if present), or a directory to put a timestamped
+        /// `hearth-YYYYmmddTHHMMSSZ.db` in.
+        file: PathBuf,
+    },
+    /// Replace the database with the backup FILE. Stop the server first.
+    Restore {
+        /// A backup written by `hearth backup`, `POST /api/admin/backup` or the schedule.
+        file: PathBuf,
+    },
+}
+
+/// `hearth user …`. Passwords are read from standard input (its first line) when it is not a
+/// terminal, otherwise prompted for twice without echo.
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (password from stdin, or prompted).
+    Create {
+        /// Make the account an admin.
+        #[arg(long)]
+        admin: bool,
+        /// Username: ASCII letters, digits, `_`, `.` and `-`, within the `[auth]` length limits.
+        name: String,
+    },
+    /// List every account.
+    List,
+    /// Disable an account and revoke its refresh tokens (not the last enabled admin).
+    Disable {
+        /// Username.
+        name: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Username.
+        name: String,
+    },
+    /// Make an account a user or an admin (the last enabled admin cannot be demoted).
+    SetRole {
+        /// Username.
+        name: String,
+        /// The new role.
+        role: RoleArg,
+    },
+    /// Set a new password (from stdin, or prompted) and revoke the account's refresh tokens.
+    Passwd {
+        /// Username.
+        name: String,
+    },
+}
+
+/// A role as named on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    User,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::User => Role::User,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -192,6 +263,33 @@ fn run() -> Result<()> {
             }
             println!("{}", cli::inspect(&config)?);
         }
+        // None of these load the model.
+        Command::User { command } => {
+            let report = match command {
+                UserCommand::Create { admin, name } => {
+                    let role = if admin { Role::Admin } else { Role::User };
+                    accounts::create_user(&config, &name, role)?
+                }
+                UserCommand::List => accounts::list_users(&config)?,
+                UserCommand::Disable { name } => accounts::set_disabled(&config, &name, true)?,
+                UserCommand::Enable { name } => accounts::set_disabled(&config, &name, false)?,
+                UserCommand::SetRole { name, role } => {
+                    accounts::set_role(&config, &name, role.into())?
+                }
+                UserCommand::Passwd { name } => accounts::change_password(&config, &name)?,
+            };
+            print!("{}", with_newline(report));
+        }
+        Command::Backup { file } => println!("{}", accounts::backup(&config, &file)?),
+        Command::Restore { file } => println!("{}", accounts::restore(&config, &file)?),
     }
     Ok(())
+}
+
+/// `s` ending in exactly one line break (tables end in one already; messages do not).
+fn with_newline(mut s: String) -> String {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
 }

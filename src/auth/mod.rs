@@ -6,6 +6,7 @@
 
 pub mod jwt;
 pub mod password;
+pub mod rules;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
