@@ -88,6 +88,13 @@ pub fn backup_connection(src: &Connection, dest: &Path) -> Result<(), StoreError
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let tmp = temp_path_beside(dest, "backup");
     let result = copy_into(src, &tmp).and_then(|()| {
+        // Backups hold password hashes: owner-only, before the file gets its final name.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::io(&tmp, e))?;
+        }
         sync_file(&tmp)?;
         std::fs::rename(&tmp, dest).map_err(|e| StoreError::io(dest, e))?;
         sync_dir(dir);
