@@ -228,6 +228,34 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_first_registrations_make_exactly_one_admin() {
+        let (_dir, store) = open_temp();
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let store = &store;
+                s.spawn(move || {
+                    store
+                        .run_blocking(|c| {
+                            create_user_with_role_by_count(
+                                c,
+                                &format!("u{i}"),
+                                "h",
+                                1,
+                                first_becomes_admin,
+                            )
+                        })
+                        .expect("create")
+                        .expect("created")
+                });
+            }
+        });
+        let users = store.run_blocking(|c| users::list_users(c)).expect("list");
+        assert_eq!(users.len(), 8);
+        let admins = users.iter().filter(|u| u.role == Role::Admin).count();
+        assert_eq!(admins, 1, "{users:?}");
+    }
+
+    #[test]
     fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
         let (_dir, store) = open_temp();
         let ada = store
