@@ -16,6 +16,7 @@ pub struct App {
     listener: tokio::net::TcpListener,
     router: axum::Router,
     backups: Option<tokio::task::JoinHandle<()>>,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -67,6 +68,7 @@ impl App {
             config.auth.login_per_username_per_minute,
         ));
         let backups = crate::store::spawn_scheduled_backups(store.clone(), &config.storage);
+        let housekeeping = spawn_housekeeping(store.clone(), login_limits.clone());
         let metrics = Arc::new(crate::metrics::Metrics::new(
             scheduler.stats().clone(),
             s.queue_capacity,
@@ -90,6 +92,7 @@ impl App {
             listener,
             router: api::router(state),
             backups,
+            housekeeping,
         })
     }
 
@@ -114,6 +117,7 @@ impl App {
         if let Some(b) = self.backups {
             b.abort();
         }
+        self.housekeeping.abort();
         served
     }
 
@@ -121,6 +125,30 @@ impl App {
     pub async fn run_until_stopped(self) -> Result<()> {
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Every few minutes: forget login-limit buckets that have refilled, and delete refresh tokens
+/// that expired a day ago or more (a day's grace keeps recent ones reading as "expired", not
+/// "unknown", in logs).
+fn spawn_housekeeping(
+    store: crate::store::Store,
+    login_limits: Arc<crate::limits::LoginLimits>,
+) -> tokio::task::JoinHandle<()> {
+    const PERIOD: Duration = Duration::from_secs(300);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PERIOD, PERIOD);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            login_limits.prune();
+            let before = crate::store::unix_now() - 24 * 3600;
+            match store.delete_expired_refresh(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "expired refresh tokens deleted"),
+                Err(e) => tracing::warn!(error = %e, "deleting expired refresh tokens failed"),
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

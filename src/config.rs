@@ -68,7 +68,8 @@ pub struct AuthSettings {
     /// Who may register.
     pub registration: Registration,
     /// Require a user's access token or API key (or `server.api_key`) on `/v1` and `/ws`.
-    /// Off suits a single-user laptop; a presented token is still checked either way.
+    /// Off suits a single-user laptop (requests without a credential are anonymous and their
+    /// usage is not counted); a credential that is sent is still checked either way.
     pub require_auth: bool,
     /// Shortest username.
     pub username_min_len: usize,
@@ -112,8 +113,9 @@ pub struct ServerSettings {
     pub port: u16,
     /// Model id shown in `/v1/models` and accepted in requests (default: the file's stem).
     pub model_id: Option<String>,
-    /// When set, `/v1/*` and `/ws` require `Authorization: Bearer <api_key>` (`/ws` also accepts
-    /// `?api_key=<api_key>`, since browsers cannot set headers on a WebSocket).
+    /// A static key for single-user setups. When set, `/v1/*` and `/ws` require a credential:
+    /// `Authorization: Bearer <api_key>`, or a user's API key or access token (`/ws` also
+    /// accepts `?api_key=<credential>`, since browsers cannot set headers on a WebSocket).
     pub api_key: Option<String>,
     /// Largest request body accepted, in bytes (413 above it).
     pub max_body_bytes: usize,

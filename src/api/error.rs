@@ -17,9 +17,40 @@ pub enum ApiError {
         /// The offending field, when one is to blame.
         param: Option<String>,
     },
-    /// 401: missing or wrong credentials.
+    /// 401: a missing, malformed, expired or revoked credential (API key or access token).
     #[error("{0}")]
     Unauthorized(String),
+    /// 401 from login: wrong username or password, or a disabled account (all the same answer).
+    #[error("Invalid username or password")]
+    BadCredentials,
+    /// 401 from refresh: the refresh token is unknown, used, revoked or expired.
+    #[error("Invalid or expired refresh token; log in again")]
+    BadRefreshToken,
+    /// 403: authenticated, but not allowed; `code` says why.
+    #[error("{message}")]
+    Forbidden {
+        /// What is refused.
+        message: String,
+        /// The machine-readable reason, e.g. `admin_required`, `registration_closed`.
+        code: &'static str,
+    },
+    /// 404: no such resource (or not the caller's: the two are not told apart).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the request conflicts with what is stored; `code` says how.
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+        /// The machine-readable reason, e.g. `username_taken`, `last_admin`.
+        code: &'static str,
+    },
+    /// 429: too many login attempts; retry after `retry_after_secs`.
+    #[error("Too many login attempts; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until the next attempt is allowed (at least 1).
+        retry_after_secs: u64,
+    },
     /// 404: no such model.
     #[error("The model `{0}` does not exist")]
     ModelNotFound(String),
@@ -59,8 +90,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) | ApiError::BadCredentials | ApiError::BadRefreshToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
@@ -74,6 +112,12 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => ("invalid_request_error", None),
             ApiError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            ApiError::BadCredentials => ("invalid_request_error", Some("invalid_credentials")),
+            ApiError::BadRefreshToken => ("invalid_request_error", Some("invalid_refresh_token")),
+            ApiError::Forbidden { code, .. } => ("permission_error", Some(*code)),
+            ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::Conflict { code, .. } => ("invalid_request_error", Some(*code)),
+            ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limited")),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::RouteNotFound(_) => ("invalid_request_error", Some("unknown_url")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
@@ -104,10 +148,20 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let mut response = (status, axum::Json(self.body())).into_response();
-        if matches!(self, ApiError::Overloaded | ApiError::Unavailable(_)) {
+        let retry_after = match self {
+            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -145,4 +199,33 @@ fn data_error_param(text: &str) -> Option<String> {
     let after = text.split("target type: ").nth(1).unwrap_or(text);
     let path = after.split(':').next()?.trim();
     (!path.is_empty() && !path.contains(' ')).then(|| path.to_string())
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::NotFound => ApiError::NotFound("Not found".into()),
+            S::Conflict(_) => ApiError::Conflict {
+                message: "Already exists".into(),
+                code: "conflict",
+            },
+            S::PoolTimeout(_) => {
+                ApiError::Unavailable("the database is busy; retry shortly".into())
+            }
+            other => ApiError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as A;
+        match e {
+            A::BadCredentials => ApiError::BadCredentials,
+            A::InvalidToken => ApiError::Unauthorized("Invalid access token".into()),
+            A::TokenExpired => ApiError::Unauthorized("The access token has expired".into()),
+            A::Internal(detail) => ApiError::Internal(format!("auth: {detail}")),
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! The HTTP layer — the only module that knows HTTP. Builds the axum router over shared
 //! [`AppState`]; handlers extract, validate, call the engine/scheduler and respond.
 
+pub mod accounts;
+pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod openai;
 pub mod tokens;
@@ -12,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -58,12 +61,32 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            require_api_key,
+            auth::authenticate_request,
         ));
+    // The account API authenticates per handler (`auth::Session`, `auth::Admin`), since
+    // registering and logging in need no session.
+    let account_api = Router::new()
+        .route("/auth/register", post(accounts::register))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/refresh", post(accounts::refresh))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/me", get(accounts::me))
+        .route("/me/password", post(accounts::change_password))
+        .route("/keys", get(accounts::list_keys).post(accounts::create_key))
+        .route("/keys/{id}", delete(accounts::delete_key))
+        .route(
+            "/admin/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route("/admin/users/{id}", patch(admin::update_user))
+        .route("/admin/usage", get(admin::usage))
+        .route("/admin/backup", post(admin::backup))
+        .method_not_allowed_fallback(method_not_allowed);
     let body_limit = state.config.server.max_body_bytes;
     let request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/v1", v1)
+        .nest("/api", account_api)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -137,24 +160,6 @@ async fn not_found(req: Request) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// `Authorization: Bearer <key>` on `/v1` when `server.api_key` is set.
-async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.config.server.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
-            return ApiError::Unauthorized(
-                "Invalid or missing API key (Authorization: Bearer …)".into(),
-            )
-            .into_response();
-        }
-    }
-    next.run(req).await
 }
 
 /// Layers below the handlers (the body limit) answer in plain text; give them our JSON shape.

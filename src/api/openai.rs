@@ -18,6 +18,7 @@ use futures::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::generate::{FinishReason, GenerateRequest, OutputFormat};
@@ -607,6 +608,7 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
 /// `POST /v1/chat/completions`.
 pub async fn create_chat_completion(
     State(state): State<AppState>,
+    principal: Principal,
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
@@ -623,8 +625,11 @@ pub async fn create_chat_completion(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if plan.stream {
+        let prompt_tokens = plan.request.prompt_ids.len();
         return Ok(stream_response(
             state,
+            principal,
+            prompt_tokens,
             receivers,
             id,
             created,
@@ -648,6 +653,7 @@ pub async fn create_chat_completion(
             "finish_reason": finish_str(c.summary.finish_reason),
         }));
     }
+    principal.record_usage(&state, prompt_tokens, completion);
     Ok(Json(json!({
         "id": id,
         "object": "chat.completion",
@@ -663,6 +669,7 @@ pub async fn create_chat_completion(
 /// `POST /v1/completions`.
 pub async fn create_completion(
     State(state): State<AppState>,
+    principal: Principal,
     body: Result<Json<CompletionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
@@ -723,8 +730,11 @@ pub async fn create_completion(
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if plan.stream {
+        let prompt_tokens = prompts.iter().map(Vec::len).sum();
         return Ok(stream_response(
             state,
+            principal,
+            prompt_tokens,
             receivers,
             id,
             created,
@@ -776,6 +786,7 @@ pub async fn create_completion(
             "finish_reason": finish_str(c.summary.finish_reason),
         }));
     }
+    principal.record_usage(&state, prompt_tokens, completion);
     Ok(Json(json!({
         "id": id,
         "object": "text_completion",
@@ -791,6 +802,12 @@ pub async fn create_completion(
 /// Per-stream state for building SSE chunks.
 struct StreamCtx {
     state: AppState,
+    /// Who the usage is counted for, when the stream ends (see `Drop`).
+    principal: Principal,
+    /// Tokens sampled so far by each choice that has not finished.
+    sampled: Vec<usize>,
+    /// Whether any choice finished or sampled a token (else there is nothing to count).
+    produced: bool,
     id: String,
     created: u64,
     chat: bool,
@@ -800,6 +817,21 @@ struct StreamCtx {
     prompt_tokens: usize,
     cached: usize,
     completion: usize,
+}
+
+// However the stream ends — all choices done, an error, or the client gone (which cancels the
+// generations) — count what the model computed for it.
+impl Drop for StreamCtx {
+    fn drop(&mut self) {
+        if self.produced {
+            let unfinished: usize = self.sampled.iter().sum();
+            self.principal.record_usage(
+                &self.state,
+                self.prompt_tokens,
+                self.completion + unfinished,
+            );
+        }
+    }
 }
 
 impl StreamCtx {
@@ -840,8 +872,11 @@ impl StreamCtx {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream_response(
     state: AppState,
+    principal: Principal,
+    prompt_tokens: usize,
     receivers: Vec<Observed>,
     id: String,
     created: u64,
@@ -853,13 +888,17 @@ fn stream_response(
     let n = receivers.len();
     let ctx = StreamCtx {
         state,
+        principal,
+        sampled: vec![0; n],
+        produced: false,
         id,
         created,
         chat,
         include_usage,
         logprobs,
         remaining: n,
-        prompt_tokens: 0,
+        // Until a choice finishes and reports it (a cancelled stream may never get there).
+        prompt_tokens,
         cached: 0,
         completion: 0,
     };
@@ -904,6 +943,10 @@ fn stream_response(
                 };
                 let events: Vec<SseEvent> = match ev {
                     Event::Token { id, text, logprob, top_logprobs, .. } => {
+                        if let Some(count) = ctx.sampled.get_mut(i) {
+                            *count += 1;
+                        }
+                        ctx.produced = true;
                         if text.is_empty() && !ctx.logprobs {
                             continue;
                         }
@@ -912,6 +955,10 @@ fn stream_response(
                     }
                     Event::Text(text) => vec![ctx.chunk(json!([ctx.text_choice(i, &text, None, None)]))],
                     Event::Done(s) => {
+                        if let Some(count) = ctx.sampled.get_mut(i) {
+                            *count = 0;
+                        }
+                        ctx.produced = true;
                         ctx.remaining = ctx.remaining.saturating_sub(1);
                         ctx.prompt_tokens = s.prompt_tokens;
                         ctx.cached = ctx.cached.max(s.cached_prompt_tokens);

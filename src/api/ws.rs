@@ -47,9 +47,12 @@
 //!   `id` null), `binary_not_supported` (`id` null), `unknown_type`, `missing_id`,
 //!   `duplicate_id`, `unknown_id`. The socket stays open after any of them.
 //!
-//! The upgrade request needs the API key when `server.api_key` is set: `Authorization: Bearer`
-//! or, because browsers cannot set headers on a WebSocket, `?api_key=` in the URL; otherwise it
-//! is refused with a 401 JSON error before upgrading. Messages over `server.max_body_bytes`
+//! The upgrade request is authenticated like `/v1` ([`super::auth::authenticate`]): the static
+//! `server.api_key`, a user's API key or a user's access token, as `Authorization: Bearer` or,
+//! because browsers cannot set headers on a WebSocket, as `?api_key=` in the URL (the header
+//! wins when both are sent). A missing credential where one is required, or any invalid one, is
+//! refused with a 401 JSON error before upgrading. Each finished (or cancelled) generation's
+//! tokens are counted for the socket's user and key. Messages over `server.max_body_bytes`
 //! close the socket (close code 1009). The server Pings every `server.ws_ping_secs` and closes a
 //! socket that sent nothing, not even a Pong, for two intervals. However a socket ends, its
 //! generations are cancelled (their event receivers dropped, which frees their slots on the
@@ -63,7 +66,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{SplitSink, StreamExt};
@@ -74,6 +77,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use super::auth::{authenticate, bearer, Principal};
 use super::error::ApiError;
 use super::openai::{
     chat_messages, chat_plan, check_prompt_len, finish_str, job_error, submit_all, usage,
@@ -89,31 +93,28 @@ const WRITER_GRACE: Duration = Duration::from_secs(5);
 /// The upgrade URL's query.
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
-    /// The API key, for clients (browsers) that cannot set an `Authorization` header.
+    /// The credential (API key or access token), for clients (browsers) that cannot set an
+    /// `Authorization` header.
     #[serde(default)]
     api_key: Option<String>,
 }
 
-/// `GET /ws`: check the key, then upgrade.
+/// `GET /ws`: authenticate, then upgrade.
 pub async fn handler(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Some(key) = &state.config.server.api_key {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let in_query = query.ok().and_then(|Query(q)| q.api_key);
-        if bearer != Some(key.as_str()) && in_query.as_deref() != Some(key.as_str()) {
-            return ApiError::Unauthorized(
-                "Invalid or missing API key (Authorization: Bearer … or ?api_key=…)".into(),
-            )
-            .into_response();
-        }
-    }
+    let in_query = query.ok().and_then(|Query(q)| q.api_key);
+    let principal = match bearer(&headers) {
+        Ok(in_header) => authenticate(&state, in_header.or(in_query.as_deref())).await,
+        Err(e) => Err(e),
+    };
+    let principal = match principal {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => {
@@ -132,7 +133,7 @@ pub async fn handler(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| serve(socket, state))
+        .on_upgrade(move |socket| serve(socket, state, principal))
 }
 
 /// Frames queued for the socket's single writer.
@@ -153,7 +154,7 @@ fn send(out: &Outbox, frame: Value) {
 }
 
 /// One socket: read frames, Ping, start and cancel generations; cancel them all at the end.
-async fn serve(socket: WebSocket, state: AppState) {
+async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
     tracing::debug!("websocket opened");
     let period = Duration::from_secs(state.config.server.ws_ping_secs.max(1));
     let (sink, mut stream) = socket.split();
@@ -187,6 +188,7 @@ async fn serve(socket: WebSocket, state: AppState) {
                     Message::Text(text) => on_text(
                         text.as_str(),
                         &state,
+                        &principal,
                         &out,
                         &registry,
                         &mut generations,
@@ -310,6 +312,7 @@ fn api_error_frame(id: &str, err: &ApiError) -> Value {
 fn on_text(
     text: &str,
     state: &AppState,
+    principal: &Principal,
     out: &Outbox,
     registry: &Registry,
     generations: &mut JoinSet<()>,
@@ -395,6 +398,7 @@ fn on_text(
     }
     generations.spawn(generation(
         state.clone(),
+        principal.clone(),
         id,
         frame,
         out.clone(),
@@ -423,6 +427,7 @@ struct Delivered {
 /// One generation, from validation to its last frame.
 async fn generation(
     state: AppState,
+    principal: Principal,
     id: String,
     frame: Value,
     out: Outbox,
@@ -438,6 +443,15 @@ async fn generation(
     };
     // Free the id before the last frame goes out, so the client may reuse it at once.
     lock(&registry).remove(&id);
+    match &outcome {
+        Some(Ok(summary)) => {
+            principal.record_usage(&state, summary.prompt_tokens, summary.completion_tokens)
+        }
+        None if delivered.completion_tokens > 0 => {
+            principal.record_usage(&state, delivered.prompt_tokens, delivered.completion_tokens)
+        }
+        _ => {}
+    }
     let last = match outcome {
         None => json!({
             "type": "done",

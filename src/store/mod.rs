@@ -27,6 +27,8 @@
 //! Conversations and blogs get their own module and migration (`0002_conversations.sql`, ...)
 //! the same way as the aggregates below.
 
+/// Account operations spanning several tables, each in one transaction.
+pub mod accounts;
 /// API keys: create, list with usage, delete, look up by hash.
 pub mod api_keys;
 /// Online backups, restore and pruning of scheduled backups.
@@ -52,6 +54,7 @@ use tokio::sync::Semaphore;
 use crate::config::StoreSettings;
 use pool::Pool;
 
+pub use accounts::AccountUpdate;
 pub use api_keys::{ApiKey, ApiKeyWithUsage};
 pub use backup::{backup_file_name, prune_backups, restore, spawn_scheduled_backups};
 pub use refresh_tokens::ConsumeOutcome;

@@ -1,0 +1,490 @@
+//! The account API for everyone: register, log in, refresh, log out (`/api/auth/*`), one's own
+//! account (`/api/me`, `/api/me/password`) and API keys (`/api/keys`). Admin routes are in
+//! [`super::admin`]; who is calling is [`super::auth`]'s business.
+//!
+//! Bodies are JSON with exactly the documented fields (unknown fields are refused: a typo in an
+//! account request should fail loudly, not be ignored).
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Session;
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::password::{hash_password, verify_password};
+use crate::auth::{key_prefix, new_api_key, new_refresh_token, secret_hash};
+use crate::config::{AuthSettings, Registration};
+use crate::store::{unix_now, ApiKeyWithUsage, ConsumeOutcome, Role, StoreError, Usage, User};
+
+/// Longest API key name, in characters.
+const KEY_NAME_MAX_CHARS: usize = 64;
+
+/// `{username, password}`: registration and login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// The account name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+/// `{refresh_token}`: refresh and logout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+/// `POST /api/me/password` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The password now.
+    pub current_password: String,
+    /// The password from now on.
+    pub new_password: String,
+}
+
+/// `POST /api/keys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// A label to tell keys apart.
+    pub name: String,
+}
+
+/// The client's IP address, for login limits ("unknown" when the server was not started with
+/// peer addresses, e.g. a router driven directly in a test).
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string()),
+        ))
+    }
+}
+
+/// A user as the API shows it (never the password hash).
+pub(crate) fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "role": u.role,
+        "disabled": u.disabled,
+        "created_at": u.created_at,
+    })
+}
+
+/// Usage counters as the API shows them.
+pub(crate) fn usage_json(u: &Usage) -> Value {
+    json!({
+        "requests": u.requests,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    })
+}
+
+fn key_json(k: &ApiKeyWithUsage) -> Value {
+    json!({
+        "id": k.key.id,
+        "name": k.key.name,
+        "prefix": k.key.prefix,
+        "created_at": k.key.created_at,
+        "last_used_at": k.key.last_used_at,
+        "usage": usage_json(&k.usage),
+    })
+}
+
+/// Check a new username against `auth`'s rules: a length in range, and only ASCII letters,
+/// digits, `_`, `.` and `-` (so that the store's ASCII-only case folding is the whole story
+/// of "the same name").
+pub(crate) fn check_username(auth: &AuthSettings, name: &str) -> Result<(), ApiError> {
+    let (min, max) = (auth.username_min_len, auth.username_max_len);
+    let n = name.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::invalid(
+            "username",
+            format!("must be {min} to {max} characters long, got {n}"),
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(ApiError::invalid(
+            "username",
+            "may contain only ASCII letters, digits, `_`, `.` and `-`",
+        ));
+    }
+    Ok(())
+}
+
+/// Check a new password's length (in characters) against `auth`'s rules.
+pub(crate) fn check_password(
+    auth: &AuthSettings,
+    param: &str,
+    password: &str,
+) -> Result<(), ApiError> {
+    let (min, max) = (auth.password_min_len, auth.password_max_len);
+    let n = password.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::invalid(
+            param,
+            format!("must be {min} to {max} characters long, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A 409 for a username that is taken (in any ASCII case).
+pub(crate) fn username_taken(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => ApiError::Conflict {
+            message: "That username is taken".into(),
+            code: "username_taken",
+        },
+        other => other.into(),
+    }
+}
+
+/// Take one password attempt from the per-IP and per-username budgets; 429 when either is
+/// spent.
+fn take_login_attempt(state: &AppState, ip: &str, username: &str) -> Result<(), ApiError> {
+    state.login_limits.check(ip, username).map_err(|wait| {
+        tracing::info!(%ip, "password attempt refused by the rate limit");
+        ApiError::RateLimited {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        }
+    })
+}
+
+/// A new access token and a new refresh token for `user`, the refresh token in `family` (a
+/// rotation) or in a new family (a login). 401 (`refused`) if, since `user` was read, the
+/// account was disabled or its password changed.
+///
+/// Access tokens are valid only if issued in a later second than the last password change
+/// (`auth::user_of_access_token`); right after a change (or the account's creation) this waits
+/// for the next second, so that every token it issues is both valid now and older than any
+/// later change.
+async fn issue_tokens(
+    state: &AppState,
+    user: &User,
+    family: Option<String>,
+    refused: ApiError,
+) -> Result<Value, ApiError> {
+    wait_until_after_second(user.password_changed_at).await;
+    let refresh_token = new_refresh_token();
+    let family = family.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let refresh_ttl = i64::try_from(state.config.auth.refresh_token_ttl_secs).unwrap_or(i64::MAX);
+    let user = state
+        .store
+        .insert_refresh_if_unchanged(
+            user.id,
+            user.password_changed_at,
+            &family,
+            &secret_hash(&refresh_token),
+            unix_now().saturating_add(refresh_ttl),
+        )
+        .await?
+        .ok_or(refused)?;
+    let access_token = state.jwt.issue(user.id, user.role.as_str(), unix_now())?;
+    Ok(json!({
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "token_type": "Bearer",
+        "expires_in": state.jwt.ttl_secs(),
+    }))
+}
+
+/// Sleep until the Unix clock has passed the whole second `second` (returns at once if it has).
+async fn wait_until_after_second(second: i64) {
+    let next_ms = second.saturating_add(1).saturating_mul(1000);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    if let Ok(wait) = u64::try_from(next_ms - now_ms) {
+        if wait > 0 {
+            // Bounded: a clock set back would otherwise stall the request.
+            tokio::time::sleep(std::time::Duration::from_millis(wait.min(1000))).await;
+        }
+    }
+}
+
+/// `POST /api/auth/register {username, password}` → 201 `{user}`, under
+/// `auth.registration`: `open` (the very first account becomes admin), `first_admin` (only
+/// while there are no users; that one is admin), `closed` (403).
+pub async fn register(
+    State(state): State<AppState>,
+    body: Result<Json<Credentials>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(c) = body?;
+    let auth = &state.config.auth;
+    check_username(auth, &c.username)?;
+    check_password(auth, "password", &c.password)?;
+    let closed = || ApiError::Forbidden {
+        message: "Registration is closed: an admin creates accounts".into(),
+        code: "registration_closed",
+    };
+    let policy = auth.registration;
+    // Cheap early refusals, before spending an Argon2 hash; the transaction below decides.
+    match policy {
+        Registration::Closed => return Err(closed()),
+        Registration::FirstAdmin if state.store.count_users().await? > 0 => return Err(closed()),
+        _ => {}
+    }
+    let hash = hash_password(c.password).await?;
+    let user = state
+        .store
+        .create_user_with_role_by_count(&c.username, &hash, move |count| match (policy, count) {
+            (Registration::Closed, _) => None,
+            (_, 0) => Some(Role::Admin),
+            (Registration::Open, _) => Some(Role::User),
+            (Registration::FirstAdmin, _) => None,
+        })
+        .await
+        .map_err(username_taken)?
+        .ok_or_else(closed)?;
+    tracing::info!(user_id = user.id, role = %user.role, "account registered");
+    Ok((StatusCode::CREATED, Json(json!({"user": user_json(&user)}))).into_response())
+}
+
+/// `POST /api/auth/login {username, password}` → `{access_token, refresh_token, token_type,
+/// expires_in}`. Unknown user, wrong password and disabled account get the same 401 in about
+/// the same time (a dummy hash is verified when there is no user). Attempts are limited per
+/// client IP and per username (429 with `Retry-After`).
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: Result<Json<Credentials>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(c) = body?;
+    // Names longer than any account can have are cut for the limiter's key, so a flood of
+    // huge names cannot grow its memory; they can never log in anyway.
+    let limit_key: String = c.username.chars().take(64).collect();
+    take_login_attempt(&state, &ip, &limit_key)?;
+    // A password longer than any account can have cannot match; refuse it before hashing.
+    if c.password.chars().count() > state.config.auth.password_max_len {
+        return Err(ApiError::BadCredentials);
+    }
+    let found = if c.username.chars().count() > state.config.auth.username_max_len {
+        None
+    } else {
+        state.store.user_by_username(&c.username).await?
+    };
+    let (user, hash) = match found {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    let matches = verify_password(c.password, hash).await?;
+    let user = match user {
+        Some(u) if matches && !u.disabled => u,
+        _ => return Err(ApiError::BadCredentials),
+    };
+    let tokens = issue_tokens(&state, &user, None, ApiError::BadCredentials).await?;
+    tracing::info!(user_id = user.id, "logged in");
+    Ok(Json(tokens).into_response())
+}
+
+/// `POST /api/auth/refresh {refresh_token}` → a new pair; the presented token is used up. A
+/// token presented a second time revokes its whole session (someone else has a copy).
+pub async fn refresh(
+    State(state): State<AppState>,
+    body: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(r) = body?;
+    let outcome = state
+        .store
+        .consume_refresh(&secret_hash(&r.refresh_token), unix_now())
+        .await?;
+    let (user_id, family) = match outcome {
+        ConsumeOutcome::Valid { user_id, family_id } => (user_id, family_id),
+        ConsumeOutcome::Reused { user_id, family_id } => {
+            tracing::warn!(
+                user_id,
+                family_id,
+                "a used refresh token was presented again; its session is revoked"
+            );
+            return Err(ApiError::BadRefreshToken);
+        }
+        ConsumeOutcome::Revoked | ConsumeOutcome::Expired | ConsumeOutcome::Unknown => {
+            return Err(ApiError::BadRefreshToken)
+        }
+    };
+    let user = match state.store.user_by_id(user_id).await? {
+        Some(u) if !u.disabled => u,
+        _ => {
+            state.store.revoke_family(&family).await?;
+            return Err(ApiError::BadRefreshToken);
+        }
+    };
+    let tokens = issue_tokens(&state, &user, Some(family), ApiError::BadRefreshToken).await?;
+    Ok(Json(tokens).into_response())
+}
+
+/// `POST /api/auth/logout {refresh_token}` → 204: the session (every token of its family) is
+/// revoked. Unknown tokens get the same answer.
+pub async fn logout(
+    State(state): State<AppState>,
+    body: Result<Json<RefreshRequest>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(r) = body?;
+    state
+        .store
+        .revoke_by_hash(&secret_hash(&r.refresh_token))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/me` → `{user, usage}`.
+pub async fn me(
+    State(state): State<AppState>,
+    Session { user }: Session,
+) -> Result<Json<Value>, ApiError> {
+    let totals = state.store.usage_for_user(user.id).await?;
+    Ok(Json(json!({
+        "user": user_json(&user),
+        "usage": usage_json(&totals.usage),
+    })))
+}
+
+/// `POST /api/me/password {current_password, new_password}` → 204. Every session of the user
+/// ends: refresh tokens are revoked and access tokens issued before now stop working.
+pub async fn change_password(
+    State(state): State<AppState>,
+    Session { user }: Session,
+    ClientIp(ip): ClientIp,
+    body: Result<Json<PasswordChange>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(p) = body?;
+    check_password(&state.config.auth, "new_password", &p.new_password)?;
+    // Guessing the current password here (with a stolen access token) counts like logins.
+    take_login_attempt(&state, &ip, &user.username)?;
+    let stored = state
+        .store
+        .user_by_username(&user.username)
+        .await?
+        .map(|(_, hash)| hash);
+    if !verify_password(p.current_password, stored).await? {
+        // 403, not 401: the session is fine; the proof for this change is not.
+        return Err(ApiError::Forbidden {
+            message: "The current password is wrong".into(),
+            code: "wrong_password",
+        });
+    }
+    let hash = hash_password(p.new_password).await?;
+    state.store.change_password(user.id, &hash).await?;
+    tracing::info!(user_id = user.id, "password changed; sessions revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/keys {name}` → 201 `{id, name, prefix, key, created_at}`. The key itself is
+/// shown only here; the store keeps its hash.
+pub async fn create_key(
+    State(state): State<AppState>,
+    Session { user }: Session,
+    body: Result<Json<NewKey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(k) = body?;
+    let name = k.name.trim();
+    if name.is_empty() || name.chars().count() > KEY_NAME_MAX_CHARS {
+        return Err(ApiError::invalid(
+            "name",
+            format!("must be 1 to {KEY_NAME_MAX_CHARS} characters long"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    let key = new_api_key();
+    let stored = state
+        .store
+        .create_api_key(user.id, name, &key_prefix(&key), &secret_hash(&key))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": stored.id,
+            "name": stored.name,
+            "prefix": stored.prefix,
+            "key": key,
+            "created_at": stored.created_at,
+        })),
+    )
+        .into_response())
+}
+
+/// `GET /api/keys` → `{data: [{id, name, prefix, created_at, last_used_at, usage}]}`.
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Session { user }: Session,
+) -> Result<Json<Value>, ApiError> {
+    let keys = state.store.list_api_keys(user.id).await?;
+    Ok(Json(
+        json!({"data": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `DELETE /api/keys/{id}` → 204; 404 when there is no such key of the caller's.
+pub async fn delete_key(
+    State(state): State<AppState>,
+    Session { user }: Session,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let no_such_key = || ApiError::NotFound("No such API key".into());
+    let Path(id) = id.map_err(|_| no_such_key())?;
+    match state.store.delete_api_key(user.id, id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(no_such_key()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_configured_rules() {
+        let auth = AuthSettings::default();
+        for ok in ["ada", "Ada.Lovelace", "a_b-c", "x".repeat(32).as_str()] {
+            assert!(check_username(&auth, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "x".repeat(33).as_str(),
+            "ada lovelace",
+            "adä",
+            "a/b",
+            "ａｄａ",
+            "",
+        ] {
+            assert!(check_username(&auth, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_measured_in_characters() {
+        let auth = AuthSettings::default();
+        assert!(check_password(&auth, "password", "ééééééé").is_err());
+        assert!(check_password(&auth, "password", "éééééééé").is_ok());
+        assert!(check_password(&auth, "password", &"x".repeat(257)).is_err());
+    }
+}

@@ -1,0 +1,307 @@
+//! Who is calling. One function, [`authenticate`], turns the credential of a `/v1/*` or `/ws`
+//! request into a [`Principal`]; the account API (`/api/*`) uses the [`Session`] and [`Admin`]
+//! extractors, which accept access tokens only. Also owns recording a principal's usage.
+//!
+//! A credential is, in this order:
+//! 1. the static `server.api_key` (single-user setups): no account behind it;
+//! 2. a user API key (`sk-hearth-…`), looked up by its SHA-256; its owner must not be disabled;
+//! 3. a user access token (a JWT): right signature and algorithm, not expired, the user exists
+//!    and is not disabled, and it was issued after the user's last password change.
+//!
+//! No credential is fine only where `auth.require_auth` is off and no `server.api_key` is set
+//! (anonymous use); a credential that is sent but invalid is refused everywhere.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{secret_hash, AuthError, API_KEY_PREFIX};
+use crate::store::{Role, User};
+
+/// The caller of a `/v1` or `/ws` request, put in the request's extensions by the
+/// authentication layer.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// No credential, where none is required.
+    Anonymous,
+    /// The static `server.api_key`.
+    StaticKey,
+    /// A user, through one of their API keys (`api_key_id`) or an access token (`None`).
+    User {
+        /// The account, as stored when the request arrived.
+        user: User,
+        /// The API key used, if any.
+        api_key_id: Option<i64>,
+    },
+}
+
+impl Principal {
+    /// The user behind the request, if any.
+    pub fn user_id(&self) -> Option<i64> {
+        match self {
+            Principal::User { user, .. } => Some(user.id),
+            _ => None,
+        }
+    }
+
+    /// The API key the request came with, if any.
+    pub fn api_key_id(&self) -> Option<i64> {
+        match self {
+            Principal::User { api_key_id, .. } => *api_key_id,
+            _ => None,
+        }
+    }
+
+    /// Count one finished generation for this principal's user and key, on a task of its own:
+    /// never delays or fails the request. Anonymous and static-key requests have no account to
+    /// count against and are not recorded.
+    pub fn record_usage(&self, state: &AppState, prompt_tokens: usize, completion_tokens: usize) {
+        let Some(user_id) = self.user_id() else {
+            return;
+        };
+        let api_key_id = self.api_key_id();
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .record_usage(
+                    user_id,
+                    api_key_id,
+                    prompt_tokens as u64,
+                    completion_tokens as u64,
+                )
+                .await
+            {
+                tracing::warn!(user_id, ?api_key_id, error = %e, "recording usage failed");
+            }
+        });
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Only routes behind `authenticate_request` have one: a handler asking elsewhere is a
+        // bug, and refusing is the safe answer.
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("route has no authentication layer".into()))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header. `Ok(None)` without the header; a
+/// header that is there but is not a bearer credential is an error (it was meant to
+/// authenticate, and silently treating the caller as anonymous would hide the mistake).
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || {
+        ApiError::Unauthorized(
+            "Malformed Authorization header (expected `Authorization: Bearer <key or token>`)"
+                .into(),
+        )
+    };
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some(token))
+}
+
+/// Decide who sent `credential` (see the module docs for the order and rules).
+pub async fn authenticate(
+    state: &AppState,
+    credential: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let Some(credential) = credential else {
+        if state.config.auth.require_auth || state.config.server.api_key.is_some() {
+            return Err(ApiError::Unauthorized(
+                "Missing credentials: send `Authorization: Bearer <API key or access token>`"
+                    .into(),
+            ));
+        }
+        return Ok(Principal::Anonymous);
+    };
+    if let Some(key) = &state.config.server.api_key {
+        if equal_in_constant_time(credential.as_bytes(), key.as_bytes()) {
+            return Ok(Principal::StaticKey);
+        }
+    }
+    if credential.starts_with(API_KEY_PREFIX) {
+        return match state
+            .store
+            .api_key_by_hash(&secret_hash(credential))
+            .await?
+        {
+            Some((key, owner)) if !owner.disabled => Ok(Principal::User {
+                user: owner,
+                api_key_id: Some(key.id),
+            }),
+            _ => Err(ApiError::Unauthorized("Invalid API key".into())),
+        };
+    }
+    let user = user_of_access_token(state, credential).await?;
+    Ok(Principal::User {
+        user,
+        api_key_id: None,
+    })
+}
+
+/// The live user an access token speaks for: signature, algorithm and expiry checked, the user
+/// exists and is enabled, and the token was issued after their last password change.
+///
+/// Token times are whole seconds, so "after" is strict (`iat > password_changed_at`): a token
+/// stamped in the very second of a change is refused, whether it was issued just before the
+/// change or just after; `accounts::issue_tokens` therefore never issues one in that second.
+pub async fn user_of_access_token(state: &AppState, token: &str) -> Result<User, ApiError> {
+    let claims = state.jwt.verify(token).map_err(|e| match e {
+        AuthError::TokenExpired => ApiError::Unauthorized("The access token has expired".into()),
+        AuthError::Internal(detail) => ApiError::Internal(detail),
+        _ => ApiError::Unauthorized("Invalid API key or access token".into()),
+    })?;
+    let revoked =
+        || ApiError::Unauthorized("The access token is no longer valid; log in again".into());
+    let id = claims.user_id().map_err(|_| revoked())?;
+    let user = state.store.user_by_id(id).await?.ok_or_else(revoked)?;
+    if user.disabled || claims.iat <= user.password_changed_at {
+        return Err(revoked());
+    }
+    Ok(user)
+}
+
+/// Middleware for `/v1`: authenticate, then hand the [`Principal`] to the handler.
+pub async fn authenticate_request(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match bearer(req.headers()) {
+        Ok(credential) => authenticate(&state, credential).await,
+        Err(e) => Err(e),
+    };
+    match principal {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A logged-in user of the account API, by access token (API keys are for `/v1` and `/ws`
+/// only: a leaked key must not be able to mint more keys or change the password).
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The account.
+    pub user: User,
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)?.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "Log in first: send `Authorization: Bearer <access token>` \
+                 (from POST /api/auth/login)"
+                    .into(),
+            )
+        })?;
+        if token.starts_with(API_KEY_PREFIX) {
+            return Err(ApiError::Unauthorized(
+                "API keys work on /v1 and /ws only; the account API needs an access token \
+                 (POST /api/auth/login)"
+                    .into(),
+            ));
+        }
+        let user = user_of_access_token(state, token).await?;
+        Ok(Session { user })
+    }
+}
+
+/// A logged-in admin: a [`Session`] whose user has the admin role (403 otherwise).
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The account.
+    pub user: User,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Session { user } = Session::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::Forbidden {
+                message: "This needs an admin account".into(),
+                code: "admin_required",
+            });
+        }
+        Ok(Admin { user })
+    }
+}
+
+/// Compare two secrets in time that depends only on their lengths.
+fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_authorization(value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(value).expect("header value"),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_and_other_schemes_refused() {
+        assert_eq!(bearer(&HeaderMap::new()).expect("none"), None);
+        assert_eq!(
+            bearer(&with_authorization(b"Bearer abc")).expect("ok"),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer(&with_authorization(b"bearer  abc ")).expect("ok"),
+            Some("abc")
+        );
+        for bad in [
+            &b"Basic YWxhZGRpbjo="[..],
+            b"Bearer",
+            b"Bearer ",
+            b"abc",
+            b"Bearer \xff",
+        ] {
+            assert!(bearer(&with_authorization(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(equal_in_constant_time(b"sk-test", b"sk-test"));
+        assert!(!equal_in_constant_time(b"sk-test", b"sk-tesu"));
+        assert!(!equal_in_constant_time(b"sk-test", b"sk-test2"));
+        assert!(!equal_in_constant_time(b"", b"x"));
+    }
+}

@@ -1,0 +1,364 @@
+//! Account operations that must read and write in one transaction: registering with a role that
+//! depends on whether anyone exists yet, changing a password together with revoking sessions,
+//! and admin changes that must never leave the server without an enabled admin. Each runs
+//! under `BEGIN IMMEDIATE`, so concurrent callers are serialised by SQLite and none can act on
+//! a count another is about to change. Policy (who may register, what a role means) stays with
+//! the caller, passed in as a closure or as plain values.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::refresh_tokens::{insert_refresh, revoke_all_for_user};
+use super::users::{self, user_by_id, Role, User};
+use super::{unix_now, Store, StoreError};
+
+/// Create a user whose role depends on how many users exist: `decide(count)` picks the role,
+/// or returns `None` to create nothing (`Ok(None)`). Counting and inserting share one write
+/// transaction, so two concurrent first registrations cannot both find the table empty.
+/// [`StoreError::Conflict`] if the name is taken in any ASCII case.
+pub fn create_user_with_role_by_count(
+    conn: &mut Connection,
+    username: &str,
+    password_hash: &str,
+    now: i64,
+    decide: impl FnOnce(u64) -> Option<Role>,
+) -> Result<Option<User>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(role) = decide(users::count_users(&tx)?) else {
+        return Ok(None);
+    };
+    let user = users::create_user(&tx, username, password_hash, role, now)?;
+    tx.commit()?;
+    Ok(Some(user))
+}
+
+/// Replace a user's password hash, set `password_changed_at` to `now` (access tokens issued
+/// up to then are to be refused) and revoke every refresh token of theirs, all or nothing.
+/// [`StoreError::NotFound`] if there is no such user.
+pub fn change_password(
+    conn: &mut Connection,
+    user_id: i64,
+    password_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    users::set_password(&tx, user_id, password_hash, now)?;
+    revoke_all_for_user(&tx, user_id, now)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Record a new refresh token for `user_id`, but only if the account is still enabled and its
+/// password has not changed since `password_changed_at` (the value the caller authenticated
+/// against): a login racing a password change or a disable must not outlive it. Returns the
+/// user as stored, or `None` (and writes nothing) when the account changed or is gone.
+#[allow(clippy::too_many_arguments)]
+pub fn insert_refresh_if_unchanged(
+    conn: &mut Connection,
+    user_id: i64,
+    password_changed_at: i64,
+    family_id: &str,
+    token_hash: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<Option<User>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current = user_by_id(&tx, user_id)?
+        .filter(|u| !u.disabled && u.password_changed_at == password_changed_at);
+    let Some(user) = current else {
+        return Ok(None);
+    };
+    insert_refresh(&tx, user_id, family_id, token_hash, expires_at, now)?;
+    tx.commit()?;
+    Ok(Some(user))
+}
+
+/// What [`update_account`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountUpdate {
+    /// The change is stored; the user as they are now.
+    Updated(User),
+    /// Refused: afterwards no enabled admin would be left. Nothing was changed.
+    WouldLeaveNoAdmin,
+}
+
+/// Disable/enable a user and/or change their role, unless afterwards no enabled admin would be
+/// left. Disabling also revokes all of the user's refresh tokens. One write transaction.
+/// [`StoreError::NotFound`] if there is no such user.
+pub fn update_account(
+    conn: &mut Connection,
+    user_id: i64,
+    disabled: Option<bool>,
+    role: Option<Role>,
+    now: i64,
+) -> Result<AccountUpdate, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let before = user_by_id(&tx, user_id)?.ok_or(StoreError::NotFound)?;
+    let is_enabled_admin = |disabled: bool, role: Role| !disabled && role == Role::Admin;
+    let was = is_enabled_admin(before.disabled, before.role);
+    let will = is_enabled_admin(
+        disabled.unwrap_or(before.disabled),
+        role.unwrap_or(before.role),
+    );
+    if was && !will && count_enabled_admins(&tx)? <= 1 {
+        return Ok(AccountUpdate::WouldLeaveNoAdmin);
+    }
+    if let Some(d) = disabled {
+        users::set_disabled(&tx, user_id, d)?;
+        if d {
+            revoke_all_for_user(&tx, user_id, now)?;
+        }
+    }
+    if let Some(r) = role {
+        users::set_role(&tx, user_id, r)?;
+    }
+    let after = user_by_id(&tx, user_id)?.ok_or(StoreError::NotFound)?;
+    tx.commit()?;
+    Ok(AccountUpdate::Updated(after))
+}
+
+/// How many admins are not disabled.
+fn count_enabled_admins(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Async forms of the functions above, on a blocking thread, with the store's clock.
+impl Store {
+    /// See [`create_user_with_role_by_count`].
+    pub async fn create_user_with_role_by_count(
+        &self,
+        username: &str,
+        password_hash: &str,
+        decide: impl FnOnce(u64) -> Option<Role> + Send + 'static,
+    ) -> Result<Option<User>, StoreError> {
+        let (username, password_hash) = (username.to_owned(), password_hash.to_owned());
+        self.run(move |c| {
+            create_user_with_role_by_count(c, &username, &password_hash, unix_now(), decide)
+        })
+        .await
+    }
+
+    /// See [`change_password`].
+    pub async fn change_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
+        let password_hash = password_hash.to_owned();
+        self.run(move |c| change_password(c, user_id, &password_hash, unix_now()))
+            .await
+    }
+
+    /// See [`insert_refresh_if_unchanged`].
+    pub async fn insert_refresh_if_unchanged(
+        &self,
+        user_id: i64,
+        password_changed_at: i64,
+        family_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<Option<User>, StoreError> {
+        let (family_id, token_hash) = (family_id.to_owned(), token_hash.to_owned());
+        self.run(move |c| {
+            insert_refresh_if_unchanged(
+                c,
+                user_id,
+                password_changed_at,
+                &family_id,
+                &token_hash,
+                expires_at,
+                unix_now(),
+            )
+        })
+        .await
+    }
+
+    /// See [`update_account`].
+    pub async fn update_account(
+        &self,
+        user_id: i64,
+        disabled: Option<bool>,
+        role: Option<Role>,
+    ) -> Result<AccountUpdate, StoreError> {
+        self.run(move |c| update_account(c, user_id, disabled, role, unix_now()))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreSettings;
+
+    fn open_temp() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(&dir.path().join("hearth.db"), &StoreSettings::default()).expect("open");
+        (dir, store)
+    }
+
+    fn first_becomes_admin(count: u64) -> Option<Role> {
+        Some(if count == 0 { Role::Admin } else { Role::User })
+    }
+
+    #[test]
+    fn the_role_is_decided_by_the_count_inside_the_transaction() {
+        let (_dir, store) = open_temp();
+        let create = |name: &str, decide: fn(u64) -> Option<Role>| {
+            store.run_blocking(|c| create_user_with_role_by_count(c, name, "h", 1, decide))
+        };
+        let first = create("ada", first_becomes_admin)
+            .expect("ada")
+            .expect("created");
+        assert_eq!(first.role, Role::Admin);
+        let second = create("bob", first_becomes_admin)
+            .expect("bob")
+            .expect("created");
+        assert_eq!(second.role, Role::User);
+        assert_eq!(create("cy", |_| None).expect("cy"), None);
+        assert!(matches!(
+            create("ADA", first_becomes_admin),
+            Err(StoreError::Conflict(_))
+        ));
+        let count = store
+            .run_blocking(|c| users::count_users(c))
+            .expect("count");
+        assert_eq!(count, 2);
+    }
+
+    #[test]
+    fn concurrent_first_registrations_make_exactly_one_admin() {
+        let (_dir, store) = open_temp();
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let store = &store;
+                s.spawn(move || {
+                    store
+                        .run_blocking(|c| {
+                            create_user_with_role_by_count(
+                                c,
+                                &format!("u{i}"),
+                                "h",
+                                1,
+                                first_becomes_admin,
+                            )
+                        })
+                        .expect("create")
+                        .expect("created")
+                });
+            }
+        });
+        let users = store.run_blocking(|c| users::list_users(c)).expect("list");
+        assert_eq!(users.len(), 8);
+        let admins = users.iter().filter(|u| u.role == Role::Admin).count();
+        assert_eq!(admins, 1, "{users:?}");
+    }
+
+    #[test]
+    fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
+        let (_dir, store) = open_temp();
+        let ada = store
+            .run_blocking(|c| users::create_user(c, "ada", "h", Role::Admin, 1))
+            .expect("ada");
+        let bob = store
+            .run_blocking(|c| users::create_user(c, "bob", "h", Role::User, 1))
+            .expect("bob");
+        let update =
+            |id, disabled, role| store.run_blocking(|c| update_account(c, id, disabled, role, 2));
+        assert_eq!(
+            update(ada.id, Some(true), None).expect("disable"),
+            AccountUpdate::WouldLeaveNoAdmin
+        );
+        assert_eq!(
+            update(ada.id, None, Some(Role::User)).expect("demote"),
+            AccountUpdate::WouldLeaveNoAdmin
+        );
+        // With a second admin, the first may go.
+        let AccountUpdate::Updated(b) = update(bob.id, None, Some(Role::Admin)).expect("promote")
+        else {
+            panic!("promotion refused");
+        };
+        assert_eq!(b.role, Role::Admin);
+        let AccountUpdate::Updated(a) = update(ada.id, Some(true), None).expect("disable") else {
+            panic!("disable refused");
+        };
+        assert!(a.disabled);
+        // Now bob is the last enabled admin; a disabled admin does not count.
+        assert_eq!(
+            update(bob.id, Some(true), Some(Role::User)).expect("both"),
+            AccountUpdate::WouldLeaveNoAdmin
+        );
+        assert!(matches!(
+            update(999, Some(true), None),
+            Err(StoreError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn a_refresh_token_is_recorded_only_for_an_unchanged_enabled_account() {
+        let (_dir, store) = open_temp();
+        let ada = store
+            .run_blocking(|c| users::create_user(c, "ada", "h", Role::User, 1))
+            .expect("ada");
+        let insert = |pca: i64, hash: &str| {
+            store.run_blocking(|c| insert_refresh_if_unchanged(c, ada.id, pca, "f", hash, 100, 2))
+        };
+        assert_eq!(insert(1, "t1").expect("insert").map(|u| u.id), Some(ada.id));
+        // The password changed since the caller checked it.
+        assert_eq!(insert(0, "t2").expect("insert"), None);
+        store
+            .run_blocking(|c| users::set_disabled(c, ada.id, true))
+            .expect("disable");
+        assert_eq!(insert(1, "t3").expect("insert"), None);
+        for (hash, outcome) in [
+            (
+                "t1",
+                crate::store::ConsumeOutcome::Valid {
+                    user_id: ada.id,
+                    family_id: "f".into(),
+                },
+            ),
+            ("t2", crate::store::ConsumeOutcome::Unknown),
+            ("t3", crate::store::ConsumeOutcome::Unknown),
+        ] {
+            let got = store
+                .run_blocking(|c| crate::store::refresh_tokens::consume_refresh(c, hash, 3))
+                .expect("consume");
+            assert_eq!(got, outcome, "{hash}");
+        }
+    }
+
+    #[test]
+    fn changing_a_password_revokes_every_session_of_the_user() {
+        let (_dir, store) = open_temp();
+        let ada = store
+            .run_blocking(|c| users::create_user(c, "ada", "old", Role::User, 1))
+            .expect("ada");
+        store
+            .run_blocking(|c| {
+                crate::store::refresh_tokens::insert_refresh(c, ada.id, "f1", "t1", 100, 1)?;
+                crate::store::refresh_tokens::insert_refresh(c, ada.id, "f2", "t2", 100, 1)
+            })
+            .expect("tokens");
+        store
+            .run_blocking(|c| change_password(c, ada.id, "new", 5))
+            .expect("change");
+        let after = store
+            .run_blocking(|c| users::user_by_username(c, "ada"))
+            .expect("lookup")
+            .expect("ada");
+        assert_eq!(after.1, "new");
+        assert_eq!(after.0.password_changed_at, 5);
+        for t in ["t1", "t2"] {
+            let outcome = store
+                .run_blocking(|c| crate::store::refresh_tokens::consume_refresh(c, t, 6))
+                .expect("consume");
+            assert_eq!(outcome, crate::store::ConsumeOutcome::Revoked);
+        }
+        assert!(matches!(
+            store.run_blocking(|c| change_password(c, 999, "x", 5)),
+            Err(StoreError::NotFound)
+        ));
+    }
+}
