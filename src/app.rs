@@ -40,6 +40,7 @@ impl App {
                 max_active: s.max_active,
                 queue_timeout: Duration::from_secs(s.queue_timeout_secs),
                 prefix_cache_bytes: s.prefix_cache_mb << 20,
+                nice: config.model.nice,
             },
         )
         .context("starting the model thread")?;

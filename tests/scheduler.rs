@@ -57,6 +57,7 @@ fn config(queue: usize, active: usize) -> SchedulerConfig {
         max_active: active,
         queue_timeout: Duration::from_secs(120),
         prefix_cache_bytes: 64 << 20,
+        ..SchedulerConfig::default()
     }
 }
 

@@ -34,6 +34,8 @@ pub struct SchedulerConfig {
     pub queue_timeout: Duration,
     /// Bytes of finished sequences' KV caches kept for prefix reuse (0 = off).
     pub prefix_cache_bytes: usize,
+    /// Nice increment of the model thread (see [`super::priority`]).
+    pub nice: i32,
 }
 
 impl Default for SchedulerConfig {
@@ -43,6 +45,7 @@ impl Default for SchedulerConfig {
             max_active: 4,
             queue_timeout: Duration::from_secs(60),
             prefix_cache_bytes: 256 << 20,
+            nice: 0,
         }
     }
 }
@@ -180,7 +183,10 @@ impl Scheduler {
         };
         let thread = std::thread::Builder::new()
             .name("hearth-engine".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || {
+                super::priority::lower_current_thread(worker.config.nice);
+                worker.run()
+            })?;
         Ok(Self {
             engine,
             tx: Some(tx),
