@@ -29,37 +29,19 @@ const PASSWORD: &str = "correct horse battery";
 const STATIC_KEY: &str = "sk-static-test";
 const ROOT: &str = "root";
 
-/// Start a server on its own thread and runtime; returns its address once it listens. `before`
-/// runs on the data directory before the server opens it.
+/// Start a server; `before` runs on the data directory before the server opens it.
 fn spawn_server(
     tweak: impl FnOnce(&mut Config) + Send + 'static,
     before: impl FnOnce(&std::path::Path, &Config) + Send + 'static,
 ) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut config = Config::default();
-        config.model.path = common::model_path().to_string_lossy().into_owned();
-        config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
-        config.server.port = 0;
+    common::spawn_server(move |config| {
         config.server.max_body_bytes = 64 * 1024;
-        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
         // Tests share 127.0.0.1: only the per-username limit is exercised.
         config.auth.login_per_ip_per_minute = 100_000;
-        tweak(&mut config);
-        before(&config.storage.data_dir, &config);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = hearth::app::App::build(config).await.expect("build app");
-            tx.send(app.local_addr().expect("addr")).expect("send addr");
-            app.run_until(std::future::pending()).await.expect("serve");
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("server started")
+        tweak(config);
+        let dir = config.storage.data_dir.clone();
+        before(&dir, config);
+    })
 }
 
 /// The open server and an access token of its admin `root`, logged in once (logging in per

@@ -12,8 +12,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth::config::Config;
-
 /// The id the server gives the default model (its file stem).
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 /// The key the server requires and the SDK sends.
@@ -21,17 +19,9 @@ const API_KEY: &str = "sk-sdk-test";
 /// The whole Python suite must finish within this.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Start a server on its own thread and runtime (so it keeps serving while this thread waits on
-/// Python); returns its address once it listens.
+/// The server the SDK talks to.
 fn spawn_server() -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut config = Config::default();
-        config.model.path = common::model_path().to_string_lossy().into_owned();
-        config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
-        config.server.port = 0;
-        // A fresh SQLite file per server, not ./data.
-        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
+    common::spawn_server(|config| {
         config.server.api_key = Some(API_KEY.into());
         // The suite compares greedy outputs across requests (stream vs not, with and without a
         // stop string). Prefix reuse computes the prompt's last tokens in a different pass, and
@@ -39,19 +29,7 @@ fn spawn_server() -> SocketAddr {
         // answer differed between the first request and a repeat with 36 cached tokens), so it is
         // off here as in tests/server.rs. Every other setting is the default.
         config.server.prefix_cache_mb = 0;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = hearth::app::App::build(config).await.expect("build app");
-            tx.send(app.local_addr().expect("addr")).expect("send addr");
-            app.run_until(std::future::pending()).await.expect("serve");
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("server started")
+    })
 }
 
 /// HEARTH_TEST_PYTHON, else the repo's .venv Python.

@@ -15,30 +15,8 @@ const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 /// The model threads use all cores: tests take turns.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Start a server on its own thread and runtime; returns its address once it listens.
 fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut config = Config::default();
-        config.model.path = common::model_path().to_string_lossy().into_owned();
-        config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
-        config.server.port = 0;
-        // A fresh SQLite file per server, not ./data.
-        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
-        tweak(&mut config);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = hearth::app::App::build(config).await.expect("build app");
-            tx.send(app.local_addr().expect("addr")).expect("send addr");
-            app.run_until(std::future::pending()).await.expect("serve");
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("server started")
+    common::spawn_server(tweak)
 }
 
 /// The general-purpose server (default limits).

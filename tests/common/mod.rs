@@ -91,3 +91,33 @@ pub fn shared_exact_engine() -> (Arc<Engine>, MutexGuard<'static, ()>) {
     let guard = lock();
     (E.get_or_init(|| Arc::new(load(true))).clone(), guard)
 }
+
+/// Start the real server (in this process, on its own thread and runtime) on 127.0.0.1:0 with the
+/// default model on the CPU and a fresh data directory; `tweak` adjusts the config first.
+/// Returns the address once it listens.
+pub fn spawn_server(
+    tweak: impl FnOnce(&mut hearth::config::Config) + Send + 'static,
+) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut config = hearth::config::Config::default();
+        config.model.path = model_path().to_string_lossy().into_owned();
+        config.model.device = DeviceChoice::Cpu;
+        config.server.port = 0;
+        // A fresh SQLite file per server, not ./data.
+        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
+        tweak(&mut config);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let app = hearth::app::App::build(config).await.expect("build app");
+            tx.send(app.local_addr().expect("addr")).expect("send addr");
+            app.run_until(std::future::pending()).await.expect("serve");
+        });
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(180))
+        .expect("server started")
+}
