@@ -84,6 +84,7 @@ use super::openai::{
     ChatRequest,
 };
 use super::AppState;
+use crate::engine::generate::rate;
 use crate::engine::generate::FinishReason;
 use crate::engine::scheduler::{Event, Summary};
 
@@ -570,15 +571,6 @@ fn unix_micros(at: Instant) -> Option<u64> {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn rate(n: usize, t: Duration) -> f64 {
-    let s = t.as_secs_f64();
-    if n == 0 || s <= 0.0 {
-        0.0
-    } else {
-        n as f64 / s
-    }
 }
 
 fn done_frame(id: &str, s: &Summary) -> Value {

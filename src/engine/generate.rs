@@ -615,7 +615,8 @@ impl Generation {
     }
 }
 
-fn rate(n: usize, t: Duration) -> f64 {
+/// `n` per second of `t` (0 when either is zero).
+pub fn rate(n: usize, t: Duration) -> f64 {
     let s = t.as_secs_f64();
     if n == 0 || s <= 0.0 {
         0.0
