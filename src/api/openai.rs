@@ -654,16 +654,35 @@ pub async fn create_chat_completion(
         }));
     }
     principal.record_usage(&state, prompt_tokens, completion);
-    Ok(Json(json!({
+    Ok(completion_response(
+        &state,
+        "chat.completion",
+        &id,
+        created,
+        choices,
+        usage(prompt_tokens, cached, completion),
+    ))
+}
+
+/// The non-streamed body shared by chat and text completions.
+fn completion_response(
+    state: &AppState,
+    object: &str,
+    id: &str,
+    created: u64,
+    choices: Vec<Value>,
+    usage: Value,
+) -> Response {
+    Json(json!({
         "id": id,
-        "object": "chat.completion",
+        "object": object,
         "created": created,
         "model": state.model_id,
         "system_fingerprint": null,
         "choices": choices,
-        "usage": usage(prompt_tokens, cached, completion),
+        "usage": usage,
     }))
-    .into_response())
+    .into_response()
 }
 
 /// `POST /v1/completions`.
@@ -787,16 +806,14 @@ pub async fn create_completion(
         }));
     }
     principal.record_usage(&state, prompt_tokens, completion);
-    Ok(Json(json!({
-        "id": id,
-        "object": "text_completion",
-        "created": created,
-        "model": state.model_id,
-        "system_fingerprint": null,
-        "choices": choices,
-        "usage": usage(prompt_tokens, cached, completion),
-    }))
-    .into_response())
+    Ok(completion_response(
+        &state,
+        "text_completion",
+        &id,
+        created,
+        choices,
+        usage(prompt_tokens, cached, completion),
+    ))
 }
 
 /// Per-stream state for building SSE chunks.
