@@ -199,12 +199,18 @@ impl Metrics {
         submitted: Instant,
         rx: UnboundedReceiver<Event>,
     ) -> Observed {
+        // Resolve the model's series once per job, not per token (each lookup takes a lock).
+        let labels = ModelLabels {
+            model: model.to_string(),
+        };
         Observed {
             rx,
-            metrics: self.clone(),
-            labels: ModelLabels {
-                model: model.to_string(),
-            },
+            ttft: self.ttft.get_or_create(&labels).clone(),
+            token_gap: self.token_gap.get_or_create(&labels).clone(),
+            delivery: self.delivery.get_or_create(&labels).clone(),
+            prompt_tokens: self.prompt_tokens.get_or_create(&labels).clone(),
+            cached_prompt_tokens: self.cached_prompt_tokens.get_or_create(&labels).clone(),
+            completion_tokens: self.completion_tokens.get_or_create(&labels).clone(),
             submitted,
             last_token: None,
         }
@@ -215,8 +221,12 @@ impl Metrics {
 #[derive(Debug)]
 pub struct Observed {
     rx: UnboundedReceiver<Event>,
-    metrics: Arc<Metrics>,
-    labels: ModelLabels,
+    ttft: Histogram,
+    token_gap: Histogram,
+    delivery: Histogram,
+    prompt_tokens: Counter,
+    cached_prompt_tokens: Counter,
+    completion_tokens: Counter,
     submitted: Instant,
     last_token: Option<Instant>,
 }
@@ -225,34 +235,24 @@ impl Observed {
     /// The next event, as [`UnboundedReceiver::recv`]. Dropping this cancels the job.
     pub async fn recv(&mut self) -> Option<Event> {
         let ev = self.rx.recv().await?;
-        let m = &self.metrics;
         match &ev {
             Event::Token { sampled_at, .. } => {
-                m.delivery
-                    .get_or_create(&self.labels)
-                    .observe(sampled_at.elapsed().as_secs_f64());
+                self.delivery.observe(sampled_at.elapsed().as_secs_f64());
                 match self.last_token {
-                    None => m
+                    None => self
                         .ttft
-                        .get_or_create(&self.labels)
                         .observe(sampled_at.duration_since(self.submitted).as_secs_f64()),
-                    Some(prev) => m
+                    Some(prev) => self
                         .token_gap
-                        .get_or_create(&self.labels)
                         .observe(sampled_at.duration_since(prev).as_secs_f64()),
                 }
                 self.last_token = Some(*sampled_at);
             }
             Event::Done(s) => {
-                m.prompt_tokens
-                    .get_or_create(&self.labels)
-                    .inc_by(s.prompt_tokens as u64);
-                m.cached_prompt_tokens
-                    .get_or_create(&self.labels)
+                self.prompt_tokens.inc_by(s.prompt_tokens as u64);
+                self.cached_prompt_tokens
                     .inc_by(s.cached_prompt_tokens as u64);
-                m.completion_tokens
-                    .get_or_create(&self.labels)
-                    .inc_by(s.completion_tokens as u64);
+                self.completion_tokens.inc_by(s.completion_tokens as u64);
             }
             _ => {}
         }
