@@ -75,13 +75,22 @@ impl App {
             s.queue_capacity,
             s.max_active,
         ));
+        let scheduler = Arc::new(scheduler);
+        let router = crate::backends::Router::new(
+            &config.effective_backends(),
+            crate::backends::local::LocalBackend::new(scheduler.clone()),
+            &model_id,
+            metrics.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("configuration: backends: {e}"))?;
         let state = AppState {
             store,
             jwt,
             login_limits,
             engine: scheduler.engine().clone(),
             metrics,
-            scheduler: Arc::new(scheduler),
+            scheduler,
+            router: Arc::new(router),
             config: Arc::new(config),
             model_id,
             started_at: std::time::SystemTime::now()

@@ -8,6 +8,8 @@ pub mod api;
 pub mod app;
 /// Password hashing, access tokens and opaque secrets.
 pub mod auth;
+/// Backends (the local model, remote OpenAI-compatible servers), routing and failover.
+pub mod backends;
 /// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`, `user`,
 /// `backup`, `restore`).
 pub mod cli;

@@ -5,8 +5,9 @@
 //! scheduler's queue depth, active sequences, rejections, cancellations, timeouts and prefix-cache
 //! reuse (read from [`SchedulerStats`] at scrape time, so the model thread pays nothing); and,
 //! per model, time to first token, the gap between tokens, token counters and how long a sampled
-//! token takes to reach the HTTP layer. [`Observed`] wraps a job's event receiver and records the
-//! per-token figures as events pass, for every transport (JSON, SSE, WebSocket).
+//! token takes to reach the HTTP layer ([`TokenObserver`], fed by each generation as its events
+//! pass, for every transport); per backend, request outcomes, errors by class, first-reply
+//! latency, failovers and circuit-breaker state.
 //!
 //! Knows nothing about HTTP frameworks: the API layer calls in with plain values.
 
@@ -18,11 +19,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::engine::scheduler::{Event, SchedulerStats};
+use crate::engine::scheduler::SchedulerStats;
 
 /// Labels of one HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +49,46 @@ pub struct RouteLabels {
 pub struct ModelLabels {
     /// The model id clients use.
     pub model: String,
+}
+
+/// A backend label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// The backend's name in `[[backends]]`.
+    pub backend: String,
+}
+
+/// A backend and how a request attempt on it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendOutcome {
+    /// The backend's name.
+    pub backend: String,
+    /// `ok`, `failed` or `skipped`.
+    pub outcome: String,
+}
+
+/// A backend and an error class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendErrorLabels {
+    /// The backend's name.
+    pub backend: String,
+    /// `connect`, `timeout`, `rate_limited`, `server_error`, `malformed`, …
+    pub kind: String,
+}
+
+/// Where a request failed over from and to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    /// The backend the model id routes to.
+    pub from: String,
+    /// The backend that was tried instead.
+    pub to: String,
+}
+
+fn backend_latency_histogram() -> Histogram {
+    Histogram::new([
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ])
 }
 
 fn ttft_histogram() -> Histogram {
@@ -86,6 +127,12 @@ pub struct Metrics {
     prompt_tokens: Family<ModelLabels, Counter>,
     cached_prompt_tokens: Family<ModelLabels, Counter>,
     completion_tokens: Family<ModelLabels, Counter>,
+    backend_requests: Family<BackendOutcome, Counter>,
+    backend_errors: Family<BackendErrorLabels, Counter>,
+    backend_latency: Family<BackendLabels, Histogram>,
+    failovers: Family<FailoverLabels, Counter>,
+    breaker_state: Family<BackendLabels, Gauge>,
+    breaker_opened: Family<BackendLabels, Counter>,
 }
 
 impl Metrics {
@@ -148,6 +195,44 @@ impl Metrics {
             "Generated tokens of finished generations",
             completion_tokens.clone(),
         );
+        let backend_requests = Family::<BackendOutcome, Counter>::default();
+        registry.register(
+            "backend_requests",
+            "Request attempts per backend: ok, failed (before the first token) or skipped (breaker open)",
+            backend_requests.clone(),
+        );
+        let backend_errors = Family::<BackendErrorLabels, Counter>::default();
+        registry.register(
+            "backend_errors",
+            "Backend failures by class, before or after the first token",
+            backend_errors.clone(),
+        );
+        let backend_latency = Family::<BackendLabels, Histogram>::new_with_constructor(
+            backend_latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "backend_first_reply_seconds",
+            "Time from sending a request to a backend to its first token (whole reply when not streamed)",
+            backend_latency.clone(),
+        );
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        registry.register(
+            "backend_failovers",
+            "Requests moved to another backend after a failure before the first token",
+            failovers.clone(),
+        );
+        let breaker_state = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "backend_breaker_state",
+            "Circuit breaker per backend: 0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
+        let breaker_opened = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "backend_breaker_opened",
+            "Times a backend's circuit breaker opened",
+            breaker_opened.clone(),
+        );
         registry.register_collector(Box::new(SchedulerCollector {
             stats: scheduler,
             queue_capacity,
@@ -163,6 +248,12 @@ impl Metrics {
             prompt_tokens,
             cached_prompt_tokens,
             completion_tokens,
+            backend_requests,
+            backend_errors,
+            backend_latency,
+            failovers,
+            breaker_state,
+            breaker_opened,
         }
     }
 
@@ -192,19 +283,14 @@ impl Metrics {
         out
     }
 
-    /// Wrap a job's events so its token timings and counts are recorded as they pass.
-    pub fn observe(
-        self: &Arc<Self>,
-        model: &str,
-        submitted: Instant,
-        rx: UnboundedReceiver<Event>,
-    ) -> Observed {
-        // Resolve the model's series once per job, not per token (each lookup takes a lock).
+    /// Records one generation's token timings and counts, for the model that answers it.
+    /// `submitted` is when the request was made (time to first token counts from there).
+    pub fn observer(&self, model: &str, submitted: Instant) -> TokenObserver {
+        // Resolve the model's series once per generation, not per token (each lookup locks).
         let labels = ModelLabels {
             model: model.to_string(),
         };
-        Observed {
-            rx,
+        TokenObserver {
             ttft: self.ttft.get_or_create(&labels).clone(),
             token_gap: self.token_gap.get_or_create(&labels).clone(),
             delivery: self.delivery.get_or_create(&labels).clone(),
@@ -215,12 +301,68 @@ impl Metrics {
             last_token: None,
         }
     }
+
+    /// A request attempt on a backend ended: `ok`, `failed` or `skipped` (breaker open).
+    pub fn backend_request(&self, backend: &str, outcome: &'static str) {
+        self.backend_requests
+            .get_or_create(&BackendOutcome {
+                backend: backend.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// A backend failed, before or after its first token; `kind` is the error class.
+    pub fn backend_error(&self, backend: &str, kind: &'static str) {
+        self.backend_errors
+            .get_or_create(&BackendErrorLabels {
+                backend: backend.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// How long a backend took to its first token (or whole reply, when not streamed).
+    pub fn backend_latency(&self, backend: &str, elapsed: Duration) {
+        self.backend_latency
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request moved from the backend it asked for to another.
+    pub fn failover(&self, from: &str, to: &str) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                from: from.to_string(),
+                to: to.to_string(),
+            })
+            .inc();
+    }
+
+    /// A backend's breaker state (0 closed, 1 open, 2 half-open).
+    pub fn breaker_state(&self, backend: &str, code: i64) {
+        self.breaker_state
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .set(code);
+    }
+
+    /// A backend's breaker opened.
+    pub fn breaker_opened(&self, backend: &str) {
+        self.breaker_opened
+            .get_or_create(&BackendLabels {
+                backend: backend.to_string(),
+            })
+            .inc();
+    }
 }
 
-/// A job's event receiver that records metrics as events are taken.
+/// Records one generation's per-token figures as its events pass, whatever the transport.
 #[derive(Debug)]
-pub struct Observed {
-    rx: UnboundedReceiver<Event>,
+pub struct TokenObserver {
     ttft: Histogram,
     token_gap: Histogram,
     delivery: Histogram,
@@ -231,32 +373,26 @@ pub struct Observed {
     last_token: Option<Instant>,
 }
 
-impl Observed {
-    /// The next event, as [`UnboundedReceiver::recv`]. Dropping this cancels the job.
-    pub async fn recv(&mut self) -> Option<Event> {
-        let ev = self.rx.recv().await?;
-        match &ev {
-            Event::Token { sampled_at, .. } => {
-                self.delivery.observe(sampled_at.elapsed().as_secs_f64());
-                match self.last_token {
-                    None => self
-                        .ttft
-                        .observe(sampled_at.duration_since(self.submitted).as_secs_f64()),
-                    Some(prev) => self
-                        .token_gap
-                        .observe(sampled_at.duration_since(prev).as_secs_f64()),
-                }
-                self.last_token = Some(*sampled_at);
-            }
-            Event::Done(s) => {
-                self.prompt_tokens.inc_by(s.prompt_tokens as u64);
-                self.cached_prompt_tokens
-                    .inc_by(s.cached_prompt_tokens as u64);
-                self.completion_tokens.inc_by(s.completion_tokens as u64);
-            }
-            _ => {}
+impl TokenObserver {
+    /// A token sampled (or received) at `sampled_at` reached the API layer now.
+    pub fn token(&mut self, sampled_at: Instant) {
+        self.delivery.observe(sampled_at.elapsed().as_secs_f64());
+        match self.last_token {
+            None => self
+                .ttft
+                .observe(sampled_at.duration_since(self.submitted).as_secs_f64()),
+            Some(prev) => self
+                .token_gap
+                .observe(sampled_at.duration_since(prev).as_secs_f64()),
         }
-        Some(ev)
+        self.last_token = Some(sampled_at);
+    }
+
+    /// The generation finished with these totals.
+    pub fn done(&self, prompt: usize, cached: usize, completion: usize) {
+        self.prompt_tokens.inc_by(prompt as u64);
+        self.cached_prompt_tokens.inc_by(cached as u64);
+        self.completion_tokens.inc_by(completion as u64);
     }
 }
 

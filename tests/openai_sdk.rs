@@ -1,16 +1,24 @@
 //! The real server on 127.0.0.1:0 with the real model, driven by the official `openai` Python SDK:
-//! runs tests/python/test_openai_sdk.py (stdlib unittest) against it and expects it to pass.
+//! runs tests/python/test_openai_sdk.py (stdlib unittest) against it and expects it to pass —
+//! once with the local model, and once, unchanged, with a model the same server routes to a
+//! remote OpenAI-compatible backend (the loopback stand-in in tests/common/fake_openai.rs), to
+//! show the SDK sees no difference.
 //!
 //! The Python comes from HEARTH_TEST_PYTHON, else the repo's .venv (made by
 //! scripts/python-env.sh, which pins the SDK version).
 
 mod common;
+#[path = "common/fake_openai.rs"]
+mod fake_openai;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use hearth::config::{BackendKind, BackendSettings};
 
 /// The id the server gives the default model (its file stem).
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
@@ -19,9 +27,25 @@ const API_KEY: &str = "sk-sdk-test";
 /// The whole Python suite must finish within this.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The server the SDK talks to.
+/// The id of the model served by the remote backend.
+const REMOTE_MODEL: &str = "gpt-fake";
+
+/// The server the SDK talks to (one per test binary): the local model, and `REMOTE_MODEL`
+/// routed to the fake OpenAI server.
+fn server() -> SocketAddr {
+    static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+    *SERVER.get_or_init(spawn_server)
+}
+
 fn spawn_server() -> SocketAddr {
-    common::spawn_server(|config| {
+    let remote = fake_openai::FakeOpenAi::start(Duration::ZERO);
+    common::spawn_server(move |config| {
+        let mut backend = BackendSettings::local_default();
+        backend.name = "remote".into();
+        backend.kind = BackendKind::Openai;
+        backend.base_url = remote.base_url.clone();
+        backend.models = vec![REMOTE_MODEL.into()];
+        config.backends = vec![backend];
         config.server.api_key = Some(API_KEY.into());
         // The suite compares greedy outputs across requests (stream vs not, with and without a
         // stop string). Prefix reuse computes the prompt's last tokens in a different pass, and
@@ -50,8 +74,18 @@ fn python() -> PathBuf {
 
 #[test]
 fn the_official_openai_python_sdk_works_against_the_server() {
+    run_suite(MODEL);
+}
+
+#[test]
+fn the_same_sdk_suite_passes_with_a_remote_model() {
+    run_suite(REMOTE_MODEL);
+}
+
+/// Run the Python suite against `model` and expect it to pass.
+fn run_suite(model: &str) {
     let python = python();
-    let addr = spawn_server();
+    let addr = server();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let script = root.join("tests/python/test_openai_sdk.py");
 
@@ -64,7 +98,7 @@ fn the_official_openai_python_sdk_works_against_the_server() {
         .current_dir(&root)
         .env("HEARTH_BASE_URL", format!("http://{addr}/v1"))
         .env("HEARTH_API_KEY", API_KEY)
-        .env("HEARTH_MODEL", MODEL)
+        .env("HEARTH_MODEL", model)
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -113,7 +147,7 @@ fn the_official_openai_python_sdk_works_against_the_server() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the OpenAI SDK tests ran past {} s and were killed",
+                "the OpenAI SDK tests ({model}) ran past {} s and were killed",
                 PYTHON_TIMEOUT.as_secs()
             );
         }
@@ -122,7 +156,7 @@ fn the_official_openai_python_sdk_works_against_the_server() {
     let output = echo.join().expect("output reader");
     assert!(
         status.success(),
-        "the OpenAI SDK tests failed ({status}); the summary is above:\n{}",
+        "the OpenAI SDK tests with {model} failed ({status}); the summary is above:\n{}",
         output
             .lines()
             .rev()

@@ -72,6 +72,16 @@ pub enum ApiError {
     /// 504: waited too long in the queue.
     #[error("{0}")]
     QueueTimeout(String),
+    /// 502: a remote backend failed (unreachable, 5xx, refused us, unintelligible reply) and no
+    /// failover backend could answer.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 504: a remote backend was too slow and no failover backend could answer.
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// 429: a remote backend is rate-limiting us and no failover backend could answer.
+    #[error("{0}")]
+    UpstreamRateLimited(String),
     /// 500: a bug or a failed model; the detail is logged.
     #[error("internal error")]
     Internal(String),
@@ -104,6 +114,9 @@ impl ApiError {
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,6 +138,9 @@ impl ApiError {
             ApiError::Overloaded => ("rate_limit_error", Some("queue_full")),
             ApiError::Unavailable(_) => ("server_error", Some("unavailable")),
             ApiError::QueueTimeout(_) => ("server_error", Some("queue_timeout")),
+            ApiError::BadGateway(_) => ("server_error", Some("upstream_error")),
+            ApiError::GatewayTimeout(_) => ("server_error", Some("upstream_timeout")),
+            ApiError::UpstreamRateLimited(_) => ("rate_limit_error", Some("upstream_rate_limited")),
             ApiError::Internal(_) => ("server_error", None),
         }
     }
@@ -149,7 +165,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut response = (status, axum::Json(self.body())).into_response();
         let retry_after = match self {
-            ApiError::Overloaded | ApiError::Unavailable(_) => Some(1),
+            ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::UpstreamRateLimited(_) => {
+                Some(1)
+            }
             ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
             _ => None,
         };
@@ -199,6 +217,28 @@ fn data_error_param(text: &str) -> Option<String> {
     let after = text.split("target type: ").nth(1).unwrap_or(text);
     let path = after.split(':').next()?.trim();
     (!path.is_empty() && !path.contains(' ')).then(|| path.to_string())
+}
+
+impl From<crate::backends::BackendError> for ApiError {
+    fn from(e: crate::backends::BackendError) -> Self {
+        use crate::backends::ErrorKind as K;
+        match e.kind {
+            K::InvalidRequest => ApiError::InvalidRequest {
+                message: e.message,
+                param: e.param,
+            },
+            K::UnknownModel => ApiError::NotFound(e.message),
+            K::Overloaded => ApiError::Overloaded,
+            K::QueueTimeout => ApiError::QueueTimeout(e.message),
+            K::Connect | K::ServerError | K::Rejected | K::Malformed => {
+                ApiError::BadGateway(e.message)
+            }
+            K::Timeout => ApiError::GatewayTimeout(e.message),
+            K::RateLimited => ApiError::UpstreamRateLimited(e.message),
+            K::Unavailable => ApiError::Unavailable(e.message),
+            K::Internal => ApiError::Internal(e.message),
+        }
+    }
 }
 
 impl From<crate::store::StoreError> for ApiError {

@@ -41,9 +41,11 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The model thread and its queue.
     pub scheduler: Arc<Scheduler>,
+    /// Every backend (the local model, remote servers), routing and failover.
+    pub router: Arc<crate::backends::Router>,
     /// Settings.
     pub config: Arc<Config>,
-    /// The id clients use for the model.
+    /// The id clients use for the local model.
     pub model_id: String,
     /// Unix time the server started (the model's `created`).
     pub started_at: u64,

@@ -2,9 +2,9 @@
 //! `POST /v1/completions`, streaming (SSE) and not.
 //!
 //! Requests are parsed leniently (unknown fields and explicit `null`s are accepted), validated
-//! into an engine [`GenerateRequest`] with errors naming the parameter, then queued on the
-//! scheduler. Dropping the response (client gone) drops the event receiver, which cancels the
-//! generation on the model thread.
+//! into a [`BackendRequest`] with errors naming the parameter, then started through the
+//! backend router (the local model or a remote server, with failover). Dropping the response
+//! (client gone) drops the generation, which cancels it on the model thread or upstream.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -21,11 +21,11 @@ use serde_json::{json, Value};
 use super::auth::Principal;
 use super::error::ApiError;
 use super::AppState;
+use crate::backends::{BackendRequest, Event, Generation, Prompt, TokenLogprobs};
 use crate::engine::generate::{FinishReason, GenerateRequest, OutputFormat};
 use crate::engine::sampler::SamplingParams;
-use crate::engine::scheduler::{Event, JobErrorKind, Summary};
+use crate::engine::scheduler::Summary;
 use crate::engine::template::ChatMessage;
-use crate::metrics::Observed;
 
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize)]
@@ -192,17 +192,22 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET /v1/models`.
+/// `GET /v1/models`: every model of every backend whose circuit breaker is not open.
 pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.model_id,
-            "object": "model",
-            "created": state.started_at,
-            "owned_by": "hearth",
-        }],
-    }))
+    let data: Vec<Value> = state
+        .router
+        .list_models()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": state.started_at,
+                "owned_by": m.owned_by,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
 /// `GET /v1/models/{id}`.
@@ -210,14 +215,14 @@ pub async fn get_model(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if id != state.model_id {
+    let Some(owner) = state.router.owner(&id) else {
         return Err(ApiError::ModelNotFound(id));
-    }
+    };
     Ok(Json(json!({
-        "id": state.model_id,
+        "id": id,
         "object": "model",
         "created": state.started_at,
-        "owned_by": "hearth",
+        "owned_by": owner,
     })))
 }
 
@@ -233,7 +238,7 @@ pub(crate) struct Plan {
 pub(crate) fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
     match model {
         None => Err(ApiError::invalid("model", "`model` is required")),
-        Some(m) if *m == state.model_id => Ok(()),
+        Some(m) if state.router.serves(m) => Ok(()),
         Some(m) => Err(ApiError::ModelNotFound(m.clone())),
     }
 }
@@ -317,13 +322,12 @@ pub(crate) fn plan(
         seed: p.seed.map(|s| s as u64),
         ..SamplingParams::default()
     };
-    sampling
-        .validate(state.engine.model().config().vocab_size)
-        .map_err(|e| match e {
-            crate::engine::sampler::SamplingError::InvalidParam { param, message } => {
-                ApiError::invalid(param, message)
-            }
-        })?;
+    // Ranges only: token ids in `logit_bias` are checked by the backend whose vocabulary they use.
+    sampling.validate(usize::MAX).map_err(|e| match e {
+        crate::engine::sampler::SamplingError::InvalidParam { param, message } => {
+            ApiError::invalid(param, message)
+        }
+    })?;
     Ok(Plan {
         request: GenerateRequest {
             prompt_ids: Vec::new(),
@@ -390,63 +394,30 @@ pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, 
         .collect()
 }
 
-pub(crate) fn check_prompt_len(state: &AppState, ids: &[u32], param: &str) -> Result<(), ApiError> {
-    let ctx = state.engine.model().config().context_length;
-    if ids.is_empty() {
-        return Err(ApiError::invalid(param, "the prompt is empty"));
-    }
-    if ids.len() >= ctx {
-        return Err(ApiError::invalid(
-            param,
-            format!(
-                "the prompt has {} tokens but the model's context is {ctx}",
-                ids.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Queue `n` jobs for one prompt (seeds offset per choice so choices differ).
-pub(crate) fn submit_all(
+/// Start `n` generations (choices) of one request on `model`'s backends, with seeds offset
+/// per choice so choices differ. Returns once each has its first token; any failure before
+/// then (after failover) is the request's error, and the choices already started are dropped,
+/// which cancels them.
+pub(crate) async fn start_all(
     state: &AppState,
-    base: &GenerateRequest,
+    model: &str,
+    base: &BackendRequest,
     n: usize,
-) -> Result<Vec<Observed>, ApiError> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+) -> Result<Vec<Generation>, ApiError> {
+    let starts = (0..n).map(|i| {
         let mut req = base.clone();
-        if let Some(seed) = req.sampling.seed {
-            req.sampling.seed = Some(seed.wrapping_add(i as u64));
+        if let Some(seed) = req.params.sampling.seed {
+            req.params.sampling.seed = Some(seed.wrapping_add(i as u64));
         }
-        match state.scheduler.submit(req) {
-            Ok(rx) => out.push(state.metrics.observe(
-                &state.model_id,
-                std::time::Instant::now(),
-                rx,
-            )),
-            Err(crate::engine::scheduler::SubmitError::QueueFull) => {
-                return Err(ApiError::Overloaded)
-            }
-            Err(crate::engine::scheduler::SubmitError::Stopped) => {
-                return Err(ApiError::Unavailable(
-                    "the inference engine is not running".into(),
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn job_error(kind: JobErrorKind, message: String) -> ApiError {
-    match kind {
-        JobErrorKind::InvalidRequest => ApiError::InvalidRequest {
-            message,
-            param: None,
-        },
-        JobErrorKind::QueueTimeout => ApiError::QueueTimeout(message),
-        JobErrorKind::Internal => ApiError::Internal(message),
-    }
+        let router = state.router.clone();
+        let model = model.to_string();
+        async move { router.start(&model, &req, &|| {}).await }
+    });
+    futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(ApiError::from))
+        .collect()
 }
 
 pub(crate) fn finish_str(reason: FinishReason) -> &'static str {
@@ -456,26 +427,20 @@ pub(crate) fn finish_str(reason: FinishReason) -> &'static str {
     }
 }
 
-/// A sampled token with its log-probability and the top alternatives.
-type TokenLogprob = (u32, f32, Vec<(u32, f32)>);
-
 /// One finished choice.
 struct Choice {
     text: String,
     summary: Summary,
-    tokens: Vec<TokenLogprob>,
+    tokens: Vec<TokenLogprobs>,
 }
 
-async fn collect(mut rx: Observed) -> Result<Choice, ApiError> {
+async fn collect(mut generation: Generation) -> Result<Choice, ApiError> {
     let mut tokens = Vec::new();
-    while let Some(ev) = rx.recv().await {
+    while let Some(ev) = generation.recv().await {
         match ev {
             Event::Token {
-                id,
-                logprob,
-                top_logprobs,
-                ..
-            } => tokens.push((id, logprob, top_logprobs)),
+                logprobs: Some(lp), ..
+            } => tokens.push(lp),
             Event::Done(summary) => {
                 return Ok(Choice {
                     text: summary.text.clone(),
@@ -483,11 +448,11 @@ async fn collect(mut rx: Observed) -> Result<Choice, ApiError> {
                     tokens,
                 })
             }
-            Event::Error { kind, message } => return Err(job_error(kind, message)),
+            Event::Error(e) => return Err(e.into()),
             _ => {}
         }
     }
-    Err(ApiError::Internal("the engine dropped a request".into()))
+    Err(ApiError::Internal("the backend dropped a request".into()))
 }
 
 pub(crate) fn usage(prompt_tokens: usize, cached: usize, completion: usize) -> Value {
@@ -499,22 +464,15 @@ pub(crate) fn usage(prompt_tokens: usize, cached: usize, completion: usize) -> V
     })
 }
 
-fn piece(state: &AppState, id: u32) -> String {
-    state.engine.tokenizer().token_piece(id).unwrap_or_default()
-}
-
-fn chat_logprobs(state: &AppState, tokens: &[TokenLogprob]) -> Value {
+fn chat_logprobs(tokens: &[TokenLogprobs]) -> Value {
     let content: Vec<Value> = tokens
         .iter()
-        .filter(|(id, _, _)| !state.engine.tokenizer().is_eog(*id))
-        .map(|(id, lp, top)| {
-            let text = piece(state, *id);
+        .map(|t| {
             json!({
-                "token": text,
-                "logprob": lp,
-                "bytes": text.as_bytes(),
-                "top_logprobs": top.iter().map(|(t, l)| {
-                    let s = piece(state, *t);
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": t.token.as_bytes(),
+                "top_logprobs": t.top.iter().map(|(s, l)| {
                     json!({"token": s, "logprob": l, "bytes": s.as_bytes()})
                 }).collect::<Vec<_>>(),
             })
@@ -612,33 +570,36 @@ pub async fn create_chat_completion(
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    let mut plan = chat_plan(&state, &req)?;
-    let messages = chat_messages(req.messages)?;
-    let engine = state.engine.clone();
-    let ids = tokio::task::spawn_blocking(move || engine.chat_prompt_ids(&messages))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    check_prompt_len(&state, &ids, "messages")?;
-    plan.request.prompt_ids = ids;
-    let receivers = submit_all(&state, &plan.request, plan.n)?;
+    let plan = chat_plan(&state, &req)?;
+    let model = req.common.model.clone().unwrap_or_default();
+    let request = BackendRequest {
+        prompt: Prompt::Chat(chat_messages(req.messages)?),
+        params: plan.request,
+        logprobs: plan.logprobs,
+        stream: plan.stream,
+    };
+    let generations = start_all(&state, &model, &request, plan.n).await?;
+    let answered = answering_model(&generations, &model);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if plan.stream {
-        let prompt_tokens = plan.request.prompt_ids.len();
+        let prompt_tokens = generations.first().map_or(0, |g| g.prompt_tokens);
         return Ok(stream_response(
             state,
             principal,
             prompt_tokens,
-            receivers,
-            id,
-            created,
-            true,
-            plan.include_usage,
-            plan.logprobs,
+            generations,
+            StreamMeta {
+                id,
+                created,
+                model: answered,
+                chat: true,
+                include_usage: plan.include_usage,
+                logprobs: plan.logprobs,
+            },
         ));
     }
-    let results = futures::future::join_all(receivers.into_iter().map(collect)).await;
+    let results = futures::future::join_all(generations.into_iter().map(collect)).await;
     let mut choices = Vec::new();
     let (mut prompt_tokens, mut cached, mut completion) = (0, 0, 0);
     for (index, r) in results.into_iter().enumerate() {
@@ -649,13 +610,13 @@ pub async fn create_chat_completion(
         choices.push(json!({
             "index": index,
             "message": {"role": "assistant", "content": c.text, "refusal": null},
-            "logprobs": if plan.logprobs { chat_logprobs(&state, &c.tokens) } else { Value::Null },
+            "logprobs": if plan.logprobs { chat_logprobs(&c.tokens) } else { Value::Null },
             "finish_reason": finish_str(c.summary.finish_reason),
         }));
     }
     principal.record_usage(&state, prompt_tokens, completion);
     Ok(completion_response(
-        &state,
+        &answered,
         "chat.completion",
         &id,
         created,
@@ -664,9 +625,16 @@ pub async fn create_chat_completion(
     ))
 }
 
+/// The model named in a response: the one that answered the first choice (after failover).
+fn answering_model(generations: &[Generation], asked: &str) -> String {
+    generations
+        .first()
+        .map_or_else(|| asked.to_string(), |g| g.model.clone())
+}
+
 /// The non-streamed body shared by chat and text completions.
 fn completion_response(
-    state: &AppState,
+    model: &str,
     object: &str,
     id: &str,
     created: u64,
@@ -677,7 +645,7 @@ fn completion_response(
         "id": id,
         "object": object,
         "created": created,
-        "model": state.model_id,
+        "model": model,
         "system_fingerprint": null,
         "choices": choices,
         "usage": usage,
@@ -702,67 +670,67 @@ pub async fn create_completion(
             ))
         }
     };
-    let mut plan = plan(&state, &req.common, top, req.logprobs.is_some())?;
-    let prompts: Vec<Vec<u32>> = match req.prompt {
-        PromptSpec::Tokens(ids) => vec![ids],
-        PromptSpec::Text(t) => vec![state
-            .engine
-            .text_prompt_ids(&t)
-            .map_err(|e| ApiError::invalid("prompt", e.to_string()))?],
+    let plan = plan(&state, &req.common, top, req.logprobs.is_some())?;
+    let model = req.common.model.clone().unwrap_or_default();
+    let prompts: Vec<Prompt> = match req.prompt {
+        PromptSpec::Tokens(ids) => vec![Prompt::Tokens(ids)],
+        PromptSpec::Text(t) => vec![Prompt::Text(t)],
         PromptSpec::Texts(ts) => {
             if ts.is_empty() {
                 return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
             }
-            ts.iter()
-                .map(|t| {
-                    state
-                        .engine
-                        .text_prompt_ids(t)
-                        .map_err(|e| ApiError::invalid("prompt", e.to_string()))
-                })
-                .collect::<Result<_, _>>()?
+            ts.into_iter().map(Prompt::Text).collect()
         }
     };
-    let vocab = state.engine.model().config().vocab_size as u32;
-    for p in &prompts {
-        if p.iter().any(|&t| t >= vocab) {
-            return Err(ApiError::invalid(
-                "prompt",
-                "a token id is outside the vocabulary",
-            ));
-        }
-        check_prompt_len(&state, p, "prompt")?;
-    }
     let echo = req.echo.unwrap_or(false);
-    let mut receivers = Vec::new();
+    let mut generations = Vec::new();
     let mut echoes = Vec::new();
-    for p in &prompts {
-        plan.request.prompt_ids = p.clone();
-        receivers.extend(submit_all(&state, &plan.request, plan.n)?);
-        let text = if echo {
-            state.engine.tokenizer().decode(p, true).unwrap_or_default()
-        } else {
-            String::new()
+    for prompt in prompts {
+        let text = match (&prompt, echo) {
+            (_, false) => String::new(),
+            (Prompt::Text(t), true) => t.clone(),
+            // Token ids are the local model's; decode them with its tokenizer.
+            (Prompt::Tokens(ids), true) => state
+                .engine
+                .tokenizer()
+                .decode(ids, true)
+                .unwrap_or_default(),
+            (Prompt::Chat(_), true) => String::new(),
         };
+        let request = BackendRequest {
+            prompt,
+            params: plan.request.clone(),
+            logprobs: plan.logprobs,
+            stream: plan.stream,
+        };
+        generations.extend(start_all(&state, &model, &request, plan.n).await?);
         echoes.extend(std::iter::repeat_n(text, plan.n));
     }
+    let answered = answering_model(&generations, &model);
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if plan.stream {
-        let prompt_tokens = prompts.iter().map(Vec::len).sum();
+        let prompt_tokens = generations
+            .iter()
+            .step_by(plan.n)
+            .map(|g| g.prompt_tokens)
+            .sum();
         return Ok(stream_response(
             state,
             principal,
             prompt_tokens,
-            receivers,
-            id,
-            created,
-            false,
-            plan.include_usage,
-            false,
+            generations,
+            StreamMeta {
+                id,
+                created,
+                model: answered,
+                chat: false,
+                include_usage: plan.include_usage,
+                logprobs: false,
+            },
         ));
     }
-    let results = futures::future::join_all(receivers.into_iter().map(collect)).await;
+    let results = futures::future::join_all(generations.into_iter().map(collect)).await;
     let mut choices = Vec::new();
     let (mut prompt_tokens, mut cached, mut completion) = (0, 0, 0);
     for (index, r) in results.into_iter().enumerate() {
@@ -773,12 +741,8 @@ pub async fn create_completion(
         cached += c.summary.cached_prompt_tokens;
         completion += c.summary.completion_tokens;
         let logprobs = if plan.logprobs {
-            let toks: Vec<_> = c
-                .tokens
-                .iter()
-                .filter(|t| !state.engine.tokenizer().is_eog(t.0))
-                .collect();
-            let pieces: Vec<String> = toks.iter().map(|t| piece(&state, t.0)).collect();
+            let toks = &c.tokens;
+            let pieces: Vec<&str> = toks.iter().map(|t| t.token.as_str()).collect();
             // Character offset of each token in the returned text (after any echoed prompt).
             let mut offset = echoes[index].chars().count();
             let text_offset: Vec<usize> = pieces
@@ -791,8 +755,8 @@ pub async fn create_completion(
                 .collect();
             json!({
                 "tokens": pieces,
-                "token_logprobs": toks.iter().map(|t| t.1).collect::<Vec<_>>(),
-                "top_logprobs": toks.iter().map(|t| t.2.iter().map(|(i, l)| (piece(&state, *i), *l)).collect::<HashMap<_, _>>()).collect::<Vec<_>>(),
+                "token_logprobs": toks.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                "top_logprobs": toks.iter().map(|t| t.top.iter().map(|(s, l)| (s.as_str(), *l)).collect::<HashMap<_, _>>()).collect::<Vec<_>>(),
                 "text_offset": text_offset,
             })
         } else {
@@ -807,7 +771,7 @@ pub async fn create_completion(
     }
     principal.record_usage(&state, prompt_tokens, completion);
     Ok(completion_response(
-        &state,
+        &answered,
         "text_completion",
         &id,
         created,
@@ -816,21 +780,27 @@ pub async fn create_completion(
     ))
 }
 
+/// What every chunk of one stream repeats.
+pub(crate) struct StreamMeta {
+    id: String,
+    created: u64,
+    /// The model that answered.
+    model: String,
+    chat: bool,
+    include_usage: bool,
+    logprobs: bool,
+}
+
 /// Per-stream state for building SSE chunks.
 struct StreamCtx {
     state: AppState,
     /// Who the usage is counted for, when the stream ends (see `Drop`).
     principal: Principal,
+    meta: StreamMeta,
     /// Tokens sampled so far by each choice that has not finished.
     sampled: Vec<usize>,
     /// Whether any choice finished or sampled a token (else there is nothing to count).
     produced: bool,
-    id: String,
-    created: u64,
-    chat: bool,
-    include_usage: bool,
-    logprobs: bool,
-    remaining: usize,
     prompt_tokens: usize,
     cached: usize,
     completion: usize,
@@ -852,17 +822,20 @@ impl Drop for StreamCtx {
 }
 
 impl StreamCtx {
-    fn chunk(&self, choices: Value) -> SseEvent {
-        let object = if self.chat {
+    fn object(&self) -> &'static str {
+        if self.meta.chat {
             "chat.completion.chunk"
         } else {
             "text_completion"
-        };
+        }
+    }
+
+    fn chunk(&self, choices: Value) -> SseEvent {
         let body = json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.state.model_id,
+            "id": self.meta.id,
+            "object": self.object(),
+            "created": self.meta.created,
+            "model": self.meta.model,
             "system_fingerprint": null,
             "choices": choices,
         });
@@ -876,7 +849,7 @@ impl StreamCtx {
         finish: Option<&str>,
         lp: Option<Value>,
     ) -> Value {
-        if self.chat {
+        if self.meta.chat {
             let delta = if text.is_empty() {
                 json!({})
             } else {
@@ -887,33 +860,90 @@ impl StreamCtx {
             json!({"index": index, "text": text, "logprobs": Value::Null, "finish_reason": finish})
         }
     }
+
+    /// The chunks for one event of choice `i`, and whether the stream ends with them.
+    fn on_event(&mut self, i: usize, ev: Event) -> (Vec<SseEvent>, bool) {
+        match ev {
+            Event::Token { text, logprobs, .. } => {
+                if let Some(count) = self.sampled.get_mut(i) {
+                    *count += 1;
+                }
+                self.produced = true;
+                let lp = logprobs
+                    .filter(|_| self.meta.logprobs)
+                    .map(|lp| chat_logprobs(std::slice::from_ref(&lp)));
+                if text.is_empty() && lp.is_none() {
+                    return (Vec::new(), false);
+                }
+                (
+                    vec![self.chunk(json!([self.text_choice(i, &text, None, lp)]))],
+                    false,
+                )
+            }
+            Event::Text(text) => (
+                vec![self.chunk(json!([self.text_choice(i, &text, None, None)]))],
+                false,
+            ),
+            Event::Done(s) => {
+                if let Some(count) = self.sampled.get_mut(i) {
+                    *count = 0;
+                }
+                self.produced = true;
+                self.prompt_tokens = s.prompt_tokens.max(self.prompt_tokens);
+                self.cached = self.cached.max(s.cached_prompt_tokens);
+                self.completion += s.completion_tokens;
+                let finish = finish_str(s.finish_reason);
+                (
+                    vec![self.chunk(json!([self.text_choice(i, "", Some(finish), None)]))],
+                    false,
+                )
+            }
+            Event::Error(e) => {
+                let err = ApiError::from(e);
+                tracing::warn!(error = %err, "generation failed mid-stream");
+                (
+                    vec![
+                        SseEvent::default().data(err.body().to_string()),
+                        SseEvent::default().data("[DONE]"),
+                    ],
+                    true,
+                )
+            }
+            Event::Started => (Vec::new(), false),
+        }
+    }
+
+    /// The usage chunk (when asked for) and `[DONE]`.
+    fn finish(&self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        if self.meta.include_usage {
+            let e = json!({
+                "id": self.meta.id, "object": self.object(),
+                "created": self.meta.created, "model": self.meta.model,
+                "choices": [], "usage": usage(self.prompt_tokens, self.cached, self.completion),
+            });
+            out.push(SseEvent::default().data(e.to_string()));
+        }
+        out.push(SseEvent::default().data("[DONE]"));
+        out
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn stream_response(
     state: AppState,
     principal: Principal,
     prompt_tokens: usize,
-    receivers: Vec<Observed>,
-    id: String,
-    created: u64,
-    chat: bool,
-    include_usage: bool,
-    logprobs: bool,
+    generations: Vec<Generation>,
+    meta: StreamMeta,
 ) -> Response {
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs);
-    let n = receivers.len();
+    let n = generations.len();
     let ctx = StreamCtx {
         state,
         principal,
+        meta,
         sampled: vec![0; n],
         produced: false,
-        id,
-        created,
-        chat,
-        include_usage,
-        logprobs,
-        remaining: n,
         // Until a choice finishes and reports it (a cancelled stream may never get there).
         prompt_tokens,
         cached: 0,
@@ -921,12 +951,12 @@ fn stream_response(
     };
     // Tag each choice's events with its index and merge them.
     let merged = stream::select_all(
-        receivers
+        generations
             .into_iter()
             .enumerate()
-            .map(|(i, rx)| tokio_stream_of(rx).map(move |ev| (i, ev)).boxed()),
+            .map(|(i, g)| events_of(g).map(move |ev| (i, ev)).boxed()),
     );
-    let first: Vec<SseEvent> = if chat {
+    let first: Vec<SseEvent> = if ctx.meta.chat {
         (0..n)
             .map(|i| {
                 ctx.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))
@@ -936,68 +966,26 @@ fn stream_response(
         Vec::new()
     };
     let body = stream::iter(first.into_iter().map(Ok::<_, Infallible>)).chain(
-        stream::unfold((merged, ctx, false), |(mut merged, mut ctx, ended)| async move {
-            if ended {
-                return None;
-            }
-            loop {
-                let Some((i, ev)) = merged.next().await else {
-                    // All choices done (or the engine vanished): usage, then [DONE].
-                    let mut out = Vec::new();
-                    if ctx.include_usage {
-                        let mut e = json!({
-                            "id": ctx.id, "object": if ctx.chat { "chat.completion.chunk" } else { "text_completion" },
-                            "created": ctx.created, "model": ctx.state.model_id, "system_fingerprint": null,
-                            "choices": [], "usage": usage(ctx.prompt_tokens, ctx.cached, ctx.completion),
-                        });
-                        if let Some(o) = e.as_object_mut() {
-                            o.remove("system_fingerprint");
-                        }
-                        out.push(SseEvent::default().data(e.to_string()));
-                    }
-                    out.push(SseEvent::default().data("[DONE]"));
-                    return Some((stream::iter(out.into_iter().map(Ok)), (merged, ctx, true)));
-                };
-                let events: Vec<SseEvent> = match ev {
-                    Event::Token { id, text, logprob, top_logprobs, .. } => {
-                        if let Some(count) = ctx.sampled.get_mut(i) {
-                            *count += 1;
-                        }
-                        ctx.produced = true;
-                        if text.is_empty() && !ctx.logprobs {
-                            continue;
-                        }
-                        let lp = ctx.logprobs.then(|| chat_logprobs(&ctx.state, &[(id, logprob, top_logprobs)]));
-                        vec![ctx.chunk(json!([ctx.text_choice(i, &text, None, lp)]))]
-                    }
-                    Event::Text(text) => vec![ctx.chunk(json!([ctx.text_choice(i, &text, None, None)]))],
-                    Event::Done(s) => {
-                        if let Some(count) = ctx.sampled.get_mut(i) {
-                            *count = 0;
-                        }
-                        ctx.produced = true;
-                        ctx.remaining = ctx.remaining.saturating_sub(1);
-                        ctx.prompt_tokens = s.prompt_tokens;
-                        ctx.cached = ctx.cached.max(s.cached_prompt_tokens);
-                        ctx.completion += s.completion_tokens;
-                        vec![ctx.chunk(json!([ctx.text_choice(i, "", Some(finish_str(s.finish_reason)), None)]))]
-                    }
-                    Event::Error { kind, message } => {
-                        let err = job_error(kind, message);
-                        if let ApiError::Internal(detail) = &err {
-                            tracing::error!(%detail, "generation failed mid-stream");
-                        }
-                        let out = vec![
-                            SseEvent::default().data(err.body().to_string()),
-                            SseEvent::default().data("[DONE]"),
-                        ];
+        stream::unfold(
+            (merged, ctx, false),
+            |(mut merged, mut ctx, ended)| async move {
+                if ended {
+                    return None;
+                }
+                loop {
+                    let Some((i, ev)) = merged.next().await else {
+                        // All choices done: usage, then [DONE].
+                        let out = ctx.finish();
                         return Some((stream::iter(out.into_iter().map(Ok)), (merged, ctx, true)));
+                    };
+                    let (events, end) = ctx.on_event(i, ev);
+                    if events.is_empty() && !end {
+                        continue;
                     }
-                    Event::Started | Event::PromptProgress { .. } => continue,
-                };
-                return Some((stream::iter(events.into_iter().map(Ok)), (merged, ctx, false)));
-            }
-        })
+                    return Some((stream::iter(events.into_iter().map(Ok)), (merged, ctx, end)));
+                }
+            },
+        )
         .flatten(),
     );
     Sse::new(body)
@@ -1005,10 +993,9 @@ fn stream_response(
         .into_response()
 }
 
-/// An unbounded receiver as a stream (ends when the sender side is dropped).
-fn tokio_stream_of(rx: Observed) -> impl Stream<Item = Event> + Send {
-    stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) },
-    )
+/// A generation's events as a stream (ends after its last event).
+fn events_of(generation: Generation) -> impl Stream<Item = Event> + Send {
+    stream::unfold(generation, |mut g| async move {
+        g.recv().await.map(|ev| (ev, g))
+    })
 }

@@ -79,14 +79,12 @@ use tokio::task::JoinSet;
 
 use super::auth::{authenticate, bearer, Principal};
 use super::error::ApiError;
-use super::openai::{
-    chat_messages, chat_plan, check_prompt_len, finish_str, job_error, submit_all, usage,
-    ChatRequest,
-};
+use super::openai::{chat_messages, chat_plan, finish_str, usage, ChatRequest};
 use super::AppState;
+use crate::backends::{BackendRequest, Event, Prompt};
 use crate::engine::generate::rate;
 use crate::engine::generate::FinishReason;
-use crate::engine::scheduler::{Event, Summary};
+use crate::engine::scheduler::Summary;
 
 /// How long the writer may take to flush the last frames once the socket is done.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
@@ -423,6 +421,8 @@ struct GenerateFrame {
 struct Delivered {
     prompt_tokens: usize,
     completion_tokens: usize,
+    /// The model answering (after any failover).
+    model: String,
 }
 
 /// One generation, from validation to its last frame.
@@ -461,7 +461,7 @@ async fn generation(
             "usage": usage(delivered.prompt_tokens, 0, delivered.completion_tokens),
             "timings": null,
         }),
-        Some(Ok(summary)) => done_frame(&id, &summary),
+        Some(Ok(summary)) => done_frame(&id, &summary, &delivered.model),
         Some(Err(err)) => api_error_frame(&id, &err),
     };
     tracing::debug!(id, "websocket generation ended");
@@ -500,52 +500,47 @@ async fn drive(
     // A socket always streams: `stream` and `stream_options` mean nothing here.
     chat.common.stream = Some(true);
     let timestamps = timestamps.unwrap_or(false);
-    let mut plan = chat_plan(state, &chat)?;
-    let messages = chat_messages(chat.messages)?;
-    let engine = state.engine.clone();
-    let ids = tokio::task::spawn_blocking(move || engine.chat_prompt_ids(&messages))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    check_prompt_len(state, &ids, "messages")?;
-    delivered.prompt_tokens = ids.len();
-    plan.request.prompt_ids = ids;
-    let mut rx = submit_all(state, &plan.request, 1)?
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no job was queued".into()))?;
+    let plan = chat_plan(state, &chat)?;
+    let model = chat.common.model.clone().unwrap_or_default();
+    let request = BackendRequest {
+        prompt: Prompt::Chat(chat_messages(chat.messages)?),
+        params: plan.request,
+        logprobs: plan.logprobs,
+        stream: true,
+    };
     send(out, json!({"type": "status", "id": id, "state": "queued"}));
-    let tokenizer = state.engine.tokenizer();
-    while let Some(event) = rx.recv().await {
+    let thinking = || {
+        send(
+            out,
+            json!({"type": "status", "id": id, "state": "thinking"}),
+        )
+    };
+    let mut generation = state.router.start(&model, &request, &thinking).await?;
+    delivered.prompt_tokens = generation.prompt_tokens;
+    delivered.model = generation.model.clone();
+    while let Some(event) = generation.recv().await {
         match event {
-            Event::Started => send(
-                out,
-                json!({"type": "status", "id": id, "state": "thinking"}),
-            ),
-            Event::PromptProgress { .. } => {}
+            Event::Started => {}
             Event::Token {
-                id: token,
                 text,
-                logprob,
-                top_logprobs,
+                logprobs,
                 sampled_at,
             } => {
                 delivered.completion_tokens += 1;
-                let with_logprobs = plan.logprobs && !tokenizer.is_eog(token);
-                if text.is_empty() && !with_logprobs {
+                let logprobs = logprobs.filter(|_| plan.logprobs);
+                if text.is_empty() && logprobs.is_none() {
                     continue;
                 }
                 let mut frame = json!({"type": "token", "id": id, "text": text});
                 if timestamps {
                     frame["sampled_at_us"] = json!(unix_micros(sampled_at));
                 }
-                if with_logprobs {
-                    frame["logprob"] = json!(logprob);
-                    frame["top_logprobs"] = top_logprobs
+                if let Some(lp) = logprobs {
+                    frame["logprob"] = json!(lp.logprob);
+                    frame["top_logprobs"] = lp
+                        .top
                         .iter()
-                        .map(|&(t, l)| {
-                            let piece = tokenizer.token_piece(t).unwrap_or_default();
-                            json!({"token": piece, "logprob": l})
-                        })
+                        .map(|(token, l)| json!({"token": token, "logprob": l}))
                         .collect();
                 }
                 send(out, frame);
@@ -556,10 +551,10 @@ async fn drive(
                 }
             }
             Event::Done(summary) => return Ok(summary),
-            Event::Error { kind, message } => return Err(job_error(kind, message)),
+            Event::Error(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Internal("the engine dropped a request".into()))
+    Err(ApiError::Internal("the backend dropped a request".into()))
 }
 
 /// Unix time in microseconds of an instant in the past.
@@ -573,7 +568,7 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn done_frame(id: &str, s: &Summary) -> Value {
+fn done_frame(id: &str, s: &Summary, model: &str) -> Value {
     let finish_reason = match s.finish_reason {
         FinishReason::Cancelled => "cancelled",
         reason => finish_str(reason),
@@ -583,6 +578,7 @@ fn done_frame(id: &str, s: &Summary) -> Value {
         "type": "done",
         "id": id,
         "finish_reason": finish_reason,
+        "model": model,
         "usage": usage(s.prompt_tokens, s.cached_prompt_tokens, s.completion_tokens),
         "timings": {
             "queued_ms": millis(s.queued),
