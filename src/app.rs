@@ -22,6 +22,17 @@ pub struct App {
 impl App {
     /// Load the model, start the model thread and bind the address from `config.server`.
     pub async fn build(config: Config) -> Result<Self> {
+        // Before the (slow) model load: a remote backend's key variable must exist.
+        for b in &config.backends {
+            if let Some(var) = &b.api_key_env {
+                if std::env::var_os(var).is_none() {
+                    anyhow::bail!(
+                        "configuration: backend `{}`: the environment variable {var} (api_key_env) is not set",
+                        b.name
+                    );
+                }
+            }
+        }
         let engine_config = config.clone();
         let engine = tokio::task::spawn_blocking(move || crate::cli::load_engine(&engine_config))
             .await

@@ -4,8 +4,8 @@
 //! Chat prompts go to `/chat/completions`, text and token prompts to `/completions`; streamed
 //! when the client streams, one plain request otherwise. Replies and their failures are mapped
 //! onto backend [`Event`]s and [`ErrorKind`]s, so the router can fail over and the API layer
-//! cannot tell a remote model from the local one. Async-openai's own retries are not used: the
-//! router decides what happens after a failure.
+//! cannot tell a remote model from the local one. Async-openai's own retries are switched off:
+//! the router decides what happens after a failure.
 //!
 //! The API key is read from the environment variable the config names and lives only inside the
 //! client (as a secret string); it is never logged or shown.
@@ -59,7 +59,7 @@ impl RemoteBackend {
         // reqwest is built without a default TLS provider; use ring's (already in the build).
         // Installing twice is harmless: the first one stays.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = reqwest_openai::Client::builder()
             .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
             .build()
             .map_err(|e| format!("backend `{}`: HTTP client: {e}", settings.name))?;
@@ -71,7 +71,12 @@ impl RemoteBackend {
             .with_org_id("")
             .with_project_id("");
         Ok(Self {
-            client: Client::with_config(config).with_http_client(http),
+            // The plain transport, without async-openai's default retry layer (three retries
+            // on 429/5xx): whether and where to retry is the router's decision, and hidden
+            // retries would add latency before every failover.
+            client: Client::with_config(config)
+                .with_http_client(http.clone())
+                .with_http_service(async_openai::middleware::ReqwestService::new(http)),
             total_timeout: Duration::from_secs(settings.total_timeout_secs),
         })
     }

@@ -342,9 +342,13 @@ async fn reply(
                         (frames, shared, paused),
                     ))
                 }
-                // An error in the body stream makes hyper abort the connection mid-response.
+                // An error in the body stream makes hyper abort the connection mid-response
+                // (after a pause, so the chunks before it are flushed first).
                 Err(()) => Some((
-                    Err(std::io::Error::other("connection cut on purpose")),
+                    {
+                        tokio::time::sleep(gap.max(Duration::from_millis(100))).await;
+                        Err(std::io::Error::other("connection cut on purpose"))
+                    },
                     (frames, shared, paused),
                 )),
             }
