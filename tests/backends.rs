@@ -10,6 +10,7 @@ mod fake_openai;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use fake_openai::{reply_text, Behavior, FakeOpenAi};
 use futures::{SinkExt, StreamExt};
 use hearth::config::{BackendKind, BackendSettings};
@@ -126,18 +127,32 @@ fn streamed_text(chunks: &[Value]) -> String {
         .collect()
 }
 
-/// The value of one series of `/metrics`; 0 when it does not exist yet.
-async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(url(addr, "/metrics"))
+/// A chat generation over `/ws`: the text of its token frames and its last frame (`done` or
+/// `error`).
+async fn ws_generate(addr: SocketAddr, id: &str, model: &str) -> (String, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
-        .expect("get /metrics")
-        .text()
+        .expect("connect");
+    let frame = json!({"type": "generate", "id": id, "model": model,
+        "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16});
+    ws.send(Message::text(frame.to_string()))
         .await
-        .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-        .unwrap_or(0.0)
+        .expect("send");
+    let mut text = String::new();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+        match v["type"].as_str() {
+            Some("token") => text.push_str(v["text"].as_str().unwrap_or_default()),
+            Some("done" | "error") => return (text, v),
+            _ => {}
+        }
+    }
 }
 
 async fn model_ids(addr: SocketAddr) -> Vec<(String, String)> {
@@ -320,30 +335,8 @@ async fn remote_answers_plain_requests_legacy_completions_and_websockets() {
     assert_eq!(text, reply_text());
 
     // The WebSocket protocol is backend-agnostic too.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .expect("connect");
-    let frame = json!({"type": "generate", "id": "g1", "model": REMOTE,
-        "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16});
-    ws.send(Message::text(frame.to_string()))
-        .await
-        .expect("send");
-    let mut text = String::new();
-    let done = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("frame");
-        let Message::Text(t) = msg else { continue };
-        let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
-        match v["type"].as_str() {
-            Some("token") => text.push_str(v["text"].as_str().unwrap_or_default()),
-            Some("done") => break v,
-            Some("error") => panic!("error frame: {v}"),
-            _ => {}
-        }
-    };
+    let (text, done) = ws_generate(addr, "g1", REMOTE).await;
+    assert_eq!(done["type"], "done", "{done}");
     assert_eq!(text, reply_text());
     assert_eq!(done["model"], REMOTE);
     assert_eq!(done["finish_reason"], "stop");
@@ -513,30 +506,11 @@ async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
 
     // The same over the WebSocket: tokens, then an error frame.
     fake.then(Behavior::DropAfter(3));
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .expect("connect");
-    let frame = json!({"type": "generate", "id": "g", "model": REMOTE,
-        "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16});
-    ws.send(Message::text(frame.to_string()))
-        .await
-        .expect("send");
-    let mut text = String::new();
-    let error = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("frame");
-        let Message::Text(t) = msg else { continue };
-        let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
-        match v["type"].as_str() {
-            Some("token") => text.push_str(v["text"].as_str().unwrap_or_default()),
-            Some("error") => break v,
-            Some("done") => panic!("a broken stream must not end as done: {v}"),
-            _ => {}
-        }
-    };
+    let (text, error) = ws_generate(addr, "g", REMOTE).await;
+    assert_eq!(
+        error["type"], "error",
+        "a broken stream must not end as done: {error}"
+    );
     assert_eq!(text, "Hello from the");
     assert_eq!(error["id"], "g");
 }
@@ -628,9 +602,11 @@ async fn the_breaker_opens_skips_half_opens_and_closes() {
 async fn bad_backend_configuration_is_refused_at_start() {
     use hearth::config::Config;
     let base = |backends: Vec<BackendSettings>| {
-        let mut c = Config::default();
-        c.backends = backends;
-        c.validate()
+        Config {
+            backends,
+            ..Config::default()
+        }
+        .validate()
     };
     let ok = remote("r", "http://127.0.0.1:9/v1", &["m"]);
     assert!(base(vec![ok.clone()]).is_ok());

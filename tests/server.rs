@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::metric;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -70,21 +72,6 @@ fn chat_body(content: &str, max_tokens: u32) -> Value {
         "max_tokens": max_tokens,
         "temperature": 0,
     })
-}
-
-/// The value of one sample line of `/metrics` (name with labels, exactly as rendered); 0 when
-/// the series does not exist yet.
-async fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(url(addr, "/metrics"))
-        .await
-        .expect("get /metrics")
-        .text()
-        .await
-        .expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-        .unwrap_or(0.0)
 }
 
 /// Parse an SSE body into its `data:` payloads, checking that only `data:` lines and `:`

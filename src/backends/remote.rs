@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
+use async_openai::types::chat::CreateChatCompletionStreamResponse;
 use async_openai::types::chat::{
     ChatChoiceLogprobs, ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
@@ -22,7 +23,7 @@ use async_openai::types::chat::{
     CreateChatCompletionRequest, FinishReason as RemoteFinish, Logprobs, Prompt as RemotePrompt,
     ResponseFormat, StopConfiguration,
 };
-use async_openai::types::completions::CreateCompletionRequest;
+use async_openai::types::completions::{CreateCompletionRequest, CreateCompletionResponse};
 use async_openai::Client;
 use futures::{Stream, StreamExt};
 
@@ -99,24 +100,7 @@ impl RemoteBackend {
                     .create_stream(chat_request(model, req, true))
                     .await
                     .map_err(classify)?;
-                let chunks = upstream.map(|r| {
-                    r.map(|chunk| {
-                        let usage = chunk.usage;
-                        match chunk.choices.into_iter().next() {
-                            Some(c) => Chunk {
-                                text: c.delta.content.unwrap_or_default(),
-                                logprobs: chat_logprobs(c.logprobs),
-                                finish: c.finish_reason.map(chat_finish),
-                                usage,
-                            },
-                            None => Chunk {
-                                usage,
-                                ..Chunk::default()
-                            },
-                        }
-                    })
-                });
-                Ok(relay(chunks, sent, deadline))
+                Ok(relay(upstream.map(|r| r.map(chat_chunk)), sent, deadline))
             }
             (Prompt::Chat(_), false) => {
                 let reply = with_deadline(
@@ -125,15 +109,13 @@ impl RemoteBackend {
                 )
                 .await?;
                 let choice = reply.choices.into_iter().next().ok_or_else(no_choices)?;
-                Ok(whole_reply(
-                    Chunk {
-                        text: choice.message.content.unwrap_or_default(),
-                        logprobs: chat_logprobs(choice.logprobs),
-                        finish: choice.finish_reason.map(chat_finish),
-                        usage: reply.usage,
-                    },
-                    sent,
-                ))
+                let chunk = Chunk {
+                    text: choice.message.content.unwrap_or_default(),
+                    logprobs: chat_logprobs(choice.logprobs),
+                    finish: choice.finish_reason.map(chat_finish),
+                    usage: reply.usage,
+                };
+                Ok(whole_reply(chunk, sent))
             }
             (_, true) => {
                 let upstream = self
@@ -142,24 +124,11 @@ impl RemoteBackend {
                     .create_stream(completion_request(model, req, true))
                     .await
                     .map_err(classify)?;
-                let chunks = upstream.map(|r| {
-                    r.map(|chunk| {
-                        let usage = chunk.usage;
-                        match chunk.choices.into_iter().next() {
-                            Some(c) => Chunk {
-                                text: c.text,
-                                logprobs: legacy_logprobs(c.logprobs),
-                                finish: c.finish_reason.map(completion_finish),
-                                usage,
-                            },
-                            None => Chunk {
-                                usage,
-                                ..Chunk::default()
-                            },
-                        }
-                    })
-                });
-                Ok(relay(chunks, sent, deadline))
+                Ok(relay(
+                    upstream.map(|r| r.map(completion_chunk)),
+                    sent,
+                    deadline,
+                ))
             }
             (_, false) => {
                 let reply = with_deadline(
@@ -169,16 +138,10 @@ impl RemoteBackend {
                         .create(completion_request(model, req, false)),
                 )
                 .await?;
-                let choice = reply.choices.into_iter().next().ok_or_else(no_choices)?;
-                Ok(whole_reply(
-                    Chunk {
-                        text: choice.text,
-                        logprobs: legacy_logprobs(choice.logprobs),
-                        finish: choice.finish_reason.map(completion_finish),
-                        usage: reply.usage,
-                    },
-                    sent,
-                ))
+                if reply.choices.is_empty() {
+                    return Err(no_choices());
+                }
+                Ok(whole_reply(completion_chunk(reply), sent))
             }
         }
     }
@@ -191,6 +154,40 @@ struct Chunk {
     logprobs: Vec<TokenLogprobs>,
     finish: Option<FinishReason>,
     usage: Option<CompletionUsage>,
+}
+
+/// A streamed chat chunk (its first choice; a usage-only chunk has none).
+fn chat_chunk(chunk: CreateChatCompletionStreamResponse) -> Chunk {
+    let usage = chunk.usage;
+    match chunk.choices.into_iter().next() {
+        Some(c) => Chunk {
+            text: c.delta.content.unwrap_or_default(),
+            logprobs: chat_logprobs(c.logprobs),
+            finish: c.finish_reason.map(chat_finish),
+            usage,
+        },
+        None => Chunk {
+            usage,
+            ..Chunk::default()
+        },
+    }
+}
+
+/// A legacy completion, whole or one streamed chunk (its first choice).
+fn completion_chunk(reply: CreateCompletionResponse) -> Chunk {
+    let usage = reply.usage;
+    match reply.choices.into_iter().next() {
+        Some(c) => Chunk {
+            text: c.text,
+            logprobs: legacy_logprobs(c.logprobs),
+            finish: c.finish_reason.map(completion_finish),
+            usage,
+        },
+        None => Chunk {
+            usage,
+            ..Chunk::default()
+        },
+    }
 }
 
 fn no_choices() -> BackendError {

@@ -121,3 +121,18 @@ pub fn spawn_server(
     rx.recv_timeout(std::time::Duration::from_secs(180))
         .expect("server started")
 }
+
+/// The value of one sample line of `/metrics` (name with labels, exactly as rendered); 0 when
+/// the series does not exist yet.
+pub async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("get /metrics")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}
