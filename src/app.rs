@@ -127,8 +127,16 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        use axum::serve::ListenerExt;
+        // Tokens go out as small writes: without TCP_NODELAY, Nagle's algorithm holds one back
+        // until the client acknowledges the previous one (up to its delayed-ACK timer, ~40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )

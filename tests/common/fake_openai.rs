@@ -85,6 +85,10 @@ impl FakeOpenAi {
                     .route("/v1/chat/completions", post(chat))
                     .route("/v1/completions", post(completions))
                     .with_state(state);
+                // As a real server would: no Nagle delay between streamed chunks.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app).await.expect("serve");
             });
         });
