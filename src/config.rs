@@ -648,6 +648,49 @@ mod tests {
     }
 
     #[test]
+    fn backends_parse_from_toml_with_defaults_and_the_implicit_local_one() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                r#"
+[[backends]]
+name = "openai"
+kind = "openai"
+api_key_env = "OPENAI_API_KEY"
+models = ["gpt-4o-mini", "gpt-4o"]
+aliases = { fast = "gpt-4o-mini" }
+failover = ["local"]
+breaker_failures = 5
+"#,
+            )?;
+            let cfg = Config::load(Some(Path::new("config.toml"))).map_err(|e| e.to_string())?;
+            let b = &cfg.backends[0];
+            assert_eq!(b.kind, BackendKind::Openai);
+            assert_eq!(b.base_url, "https://api.openai.com/v1");
+            assert_eq!(b.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+            assert_eq!(b.aliases["fast"], "gpt-4o-mini");
+            assert_eq!(b.breaker_failures, 5);
+            assert_eq!(b.breaker_cooldown_secs, 30);
+            assert_eq!(b.first_token_timeout_secs, 60);
+            let all = cfg.effective_backends();
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[0].name, "local");
+            assert_eq!(all[0].kind, BackendKind::Local);
+            jail.create_file(
+                "bad.toml",
+                "[[backends]]\nname = \"x\"\nkind = \"openai\"\nmodels = [\"m\"]\nfailover = [\"y\"]\n",
+            )?;
+            let err = Config::load(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`x` fails over to `y`"), "{err}");
+            jail.create_file("odd.toml", "[[backends]]\nname = \"x\"\nkind = \"grpc\"\n")?;
+            assert!(Config::load(Some(Path::new("odd.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_and_bad_ranges_are_rejected() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("a.toml", "[model]\nnope = 1\n")?;
