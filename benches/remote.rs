@@ -7,50 +7,28 @@
 //! Run: `cargo bench --bench remote` (under `cargo test` it runs a few requests as a smoke
 //! test). `HEARTH_BENCH_REQUESTS=300` sets the requests per path.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/common/fake_openai.rs"]
 mod fake_openai;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hearth::config::{BackendKind, BackendSettings, Config};
+use hearth::config::{BackendKind, BackendSettings};
 use serde_json::json;
 
+/// The real server (tests/common's start-up) with `gpt-fake` routed to the stand-in.
 fn spawn_hearth(remote_url: String) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut config = Config::default();
-        config.model.path = std::env::var_os("HEARTH_TEST_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            })
-            .to_string_lossy()
-            .into_owned();
-        config.server.port = 0;
-        config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
+    common::spawn_server(move |config| {
         let mut remote = BackendSettings::local_default();
         remote.name = "remote".into();
         remote.kind = BackendKind::Openai;
         remote.base_url = remote_url;
         remote.models = vec!["gpt-fake".into()];
         config.backends = vec![remote];
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let app = hearth::app::App::build(config).await.expect("build app");
-            tx.send(app.local_addr().expect("addr")).expect("send addr");
-            app.run_until(std::future::pending()).await.expect("serve");
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(180))
-        .expect("server started")
+    })
 }
 
 /// Time to the first content chunk (streamed) and to the end of the reply.
