@@ -504,6 +504,20 @@ async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
         1.0
     );
 
+    // Cut after the finish chunk: only the usage chunk and [DONE] were lost, the reply is whole.
+    fake.then(Behavior::DropAfterFinish);
+    let events = read_sse(post(addr, "/v1/chat/completions", &body).await).await;
+    let chunks = payloads(&events);
+    assert_eq!(streamed_text(&chunks), reply_text());
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{chunks:?}"
+    );
+    assert_eq!(
+        chunks.last().expect("chunks")["choices"][0]["finish_reason"],
+        "stop"
+    );
+
     // The same over the WebSocket: tokens, then an error frame.
     fake.then(Behavior::DropAfter(3));
     let (text, error) = ws_generate(addr, "g", REMOTE).await;

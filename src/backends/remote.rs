@@ -332,11 +332,13 @@ where
                         }
                     }
                 }
-                Some(Err(e)) => {
+                // A connection dropped after the finish chunk lost at most the usage chunk and
+                // `[DONE]`: the reply itself is whole, so it ends normally.
+                Some(Err(e)) if st.finish.is_none() => {
                     st.ended = true;
                     return Some((Event::Error(classify(e)), st));
                 }
-                None => {
+                Some(Err(_)) | None => {
                     st.ended = true;
                     let Some(finish) = st.finish else {
                         return Some((

@@ -30,6 +30,9 @@ pub enum Behavior {
     Malformed,
     /// Stream this many content chunks, then cut the connection (no finish, no [DONE]).
     DropAfter(usize),
+    /// Stream the whole reply and its finish chunk, then cut the connection (no usage chunk,
+    /// no [DONE]).
+    DropAfterFinish,
 }
 
 #[derive(Default)]
@@ -317,11 +320,15 @@ async fn reply(
                 json!([{"index": 0, "text": "", "finish_reason": finish}])
             };
             frames.push(Ok((chunk(end), false)));
-            if include_usage {
+            if behavior == Behavior::DropAfterFinish {
+                frames.push(Err(()));
+            } else if include_usage {
                 let v = json!({"id": "fake-1", "object": chunk_object, "created": 1, "model": body["model"], "choices": [], "usage": usage});
                 frames.push(Ok((format!("data: {v}\n\n"), false)));
             }
-            frames.push(Ok(("data: [DONE]\n\n".to_string(), false)));
+            if behavior != Behavior::DropAfterFinish {
+                frames.push(Ok(("data: [DONE]\n\n".to_string(), false)));
+            }
         }
     }
     let body = futures::stream::unfold(
