@@ -99,49 +99,47 @@ impl LocalBackend {
             }
         })?;
         let want_logprobs = req.logprobs;
-        let events = stream::unfold(rx, move |mut rx| {
-            let engine = engine.clone();
-            async move {
-                loop {
-                    let ev = rx.recv().await?;
-                    let mapped = match ev {
-                        scheduler::Event::Started => Event::Started,
-                        scheduler::Event::PromptProgress { .. } => continue,
-                        scheduler::Event::Token {
-                            id,
-                            text,
-                            logprob,
-                            top_logprobs,
-                            sampled_at,
-                        } => {
-                            let tokenizer = engine.tokenizer();
-                            let logprobs = (want_logprobs && !tokenizer.is_eog(id)).then(|| {
-                                let piece = |t: u32| tokenizer.token_piece(t).unwrap_or_default();
-                                TokenLogprobs {
-                                    token: piece(id),
-                                    logprob,
-                                    top: top_logprobs.iter().map(|&(t, l)| (piece(t), l)).collect(),
-                                }
-                            });
-                            Event::Token {
-                                text,
-                                logprobs,
-                                sampled_at,
+        // The engine rides in the state, so the token loop clones nothing.
+        let events = stream::unfold((rx, engine), move |(mut rx, engine)| async move {
+            loop {
+                let ev = rx.recv().await?;
+                let mapped = match ev {
+                    scheduler::Event::Started => Event::Started,
+                    scheduler::Event::PromptProgress { .. } => continue,
+                    scheduler::Event::Token {
+                        id,
+                        text,
+                        logprob,
+                        top_logprobs,
+                        sampled_at,
+                    } => {
+                        let tokenizer = engine.tokenizer();
+                        let logprobs = (want_logprobs && !tokenizer.is_eog(id)).then(|| {
+                            let piece = |t: u32| tokenizer.token_piece(t).unwrap_or_default();
+                            TokenLogprobs {
+                                token: piece(id),
+                                logprob,
+                                top: top_logprobs.iter().map(|&(t, l)| (piece(t), l)).collect(),
                             }
+                        });
+                        Event::Token {
+                            text,
+                            logprobs,
+                            sampled_at,
                         }
-                        scheduler::Event::Text(text) => Event::Text(text),
-                        scheduler::Event::Done(summary) => Event::Done(summary),
-                        scheduler::Event::Error { kind, message } => {
-                            let kind = match kind {
-                                JobErrorKind::InvalidRequest => ErrorKind::InvalidRequest,
-                                JobErrorKind::QueueTimeout => ErrorKind::QueueTimeout,
-                                JobErrorKind::Internal => ErrorKind::Internal,
-                            };
-                            Event::Error(BackendError::new(kind, message))
-                        }
-                    };
-                    return Some((mapped, rx));
-                }
+                    }
+                    scheduler::Event::Text(text) => Event::Text(text),
+                    scheduler::Event::Done(summary) => Event::Done(summary),
+                    scheduler::Event::Error { kind, message } => {
+                        let kind = match kind {
+                            JobErrorKind::InvalidRequest => ErrorKind::InvalidRequest,
+                            JobErrorKind::QueueTimeout => ErrorKind::QueueTimeout,
+                            JobErrorKind::Internal => ErrorKind::Internal,
+                        };
+                        Event::Error(BackendError::new(kind, message))
+                    }
+                };
+                return Some((mapped, (rx, engine)));
             }
         });
         Ok((Box::pin(events), prompt_tokens))

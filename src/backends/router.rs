@@ -249,7 +249,6 @@ impl Router {
                     return Ok(Generation {
                         observer: self.metrics.observer(&target, submitted),
                         model: target,
-                        backend: slot.name.clone(),
                         prompt_tokens,
                         head,
                         rest,
@@ -340,8 +339,6 @@ struct Health {
 pub struct Generation {
     /// The model that is answering (after any failover).
     pub model: String,
-    /// The backend that is answering.
-    pub backend: String,
     /// Prompt tokens, when known before the end (local model); else 0 until `Done`.
     pub prompt_tokens: usize,
     head: VecDeque<Event>,
