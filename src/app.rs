@@ -15,6 +15,7 @@ use crate::engine::scheduler::{Scheduler, SchedulerConfig};
 pub struct App {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    limits: crate::net::ConnectionLimits,
     backups: Option<tokio::task::JoinHandle<()>>,
     housekeeping: tokio::task::JoinHandle<()>,
 }
@@ -55,6 +56,17 @@ impl App {
             },
         )
         .context("starting the model thread")?;
+        let limits = crate::net::ConnectionLimits::from_config(s);
+        match crate::net::raise_open_file_limit() {
+            // Each connection is a descriptor; the database, model and logs need some more.
+            Some(open_files) if open_files < s.max_connections as u64 + 64 => tracing::warn!(
+                open_files,
+                max_connections = s.max_connections,
+                "the open-file limit is below server.max_connections + 64: \
+                 connections past it will fail to be accepted"
+            ),
+            _ => {}
+        }
         let addr = format!("{}:{}", s.host, s.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -94,10 +106,14 @@ impl App {
             metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("configuration: backends: {e}"))?;
+        let proxies = crate::net::TrustedProxies::parse(&config.server.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("configuration: server.trusted_proxies: {e}"))?;
         let state = AppState {
             store,
             jwt,
             login_limits,
+            hasher: crate::auth::password::Hasher::new(config.auth.max_concurrent_hashes),
+            proxies: Arc::new(proxies),
             engine: scheduler.engine().clone(),
             metrics,
             scheduler,
@@ -112,6 +128,7 @@ impl App {
         Ok(Self {
             listener,
             router: api::router(state),
+            limits,
             backups,
             housekeeping,
         })
@@ -127,27 +144,12 @@ impl App {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        use axum::serve::ListenerExt;
-        // Tokens go out as small writes: without TCP_NODELAY, Nagle's algorithm holds one back
-        // until the client acknowledges the previous one (up to its delayed-ACK timer, ~40 ms).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving");
+        crate::net::serve(self.listener, self.router, self.limits, shutdown).await;
         if let Some(b) = self.backups {
             b.abort();
         }
         self.housekeeping.abort();
-        served
+        Ok(())
     }
 
     /// Serve until Ctrl-C or SIGTERM.

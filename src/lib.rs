@@ -17,9 +17,11 @@ pub mod cli;
 pub mod config;
 /// The in-process inference runtime: loading, tokenizing, templating, the forward pass, sampling.
 pub mod engine;
-/// Rate limits (governor).
+/// Rate limits: login attempts.
 pub mod limits;
 /// Prometheus metrics.
 pub mod metrics;
+/// The listener: connections, their cap and timeouts; client addresses behind proxies.
+pub mod net;
 /// The SQLite store: accounts, API keys, usage; migrations and backups.
 pub mod store;

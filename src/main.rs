@@ -111,8 +111,12 @@ enum UserCommand {
         /// The new role.
         role: RoleArg,
     },
-    /// Set a new password (from stdin, or prompted) and revoke the account's refresh tokens.
+    /// Set a new password (from stdin, or prompted), revoke the account's refresh tokens and
+    /// delete its API keys.
     Passwd {
+        /// Keep the account's API keys working.
+        #[arg(long)]
+        keep_api_keys: bool,
         /// Username.
         name: String,
     },
@@ -188,7 +192,9 @@ fn run() -> Result<()> {
     let args = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
+            // HEARTH_LOG, else the ecosystem's RUST_LOG, else warnings only.
             tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
@@ -276,7 +282,10 @@ fn run() -> Result<()> {
                 UserCommand::SetRole { name, role } => {
                     accounts::set_role(&config, &name, role.into())?
                 }
-                UserCommand::Passwd { name } => accounts::change_password(&config, &name)?,
+                UserCommand::Passwd {
+                    name,
+                    keep_api_keys,
+                } => accounts::change_password(&config, &name, keep_api_keys)?,
             };
             print!("{}", with_newline(report));
         }

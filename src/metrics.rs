@@ -31,7 +31,8 @@ pub struct HttpLabels {
     /// The route template (`/v1/chat/completions`), or `unmatched` (never the raw path, so
     /// scanners cannot blow up the label set).
     pub route: String,
-    /// HTTP method.
+    /// HTTP method: one of the standard ones, or `other` (a client can send any token as a
+    /// method, and each would otherwise become a series forever).
     pub method: String,
     /// Status code.
     pub status: u16,
@@ -262,7 +263,7 @@ impl Metrics {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.to_string(),
-                method: method.to_string(),
+                method: method_label(method).to_string(),
                 status,
             })
             .inc();
@@ -474,9 +475,25 @@ impl Collector for SchedulerCollector {
     }
 }
 
+/// The label for an HTTP method: the standard methods as themselves, anything else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_http_methods_share_one_label() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("BREW"), "other");
+        assert_eq!(method_label("get"), "other");
+    }
 
     #[test]
     fn renders_openmetrics_with_every_family() {

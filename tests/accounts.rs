@@ -894,7 +894,7 @@ async fn the_admin_backup_endpoint_writes_a_copy_that_opens() {
 }
 
 #[tokio::test]
-async fn a_credential_that_is_sent_is_checked_even_where_auth_is_optional() {
+async fn where_auth_is_optional_foreign_keys_are_anonymous_but_hearth_credentials_are_checked() {
     let addr = open_server();
     let (status, _) = get(addr, "/v1/models", None).await;
     assert_eq!(
@@ -902,10 +902,28 @@ async fn a_credential_that_is_sent_is_checked_even_where_auth_is_optional() {
         StatusCode::OK,
         "anonymous use is allowed on this server"
     );
-    for bad in ["sk-hearth-not-a-real-key", "not-a-token", STATIC_KEY] {
+    // What OpenAI clients send when the server needs no key: not Hearth's, so anonymous.
+    for foreign in ["unused", "sk-no-key-required", "EMPTY", STATIC_KEY] {
+        let (status, v) = get(addr, "/v1/models", Some(foreign)).await;
+        assert_eq!(status, StatusCode::OK, "{foreign}: {v}");
+    }
+    // Hearth's own credentials are verified: bad ones are refused, not ignored.
+    let user = new_user("optional").await;
+    let forged = tampered(&user.access, |claims| claims["sub"] = json!("1"));
+    let expired_shape = tampered(&user.access, |claims| claims["exp"] = json!(1));
+    for bad in [
+        "sk-hearth-not-a-real-key",
+        forged.as_str(),
+        expired_shape.as_str(),
+        user.refresh.as_str(),
+        "eyJhbGciOiJIUzI1NiJ9.e30.c2ln",
+    ] {
         let (status, v) = get(addr, "/v1/models", Some(bad)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}: {v}");
+        assert_error(&v, "invalid_api_key");
     }
+    let (status, v) = get(addr, "/v1/models", Some(&user.access)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
     let r = reqwest::Client::new()
         .get(format!("http://{addr}/v1/models"))
         .header("authorization", "Basic dXNlcjpwYXNz")

@@ -5,7 +5,7 @@
 //! Bodies are JSON with exactly the documented fields (unknown fields are refused: a typo in an
 //! account request should fail loudly, not be ignored).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
@@ -19,10 +19,11 @@ use serde_json::{json, Value};
 use super::auth::Session;
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::password::{hash_password, verify_password};
 use crate::auth::{key_prefix, new_api_key, new_refresh_token, secret_hash};
 use crate::config::{AuthSettings, Registration};
-use crate::store::{unix_now, ApiKeyWithUsage, ConsumeOutcome, Role, StoreError, Usage, User};
+use crate::store::{
+    unix_now, ApiKeyWithUsage, ConsumeOutcome, Role, Rotation, StoreError, Usage, User,
+};
 
 /// Longest API key name, in characters.
 const KEY_NAME_MAX_CHARS: usize = 64;
@@ -53,6 +54,10 @@ pub struct PasswordChange {
     pub current_password: String,
     /// The password from now on.
     pub new_password: String,
+    /// Keep the account's API keys working (default false: a password change also deletes
+    /// every API key, since whoever knew the old password may have made some).
+    #[serde(default)]
+    pub keep_api_keys: Option<bool>,
 }
 
 /// `POST /api/keys` body.
@@ -63,19 +68,30 @@ pub struct NewKey {
     pub name: String,
 }
 
-/// The client's IP address, for login limits ("unknown" when the server was not started with
-/// peer addresses, e.g. a router driven directly in a test).
-pub struct ClientIp(pub String);
+/// The client's IP address, for login limits: the peer's, or the one a trusted proxy's
+/// `X-Forwarded-For` names (`server.trusted_proxies`). Unspecified (`0.0.0.0`) when the server
+/// was not started with peer addresses, e.g. a router driven directly in a test.
+pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>();
         Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string()),
+            state.proxies.client_ip(peer, forwarded.into_iter()),
         ))
     }
 }
@@ -164,35 +180,37 @@ pub(crate) fn username_taken(e: StoreError) -> ApiError {
     }
 }
 
-/// Take one password attempt from the per-IP and per-username budgets; 429 when either is
-/// spent.
-fn take_login_attempt(state: &AppState, ip: &str, username: &str) -> Result<(), ApiError> {
-    state.login_limits.check(ip, username).map_err(|wait| {
+/// Check a password for `username` from `ip` under the failure budgets (`crate::limits`):
+/// 429 while this client has failed too often (on any account, or on this one); otherwise the
+/// verification's answer, a failure being charged to both budgets.
+async fn check_password_attempt(
+    state: &AppState,
+    ip: IpAddr,
+    username: &str,
+    password: String,
+    stored: Option<String>,
+) -> Result<bool, ApiError> {
+    state.login_limits.admit(ip, username).map_err(|wait| {
         tracing::info!(%ip, "password attempt refused by the rate limit");
         ApiError::RateLimited {
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         }
-    })
+    })?;
+    let matches = state.hasher.verify(password, stored).await?;
+    if matches {
+        state.login_limits.succeeded(ip, username);
+    } else {
+        state.login_limits.failed(ip, username);
+    }
+    Ok(matches)
 }
 
-/// A new access token and a new refresh token for `user`, the refresh token in `family` (a
-/// rotation) or in a new family (a login). 401 (`refused`) if, since `user` was read, the
-/// account was disabled or its password changed.
-///
-/// Access tokens are valid only if issued in a later second than the last password change
-/// (`auth::user_of_access_token`); right after a change (or the account's creation) this waits
-/// for the next second, so that every token it issues is both valid now and older than any
-/// later change.
-async fn issue_tokens(
-    state: &AppState,
-    user: &User,
-    family: Option<String>,
-    refused: ApiError,
-) -> Result<Value, ApiError> {
-    wait_until_after_second(user.password_changed_at).await;
+/// A login's tokens: a new refresh token in a new family, recorded only if the account is
+/// still as `user` says (enabled, password unchanged; 401 `BadCredentials` otherwise), and an
+/// access token.
+async fn issue_tokens(state: &AppState, user: &User) -> Result<Value, ApiError> {
     let refresh_token = new_refresh_token();
-    let family = family.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let refresh_ttl = i64::try_from(state.config.auth.refresh_token_ttl_secs).unwrap_or(i64::MAX);
+    let family = uuid::Uuid::new_v4().simple().to_string();
     let user = state
         .store
         .insert_refresh_if_unchanged(
@@ -200,10 +218,31 @@ async fn issue_tokens(
             user.password_changed_at,
             &family,
             &secret_hash(&refresh_token),
-            unix_now().saturating_add(refresh_ttl),
+            refresh_expiry(state),
         )
         .await?
-        .ok_or(refused)?;
+        .ok_or(ApiError::BadCredentials)?;
+    token_pair(state, &user, refresh_token).await
+}
+
+/// When a refresh token issued now expires.
+fn refresh_expiry(state: &AppState) -> i64 {
+    let ttl = i64::try_from(state.config.auth.refresh_token_ttl_secs).unwrap_or(i64::MAX);
+    unix_now().saturating_add(ttl)
+}
+
+/// The token response: a new access token for `user` and the (already stored) refresh token.
+///
+/// Access tokens are valid only if issued in a later second than the last password change
+/// (`auth::user_of_access_token`); right after a change (or the account's creation) this waits
+/// for the next second, so that every token it issues is both valid now and older than any
+/// later change.
+async fn token_pair(
+    state: &AppState,
+    user: &User,
+    refresh_token: String,
+) -> Result<Value, ApiError> {
+    wait_until_after_second(user.password_changed_at).await;
     let access_token = state.jwt.issue(user.id, user.role.as_str(), unix_now())?;
     Ok(json!({
         "access_token": access_token,
@@ -247,7 +286,7 @@ pub async fn register(
         Registration::FirstAdmin if state.store.count_users().await? > 0 => return Err(closed()),
         _ => {}
     }
-    let hash = hash_password(c.password).await?;
+    let hash = state.hasher.hash(c.password).await?;
     let user = state
         .store
         .create_user_with_role_by_count(&c.username, &hash, move |count| match (policy, count) {
@@ -273,12 +312,9 @@ pub async fn login(
     body: Result<Json<Credentials>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(c) = body?;
-    // Names longer than any account can have are cut for the limiter's key, so a flood of
-    // huge names cannot grow its memory; they can never log in anyway.
-    let limit_key: String = c.username.chars().take(64).collect();
-    take_login_attempt(&state, &ip, &limit_key)?;
     // A password longer than any account can have cannot match; refuse it before hashing.
     if c.password.chars().count() > state.config.auth.password_max_len {
+        state.login_limits.failed(ip, &c.username);
         return Err(ApiError::BadCredentials);
     }
     let found = if c.username.chars().count() > state.config.auth.username_max_len {
@@ -290,12 +326,12 @@ pub async fn login(
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
-    let matches = verify_password(c.password, hash).await?;
+    let matches = check_password_attempt(&state, ip, &c.username, c.password, hash).await?;
     let user = match user {
         Some(u) if matches && !u.disabled => u,
         _ => return Err(ApiError::BadCredentials),
     };
-    let tokens = issue_tokens(&state, &user, None, ApiError::BadCredentials).await?;
+    let tokens = issue_tokens(&state, &user).await?;
     tracing::info!(user_id = user.id, "logged in");
     Ok(Json(tokens).into_response())
 }
@@ -307,33 +343,30 @@ pub async fn refresh(
     body: Result<Json<RefreshRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(r) = body?;
-    let outcome = state
+    let refresh_token = new_refresh_token();
+    let rotation = state
         .store
-        .consume_refresh(&secret_hash(&r.refresh_token), unix_now())
+        .rotate_refresh(
+            &secret_hash(&r.refresh_token),
+            &secret_hash(&refresh_token),
+            refresh_expiry(&state),
+            unix_now(),
+        )
         .await?;
-    let (user_id, family) = match outcome {
-        ConsumeOutcome::Valid { user_id, family_id } => (user_id, family_id),
-        ConsumeOutcome::Reused { user_id, family_id } => {
+    match rotation {
+        Rotation::Rotated(user) => {
+            Ok(Json(token_pair(&state, &user, refresh_token).await?).into_response())
+        }
+        Rotation::Refused(ConsumeOutcome::Reused { user_id, family_id }) => {
             tracing::warn!(
                 user_id,
                 family_id,
                 "a used refresh token was presented again; its session is revoked"
             );
-            return Err(ApiError::BadRefreshToken);
+            Err(ApiError::BadRefreshToken)
         }
-        ConsumeOutcome::Revoked | ConsumeOutcome::Expired | ConsumeOutcome::Unknown => {
-            return Err(ApiError::BadRefreshToken)
-        }
-    };
-    let user = match state.store.user_by_id(user_id).await? {
-        Some(u) if !u.disabled => u,
-        _ => {
-            state.store.revoke_family(&family).await?;
-            return Err(ApiError::BadRefreshToken);
-        }
-    };
-    let tokens = issue_tokens(&state, &user, Some(family), ApiError::BadRefreshToken).await?;
-    Ok(Json(tokens).into_response())
+        Rotation::Refused(_) => Err(ApiError::BadRefreshToken),
+    }
 }
 
 /// `POST /api/auth/logout {refresh_token}` → 204: the session (every token of its family) is
@@ -372,23 +405,30 @@ pub async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     let Json(p) = body?;
     check_password(&state.config.auth, "new_password", &p.new_password)?;
-    // Guessing the current password here (with a stolen access token) counts like logins.
-    take_login_attempt(&state, &ip, &user.username)?;
     let stored = state
         .store
         .user_by_username(&user.username)
         .await?
         .map(|(_, hash)| hash);
-    if !verify_password(p.current_password, stored).await? {
+    // Guessing the current password here (with a stolen access token) counts like logins.
+    if !check_password_attempt(&state, ip, &user.username, p.current_password, stored).await? {
         // 403, not 401: the session is fine; the proof for this change is not.
         return Err(ApiError::Forbidden {
             message: "The current password is wrong".into(),
             code: "wrong_password",
         });
     }
-    let hash = hash_password(p.new_password).await?;
-    state.store.change_password(user.id, &hash).await?;
-    tracing::info!(user_id = user.id, "password changed; sessions revoked");
+    let hash = state.hasher.hash(p.new_password).await?;
+    let keep_keys = p.keep_api_keys.unwrap_or(false);
+    let revoked_keys = state
+        .store
+        .change_password(user.id, &hash, keep_keys)
+        .await?;
+    tracing::info!(
+        user_id = user.id,
+        revoked_keys,
+        "password changed; sessions revoked"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,7 +14,6 @@ use super::accounts::{check_password, check_username, usage_json, user_json, use
 use super::auth::Admin;
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::password::hash_password;
 use crate::store::{AccountUpdate, Role, StoreError};
 
 /// `POST /api/admin/users` body.
@@ -82,7 +81,7 @@ pub async fn create_user(
     let Json(n) = body?;
     check_username(&state.config.auth, &n.username)?;
     check_password(&state.config.auth, "password", &n.password)?;
-    let hash = hash_password(n.password).await?;
+    let hash = state.hasher.hash(n.password).await?;
     let role = n.role.unwrap_or(Role::User);
     let user = state
         .store

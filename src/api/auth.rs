@@ -8,8 +8,12 @@
 //! 3. a user access token (a JWT): right signature and algorithm, not expired, the user exists
 //!    and is not disabled, and it was issued after the user's last password change.
 //!
-//! No credential is fine only where `auth.require_auth` is off and no `server.api_key` is set
-//! (anonymous use); a credential that is sent but invalid is refused everywhere.
+//! Where `auth.require_auth` is off and no `server.api_key` is set (anonymous use, the
+//! default), no credential is fine, and so is one that is not Hearth's at all: every OpenAI SDK
+//! sends *some* key (`api_key="unused"`), and llama.cpp's server and Ollama ignore it too. A
+//! credential that *is* Hearth's — an `sk-hearth-` key, a JWT, a refresh token — is checked
+//! everywhere: revoked, expired or tampered, it is refused (the caller meant to authenticate,
+//! and silently serving them anonymously would hide the mistake and bill nobody).
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -19,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{secret_hash, AuthError, API_KEY_PREFIX};
+use crate::auth::{secret_hash, AuthError, API_KEY_PREFIX, REFRESH_PREFIX};
 use crate::store::{Role, User};
 
 /// The caller of a `/v1` or `/ws` request, put in the request's extensions by the
@@ -117,13 +121,26 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     Ok(Some(token))
 }
 
+/// Whether `/v1`, `/ws` and the helper routes need a credential.
+pub fn credential_required(state: &AppState) -> bool {
+    state.config.auth.require_auth || state.config.server.api_key.is_some()
+}
+
+/// Whether `credential` is shaped like one of Hearth's access tokens: a JWT (three dot-separated
+/// parts whose first is a JSON header). Such a token is always verified, even where anonymous
+/// use is allowed, so a tampered or expired one is refused rather than ignored.
+fn looks_like_jwt(credential: &str) -> bool {
+    credential.split('.').count() == 3 && jsonwebtoken::decode_header(credential).is_ok()
+}
+
 /// Decide who sent `credential` (see the module docs for the order and rules).
 pub async fn authenticate(
     state: &AppState,
     credential: Option<&str>,
 ) -> Result<Principal, ApiError> {
+    let required = credential_required(state);
     let Some(credential) = credential else {
-        if state.config.auth.require_auth || state.config.server.api_key.is_some() {
+        if required {
             return Err(ApiError::Unauthorized(
                 "Missing credentials: send `Authorization: Bearer <API key or access token>`"
                     .into(),
@@ -148,6 +165,21 @@ pub async fn authenticate(
             }),
             _ => Err(ApiError::Unauthorized("Invalid API key".into())),
         };
+    }
+    if credential.starts_with(REFRESH_PREFIX) {
+        return Err(ApiError::Unauthorized(
+            "That is a refresh token: trade it for an access token at POST /api/auth/refresh"
+                .into(),
+        ));
+    }
+    if !looks_like_jwt(credential) {
+        if required {
+            return Err(ApiError::Unauthorized(
+                "Invalid API key or access token".into(),
+            ));
+        }
+        // Not one of ours (a client's placeholder key): anonymous use is allowed here.
+        return Ok(Principal::Anonymous);
     }
     let user = user_of_access_token(state, credential).await?;
     Ok(Principal::User {

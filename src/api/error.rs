@@ -6,6 +6,22 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The longest error message built from client input (serde quotes the offending value, which
+/// may be a megabyte long).
+pub const MESSAGE_MAX_BYTES: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…` where it was cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Everything a handler can answer with instead of success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -63,6 +79,9 @@ pub enum ApiError {
     /// 413: the body is over the configured limit.
     #[error("The request body is larger than the server's limit (server.max_body_bytes)")]
     PayloadTooLarge,
+    /// 408: the request body stopped arriving for `server.idle_timeout_secs`.
+    #[error("The request body stopped arriving (server.idle_timeout_secs)")]
+    BodyTimeout,
     /// 429: the queue is full; retry after a moment.
     #[error("The server is busy: the inference queue is full. Retry shortly.")]
     Overloaded,
@@ -82,6 +101,11 @@ pub enum ApiError {
     /// 429: a remote backend is rate-limiting us and no failover backend could answer.
     #[error("{0}")]
     UpstreamRateLimited(String),
+    /// 507: the disk holding the database is full; nothing of the request was stored.
+    #[error(
+        "The server's disk is full: nothing was saved. Retry once an operator has freed space."
+    )]
+    InsufficientStorage,
     /// 500: a bug or a failed model; the detail is logged.
     #[error("internal error")]
     Internal(String),
@@ -111,12 +135,14 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::QueueTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,12 +161,14 @@ impl ApiError {
             ApiError::RouteNotFound(_) => ("invalid_request_error", Some("unknown_url")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
             ApiError::PayloadTooLarge => ("invalid_request_error", Some("payload_too_large")),
+            ApiError::BodyTimeout => ("invalid_request_error", Some("body_timeout")),
             ApiError::Overloaded => ("rate_limit_error", Some("queue_full")),
             ApiError::Unavailable(_) => ("server_error", Some("unavailable")),
             ApiError::QueueTimeout(_) => ("server_error", Some("queue_timeout")),
             ApiError::BadGateway(_) => ("server_error", Some("upstream_error")),
             ApiError::GatewayTimeout(_) => ("server_error", Some("upstream_timeout")),
             ApiError::UpstreamRateLimited(_) => ("rate_limit_error", Some("upstream_rate_limited")),
+            ApiError::InsufficientStorage => ("server_error", Some("insufficient_storage")),
             ApiError::Internal(_) => ("server_error", None),
         }
     }
@@ -192,17 +220,24 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             J::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge
             }
+            J::BytesRejection(_) if caused_by_body_timeout(&rejection) => ApiError::BodyTimeout,
             J::MissingJsonContentType(_) => ApiError::InvalidRequest {
                 message: "Expected `Content-Type: application/json`".into(),
                 param: None,
             },
             J::JsonSyntaxError(_) => ApiError::InvalidRequest {
-                message: format!("Invalid JSON: {}", rejection.body_text()),
+                message: clip(
+                    &format!("Invalid JSON: {}", rejection.body_text()),
+                    MESSAGE_MAX_BYTES,
+                ),
                 param: None,
             },
             J::JsonDataError(_) => ApiError::InvalidRequest {
-                message: format!("Invalid request: {}", rejection.body_text()),
-                param: data_error_param(&rejection.body_text()),
+                message: clip(
+                    &format!("Invalid request: {}", rejection.body_text()),
+                    MESSAGE_MAX_BYTES,
+                ),
+                param: data_error_param(&rejection.body_text()).map(|p| clip(&p, 128)),
             },
             _ => ApiError::InvalidRequest {
                 message: rejection.body_text(),
@@ -210,6 +245,18 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
             },
         }
     }
+}
+
+/// Whether reading the body failed because it stopped arriving (`RequestBodyTimeoutLayer`).
+fn caused_by_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// serde's path for a data error ("messages[0].content: invalid type …") names the field.
@@ -252,6 +299,10 @@ impl From<crate::store::StoreError> for ApiError {
             },
             S::PoolTimeout(_) => {
                 ApiError::Unavailable("the database is busy; retry shortly".into())
+            }
+            S::Full => {
+                tracing::error!("a write failed: the disk holding the database is full");
+                ApiError::InsufficientStorage
             }
             other => ApiError::Internal(format!("store: {other}")),
         }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod error;
+mod headers;
 pub mod openai;
 pub mod tokens;
 pub mod ws;
@@ -20,6 +21,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub jwt: Arc<crate::auth::jwt::JwtKeys>,
     /// Login attempt limits.
     pub login_limits: Arc<crate::limits::LoginLimits>,
+    /// Password hashing, a bounded number at a time.
+    pub hasher: crate::auth::password::Hasher,
+    /// Whose `X-Forwarded-For` to believe.
+    pub proxies: Arc<crate::net::TrustedProxies>,
     /// Tokenizer, template and model (the model itself runs only on the scheduler's thread).
     pub engine: Arc<Engine>,
     /// The model thread and its queue.
@@ -55,16 +61,28 @@ pub struct AppState {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
+    let authenticated =
+        || middleware::from_fn_with_state(state.clone(), auth::authenticate_request);
+    // The OpenAI API, served under `/v1` and, for clients configured with a base URL without
+    // it (llama.cpp's server answers both), at the root too.
+    let openai_api = Router::new()
         .route("/models", get(openai::list_models))
         .route("/models/{id}", get(openai::get_model))
         .route("/chat/completions", post(openai::create_chat_completion))
         .route("/completions", post(openai::create_completion))
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate_request,
-        ));
+        .route_layer(authenticated());
+    // llama.cpp-style helpers: they run the tokenizer, so they are authenticated like `/v1`.
+    let helpers = Router::new()
+        .route("/tokenize", post(tokens::tokenize))
+        .route("/detokenize", post(tokens::detokenize))
+        .route("/apply-template", post(tokens::apply_template))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(authenticated());
+    let mut metrics_route = Router::new().route("/metrics", get(metrics));
+    if state.config.auth.metrics_require_auth {
+        metrics_route = metrics_route.route_layer(authenticated());
+    }
     // The account API authenticates per handler (`auth::Session`, `auth::Admin`), since
     // registering and logging in need no session.
     let account_api = Router::new()
@@ -84,30 +102,37 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/usage", get(admin::usage))
         .route("/admin/backup", post(admin::backup))
         .method_not_allowed_fallback(method_not_allowed);
-    let body_limit = state.config.server.max_body_bytes;
+    let server = &state.config.server;
+    let body_limit = server.max_body_bytes;
+    let body_idle = std::time::Duration::from_secs(server.idle_timeout_secs);
+    let cors = headers::cors(&server.cors_allowed_origins);
     let request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
-        .nest("/v1", v1)
+        .nest("/v1", openai_api.clone())
+        .merge(openai_api)
+        .merge(helpers)
+        .merge(metrics_route)
         .nest("/api", account_api)
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/ws", get(ws::handler))
-        .route("/tokenize", post(tokens::tokenize))
-        .route("/detokenize", post(tokens::detokenize))
-        .route("/apply-template", post(tokens::apply_template))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(body_limit))
-        // Outside the limit layer, so its plain-text 413 is rewritten as JSON.
+        // A body that stalls mid-upload would hold its connection (and the handler) forever.
+        .layer(RequestBodyTimeoutLayer::new(body_idle))
+        // Outside the limit layers, so their plain-text answers are rewritten as JSON.
         .layer(middleware::from_fn(json_errors_for_layers))
+        // Preflights are answered here, before any authentication.
+        .layer(cors)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(headers::request_span))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn(headers::security_headers))
         .with_state(state)
 }
 
@@ -164,7 +189,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Layers below the handlers (the body limit) answer in plain text; give them our JSON shape.
+/// Layers below the handlers (the body limit, the body timeout) answer in plain text; give
+/// them our JSON shape.
 async fn json_errors_for_layers(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let is_json = response
@@ -172,8 +198,12 @@ async fn json_errors_for_layers(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return ApiError::PayloadTooLarge.into_response();
+    if is_json {
+        return response;
     }
-    response
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge.into_response(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::BodyTimeout.into_response(),
+        _ => response,
+    }
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Principal;
-use super::error::ApiError;
+use super::error::{clip, ApiError};
 use super::AppState;
 use crate::backends::{BackendRequest, Event, Generation, Prompt, TokenLogprobs};
 use crate::engine::generate::{FinishReason, GenerateRequest, OutputFormat};
@@ -228,6 +228,8 @@ pub async fn get_model(
 
 /// What a validated request asks for beyond the prompt.
 pub(crate) struct Plan {
+    /// The model to ask: the one named, or the server's own when the request names none.
+    pub(crate) model: String,
     pub(crate) request: GenerateRequest,
     pub(crate) n: usize,
     pub(crate) stream: bool,
@@ -235,12 +237,43 @@ pub(crate) struct Plan {
     pub(crate) logprobs: bool,
 }
 
-pub(crate) fn check_model(state: &AppState, model: &Option<String>) -> Result<(), ApiError> {
-    match model {
-        None => Err(ApiError::invalid("model", "`model` is required")),
-        Some(m) if state.router.serves(m) => Ok(()),
-        Some(m) => Err(ApiError::ModelNotFound(m.clone())),
+/// The model a request asks for. OpenAI requires `model`; local servers (llama.cpp's,
+/// Ollama's) do not, so a missing or empty one means the loaded model.
+pub(crate) fn requested_model(
+    state: &AppState,
+    model: &Option<String>,
+) -> Result<String, ApiError> {
+    match model.as_deref() {
+        None | Some("") => Ok(state.model_id.clone()),
+        Some(m) if state.router.serves(m) => Ok(m.to_string()),
+        Some(m) => Err(ApiError::ModelNotFound(clip(m, 256))),
     }
+}
+
+/// `system_fingerprint`: names this build of Hearth and what answers as `model` (for the
+/// local model, its weights too), so it changes exactly when the same request could start
+/// answering differently.
+pub(crate) fn system_fingerprint(state: &AppState, model: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update([0]);
+    h.update(model);
+    if model == state.model_id {
+        let info = state.engine.info();
+        h.update([0]);
+        h.update(format!(
+            "{}|{}|{:?}|{}|{}",
+            info.format,
+            info.file_bytes,
+            info.tensor_types,
+            info.parameters,
+            state.config.model.exact
+        ));
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("fp_{hex}")
 }
 
 pub(crate) fn plan(
@@ -249,7 +282,7 @@ pub(crate) fn plan(
     top_logprobs: usize,
     logprobs: bool,
 ) -> Result<Plan, ApiError> {
-    check_model(state, &p.model)?;
+    let model = requested_model(state, &p.model)?;
     if p.stream_options.is_some() && p.stream != Some(true) {
         return Err(ApiError::invalid(
             "stream_options",
@@ -273,13 +306,14 @@ pub(crate) fn plan(
             ));
         }
     };
+    let max_n = gen.max_n;
     let n = match p.n {
         None => 1,
-        Some(n) if (1..=16).contains(&n) => n as usize,
+        Some(n) if n >= 1 && n as u64 <= max_n as u64 => n as usize,
         Some(n) => {
             return Err(ApiError::invalid(
                 "n",
-                format!("must be between 1 and 16, got {n}"),
+                format!("must be between 1 and {max_n} (generation.max_n), got {n}"),
             ))
         }
     };
@@ -329,6 +363,7 @@ pub(crate) fn plan(
         }
     })?;
     Ok(Plan {
+        model,
         request: GenerateRequest {
             prompt_ids: Vec::new(),
             sampling,
@@ -571,7 +606,7 @@ pub async fn create_chat_completion(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let plan = chat_plan(&state, &req)?;
-    let model = req.common.model.clone().unwrap_or_default();
+    let model = plan.model.clone();
     let request = BackendRequest {
         prompt: Prompt::Chat(chat_messages(req.messages)?),
         params: plan.request,
@@ -583,6 +618,7 @@ pub async fn create_chat_completion(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if plan.stream {
+        let fingerprint = system_fingerprint(&state, &answered);
         let prompt_tokens = generations.first().map_or(0, |g| g.prompt_tokens);
         return Ok(stream_response(
             state,
@@ -592,6 +628,7 @@ pub async fn create_chat_completion(
             StreamMeta {
                 id,
                 created,
+                fingerprint,
                 model: answered,
                 chat: true,
                 include_usage: plan.include_usage,
@@ -616,6 +653,7 @@ pub async fn create_chat_completion(
     }
     principal.record_usage(&state, prompt_tokens, completion);
     Ok(completion_response(
+        &state,
         &answered,
         "chat.completion",
         &id,
@@ -634,6 +672,7 @@ fn answering_model(generations: &[Generation], asked: &str) -> String {
 
 /// The non-streamed body shared by chat and text completions.
 fn completion_response(
+    state: &AppState,
     model: &str,
     object: &str,
     id: &str,
@@ -646,7 +685,7 @@ fn completion_response(
         "object": object,
         "created": created,
         "model": model,
-        "system_fingerprint": null,
+        "system_fingerprint": system_fingerprint(state, model),
         "choices": choices,
         "usage": usage,
     }))
@@ -671,7 +710,7 @@ pub async fn create_completion(
         }
     };
     let plan = plan(&state, &req.common, top, req.logprobs.is_some())?;
-    let model = req.common.model.clone().unwrap_or_default();
+    let model = plan.model.clone();
     let prompts: Vec<Prompt> = match req.prompt {
         PromptSpec::Tokens(ids) => vec![Prompt::Tokens(ids)],
         PromptSpec::Text(t) => vec![Prompt::Text(t)],
@@ -682,6 +721,18 @@ pub async fn create_completion(
             ts.into_iter().map(Prompt::Text).collect()
         }
     };
+    let max_n = state.config.generation.max_n;
+    if prompts.len() * plan.n > max_n {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "{} prompts × n = {} asks for {} choices; at most {max_n} (generation.max_n)",
+                prompts.len(),
+                plan.n,
+                prompts.len() * plan.n
+            ),
+        ));
+    }
     let echo = req.echo.unwrap_or(false);
     let mut generations = Vec::new();
     let mut echoes = Vec::new();
@@ -710,6 +761,7 @@ pub async fn create_completion(
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if plan.stream {
+        let fingerprint = system_fingerprint(&state, &answered);
         let prompt_tokens = generations
             .iter()
             .step_by(plan.n)
@@ -723,6 +775,7 @@ pub async fn create_completion(
             StreamMeta {
                 id,
                 created,
+                fingerprint,
                 model: answered,
                 chat: false,
                 include_usage: plan.include_usage,
@@ -771,6 +824,7 @@ pub async fn create_completion(
     }
     principal.record_usage(&state, prompt_tokens, completion);
     Ok(completion_response(
+        &state,
         &answered,
         "text_completion",
         &id,
@@ -786,6 +840,7 @@ pub(crate) struct StreamMeta {
     created: u64,
     /// The model that answered.
     model: String,
+    fingerprint: String,
     chat: bool,
     include_usage: bool,
     logprobs: bool,
@@ -836,7 +891,7 @@ impl StreamCtx {
             "object": self.object(),
             "created": self.meta.created,
             "model": self.meta.model,
-            "system_fingerprint": null,
+            "system_fingerprint": self.meta.fingerprint,
             "choices": choices,
         });
         SseEvent::default().data(body.to_string())
@@ -920,6 +975,7 @@ impl StreamCtx {
             let e = json!({
                 "id": self.meta.id, "object": self.object(),
                 "created": self.meta.created, "model": self.meta.model,
+                "system_fingerprint": self.meta.fingerprint,
                 "choices": [], "usage": usage(self.prompt_tokens, self.cached, self.completion),
             });
             out.push(SseEvent::default().data(e.to_string()));

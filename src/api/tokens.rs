@@ -1,4 +1,8 @@
 //! llama.cpp-style helper endpoints: `POST /tokenize`, `POST /detokenize`, `POST /apply-template`.
+//!
+//! Authenticated like `/v1` (the router's layer runs first). Tokenizing a megabyte takes a
+//! while, so the work runs on a blocking thread, never on the async runtime where it would
+//! hold up every other request (`/health` included).
 
 use axum::extract::State;
 use axum::Json;
@@ -8,6 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::openai::RequestMessage;
 use super::AppState;
+use crate::engine::generate::Engine;
 
 /// `POST /tokenize` body.
 #[derive(Debug, Deserialize)]
@@ -31,19 +36,34 @@ pub async fn tokenize(
     body: Result<Json<TokenizeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body?;
-    let tok = state.engine.tokenizer();
-    let add_bos = req.add_special.unwrap_or(false) && tok.add_bos_by_default();
-    let ids = tok
-        .encode(&req.content, add_bos, req.parse_special.unwrap_or(true))
-        .map_err(|e| ApiError::invalid("content", e.to_string()))?;
-    if req.with_pieces.unwrap_or(false) {
-        let tokens: Vec<Value> = ids
-            .iter()
-            .map(|&id| json!({"id": id, "piece": tok.token_piece(id).unwrap_or_default()}))
-            .collect();
-        return Ok(Json(json!({ "tokens": tokens })));
-    }
-    Ok(Json(json!({ "tokens": ids })))
+    off_runtime(&state, move |engine| {
+        let tok = engine.tokenizer();
+        let add_bos = req.add_special.unwrap_or(false) && tok.add_bos_by_default();
+        let ids = tok
+            .encode(&req.content, add_bos, req.parse_special.unwrap_or(true))
+            .map_err(|e| ApiError::invalid("content", e.to_string()))?;
+        if req.with_pieces.unwrap_or(false) {
+            let tokens: Vec<Value> = ids
+                .iter()
+                .map(|&id| json!({"id": id, "piece": tok.token_piece(id).unwrap_or_default()}))
+                .collect();
+            return Ok(json!({ "tokens": tokens }));
+        }
+        Ok(json!({ "tokens": ids }))
+    })
+    .await
+}
+
+/// Run `work` with the engine on a blocking thread.
+async fn off_runtime(
+    state: &AppState,
+    work: impl FnOnce(&Engine) -> Result<Value, ApiError> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || work(&engine))
+        .await
+        .map_err(|e| ApiError::Internal(format!("tokenizer thread: {e}")))?
+        .map(Json)
 }
 
 /// `POST /detokenize` body.
@@ -59,17 +79,20 @@ pub async fn detokenize(
     body: Result<Json<DetokenizeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body?;
-    let tok = state.engine.tokenizer();
-    if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= tok.vocab_size()) {
-        return Err(ApiError::invalid(
-            "tokens",
-            format!("token id {bad} is outside the vocabulary"),
-        ));
-    }
-    let content = tok
-        .decode(&req.tokens, false)
-        .map_err(|e| ApiError::invalid("tokens", e.to_string()))?;
-    Ok(Json(json!({ "content": content })))
+    off_runtime(&state, move |engine| {
+        let tok = engine.tokenizer();
+        if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= tok.vocab_size()) {
+            return Err(ApiError::invalid(
+                "tokens",
+                format!("token id {bad} is outside the vocabulary"),
+            ));
+        }
+        let content = tok
+            .decode(&req.tokens, false)
+            .map_err(|e| ApiError::invalid("tokens", e.to_string()))?;
+        Ok(json!({ "content": content }))
+    })
+    .await
 }
 
 /// `POST /apply-template` body.
@@ -86,9 +109,11 @@ pub async fn apply_template(
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body?;
     let messages = super::openai::chat_messages(req.messages)?;
-    let prompt = state
-        .engine
-        .render_chat(&messages)
-        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    Ok(Json(json!({ "prompt": prompt })))
+    off_runtime(&state, move |engine| {
+        let prompt = engine
+            .render_chat(&messages)
+            .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        Ok(json!({ "prompt": prompt }))
+    })
+    .await
 }

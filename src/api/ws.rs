@@ -73,12 +73,11 @@ use futures::stream::{SplitSink, StreamExt};
 use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 
 use super::auth::{authenticate, bearer, Principal};
-use super::error::ApiError;
+use super::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use super::openai::{chat_messages, chat_plan, finish_str, usage, ChatRequest};
 use super::AppState;
 use crate::backends::{BackendRequest, Event, Prompt};
@@ -106,11 +105,11 @@ pub async fn handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let in_query = query.ok().and_then(|Query(q)| q.api_key);
-    let principal = match bearer(&headers) {
-        Ok(in_header) => authenticate(&state, in_header.or(in_query.as_deref())).await,
-        Err(e) => Err(e),
+    let credential = match bearer(&headers) {
+        Ok(in_header) => in_header.map(str::to_string).or(in_query),
+        Err(e) => return e.into_response(),
     };
-    let principal = match principal {
+    let principal = match authenticate(&state, credential.as_deref()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -132,11 +131,57 @@ pub async fn handler(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| serve(socket, state, principal))
+        .on_upgrade(move |socket| {
+            serve(
+                socket,
+                state,
+                Caller {
+                    credential,
+                    principal,
+                },
+            )
+        })
 }
 
-/// Frames queued for the socket's single writer.
-type Outbox = UnboundedSender<Message>;
+/// Who owns a socket: the credential it was opened with, checked again on every `generate`
+/// and every Ping interval, so a revoked key, a disabled user, a changed password or an
+/// expired token stops the socket too — not only new connections.
+#[derive(Clone)]
+struct Caller {
+    credential: Option<String>,
+    principal: Principal,
+}
+
+impl Caller {
+    /// The principal behind the credential now, or why it no longer counts.
+    async fn recheck(&self, state: &AppState) -> Result<Principal, ApiError> {
+        match self.principal {
+            // Nothing to revoke: no credential, or the configured static key.
+            Principal::Anonymous | Principal::StaticKey => Ok(self.principal.clone()),
+            Principal::User { .. } => authenticate(state, self.credential.as_deref()).await,
+        }
+    }
+}
+
+/// Frames queued for the socket's single writer, at most `server.ws_max_queued_frames`. A
+/// frame that finds the queue full means the client stopped reading: the socket is closed
+/// (`lagging`) rather than buffering without bound.
+#[derive(Clone)]
+struct Outbox {
+    frames: mpsc::Sender<Message>,
+    lagging: Arc<Notify>,
+}
+
+impl Outbox {
+    fn push(&self, msg: Message) {
+        match self.frames.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.lagging.notify_one(),
+            // The writer is gone only when the socket is; the reader notices that on its own.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
 
 /// Cancel handles of one socket's generations in flight, by client id. An entry lives from the
 /// `generate` frame until just before that generation's last frame is queued, so an id is free
@@ -148,16 +193,27 @@ fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<String, Option<oneshot::S
 }
 
 fn send(out: &Outbox, frame: Value) {
-    // The writer is gone only when the socket is; the reader notices that on its own.
-    let _ = out.send(Message::Text(frame.to_string().into()));
+    out.push(Message::Text(frame.to_string().into()));
+}
+
+fn close(out: &Outbox, code: u16, reason: &'static str) {
+    out.push(Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })));
 }
 
 /// One socket: read frames, Ping, start and cancel generations; cancel them all at the end.
-async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
+async fn serve(socket: WebSocket, state: AppState, caller: Caller) {
     tracing::debug!("websocket opened");
     let period = Duration::from_secs(state.config.server.ws_ping_secs.max(1));
     let (sink, mut stream) = socket.split();
-    let (out, out_rx) = unbounded_channel();
+    let (frames, out_rx) = mpsc::channel(state.config.server.ws_max_queued_frames);
+    let out = Outbox {
+        frames,
+        lagging: Arc::default(),
+    };
+    let revoked = Arc::new(Notify::new());
     let mut writer = tokio::spawn(write_frames(sink, out_rx));
     let registry: Registry = Arc::default();
     // Dropping (or shutting down) the set aborts every generation task, dropping its receiver.
@@ -165,6 +221,7 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let mut lagged = false;
     let reason = loop {
         tokio::select! {
             frame = stream.next() => {
@@ -173,10 +230,7 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
                         if let Some((code, reason)) = close_for(e) {
-                            let _ = out.send(Message::Close(Some(CloseFrame {
-                                code,
-                                reason: reason.into(),
-                            })));
+                            close(&out, code, reason);
                         }
                         break "read error";
                     }
@@ -186,10 +240,13 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
                 match frame {
                     Message::Text(text) => on_text(
                         text.as_str(),
-                        &state,
-                        &principal,
-                        &out,
-                        &registry,
+                        &Socket {
+                            state: &state,
+                            caller: &caller,
+                            out: &out,
+                            registry: &registry,
+                            revoked: &revoked,
+                        },
                         &mut generations,
                     ),
                     Message::Binary(_) => send(
@@ -207,13 +264,23 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= period * 2 {
-                    let _ = out.send(Message::Close(Some(CloseFrame {
-                        code: close_code::AWAY,
-                        reason: "no frame or pong for two ping intervals".into(),
-                    })));
+                    close(&out, close_code::AWAY, "no frame or pong for two ping intervals");
                     break "the peer stopped answering pings";
                 }
-                let _ = out.send(Message::Ping(Default::default()));
+                if caller.recheck(&state).await.is_err() {
+                    close(&out, close_code::POLICY, "the credential is no longer valid");
+                    break "the credential was revoked";
+                }
+                out.push(Message::Ping(Default::default()));
+            }
+            _ = revoked.notified() => {
+                close(&out, close_code::POLICY, "the credential is no longer valid");
+                break "the credential was revoked";
+            }
+            _ = out.lagging.notified() => {
+                // The queue is full, so a Close frame would not get through either.
+                lagged = true;
+                break "the client stopped reading";
             }
             Some(joined) = generations.join_next(), if !generations.is_empty() => {
                 if let Err(e) = joined {
@@ -228,6 +295,11 @@ async fn serve(socket: WebSocket, state: AppState, principal: Principal) {
     tracing::debug!(reason, cancelled, "websocket closing");
     generations.shutdown().await;
     drop(out);
+    if lagged {
+        // What is queued may never be read: drop it and the connection now.
+        writer.abort();
+        return;
+    }
     // A dead peer may never take the last frames: don't keep its connection forever.
     if tokio::time::timeout(WRITER_GRACE, &mut writer)
         .await
@@ -252,7 +324,7 @@ fn close_for(error: axum::Error) -> Option<(u16, &'static str)> {
 
 /// The socket's only writer: sends queued frames in order, batching what is already waiting
 /// into one flush. Generations never wait on the socket.
-async fn write_frames(mut sink: SplitSink<WebSocket, Message>, mut rx: UnboundedReceiver<Message>) {
+async fn write_frames(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Message>) {
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -307,15 +379,21 @@ fn api_error_frame(id: &str, err: &ApiError) -> Value {
     })
 }
 
-/// Handle one text frame: dispatch on `type`, never blocking the reader.
-fn on_text(
-    text: &str,
-    state: &AppState,
-    principal: &Principal,
-    out: &Outbox,
-    registry: &Registry,
-    generations: &mut JoinSet<()>,
-) {
+/// What a frame handler needs of its socket.
+struct Socket<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    out: &'a Outbox,
+    registry: &'a Registry,
+    /// Told when a `generate` finds the credential revoked: the socket then closes.
+    revoked: &'a Arc<Notify>,
+}
+
+/// Handle one text frame: dispatch on `type`, never blocking the reader. Nothing the client
+/// sent is echoed unbounded: ids over `server.ws_max_id_bytes` are refused (and not echoed),
+/// unknown types are quoted only in part.
+fn on_text(text: &str, socket: &Socket<'_>, generations: &mut JoinSet<()>) {
+    let out = socket.out;
     let frame: Value = match serde_json::from_str(text) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
@@ -327,19 +405,39 @@ fn on_text(
         Err(e) => {
             return send(
                 out,
-                protocol_error(None, "invalid_json", None, &format!("Invalid JSON: {e}")),
+                protocol_error(
+                    None,
+                    "invalid_json",
+                    None,
+                    &clip(&format!("Invalid JSON: {e}"), MESSAGE_MAX_BYTES),
+                ),
             )
         }
     };
+    let max_id = socket.state.config.server.ws_max_id_bytes;
     let id = frame
         .get("id")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
+        .filter(|s| !s.is_empty());
+    if id.is_some_and(|id| id.len() > max_id) {
+        return send(
+            out,
+            protocol_error(
+                None,
+                "id_too_long",
+                Some("id"),
+                &format!("`id` may be at most {max_id} bytes (server.ws_max_id_bytes)"),
+            ),
+        );
+    }
+    let id = id.map(str::to_string);
     let kind = frame.get("type").and_then(Value::as_str);
     if kind != Some("generate") && kind != Some("cancel") {
         let message = match kind {
-            Some(kind) => format!("unknown frame type `{kind}` (expected `generate` or `cancel`)"),
+            Some(kind) => format!(
+                "unknown frame type `{}` (expected `generate` or `cancel`)",
+                clip(kind, 32)
+            ),
             None => "`type` must be `generate` or `cancel`".to_string(),
         };
         return send(
@@ -359,7 +457,7 @@ fn on_text(
         );
     };
     if kind == Some("cancel") {
-        match lock(registry).get_mut(&id) {
+        match lock(socket.registry).get_mut(&id) {
             Some(entry) => {
                 if let Some(cancel) = entry.take() {
                     tracing::debug!(id, "websocket generation cancelled by the client");
@@ -380,28 +478,44 @@ fn on_text(
     }
     let (cancel_tx, cancel_rx) = oneshot::channel();
     {
-        let mut in_flight = lock(registry);
-        if in_flight.contains_key(&id) {
-            drop(in_flight);
-            return send(
-                out,
-                protocol_error(
-                    Some(&id),
-                    "duplicate_id",
-                    Some("id"),
-                    "a generation with this id is already in flight",
+        let mut in_flight = lock(socket.registry);
+        let refusal = if in_flight.contains_key(&id) {
+            Some(protocol_error(
+                Some(&id),
+                "duplicate_id",
+                Some("id"),
+                "a generation with this id is already in flight",
+            ))
+        } else if in_flight.len() >= socket.state.config.server.ws_max_generations {
+            let max = socket.state.config.server.ws_max_generations;
+            let mut e = protocol_error(
+                Some(&id),
+                "too_many_generations",
+                None,
+                &format!(
+                    "this socket already has {max} generations in flight \
+                     (server.ws_max_generations); wait for one to finish"
                 ),
             );
+            e["status"] = json!(429);
+            Some(e)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            drop(in_flight);
+            return send(out, refusal);
         }
         in_flight.insert(id.clone(), Some(cancel_tx));
     }
     generations.spawn(generation(
-        state.clone(),
-        principal.clone(),
+        socket.state.clone(),
+        socket.caller.clone(),
+        socket.revoked.clone(),
         id,
         frame,
         out.clone(),
-        registry.clone(),
+        socket.registry.clone(),
         cancel_rx,
     ));
 }
@@ -425,16 +539,27 @@ struct Delivered {
     model: String,
 }
 
-/// One generation, from validation to its last frame.
+/// One generation, from the credential check and validation to its last frame.
+#[allow(clippy::too_many_arguments)]
 async fn generation(
     state: AppState,
-    principal: Principal,
+    caller: Caller,
+    revoked: Arc<Notify>,
     id: String,
     frame: Value,
     out: Outbox,
     registry: Registry,
     mut cancel: oneshot::Receiver<()>,
 ) {
+    let principal = match caller.recheck(&state).await {
+        Ok(p) => p,
+        Err(e) => {
+            lock(&registry).remove(&id);
+            send(&out, api_error_frame(&id, &e));
+            revoked.notify_one();
+            return;
+        }
+    };
     let mut delivered = Delivered::default();
     let outcome = tokio::select! {
         biased;
@@ -487,7 +612,7 @@ async fn drive(
             .and_then(|rest| rest.split('`').next())
             .map(str::to_string);
         ApiError::InvalidRequest {
-            message: format!("Invalid request: {message}"),
+            message: clip(&format!("Invalid request: {message}"), MESSAGE_MAX_BYTES),
             param,
         }
     })?;
@@ -501,7 +626,7 @@ async fn drive(
     chat.common.stream = Some(true);
     let timestamps = timestamps.unwrap_or(false);
     let plan = chat_plan(state, &chat)?;
-    let model = chat.common.model.clone().unwrap_or_default();
+    let model = plan.model.clone();
     let request = BackendRequest {
         prompt: Prompt::Chat(chat_messages(chat.messages)?),
         params: plan.request,

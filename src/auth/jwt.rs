@@ -104,7 +104,21 @@ pub fn load_or_create_secret(
     }
     let path = data_dir.join("jwt_secret");
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(s) if s.trim().len() >= crate::config::MIN_JWT_SECRET_BYTES => {
+            return Ok(s.trim().as_bytes().to_vec())
+        }
+        Ok(s) if !s.trim().is_empty() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds a secret of {} bytes; at least {} are needed (delete the file to \
+                     have a new one generated, which logs everyone out)",
+                    path.display(),
+                    s.trim().len(),
+                    crate::config::MIN_JWT_SECRET_BYTES
+                ),
+            ))
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),

@@ -17,7 +17,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use crate::auth::password::hash_blocking;
 use crate::auth::rules::{validate_password, validate_username};
 use crate::config::{AuthSettings, Config, StoreSettings};
-use crate::store::{self, backup, refresh_tokens, unix_now, users, Role, Store, StoreError, User};
+use crate::store::{
+    self, api_keys, backup, refresh_tokens, unix_now, users, Role, Store, StoreError, User,
+};
 
 /// An account change refused by policy rather than by the database.
 #[derive(Debug, thiserror::Error)]
@@ -268,9 +270,10 @@ fn with_article(role: Role) -> &'static str {
     }
 }
 
-/// `hearth user passwd NAME`: read a new password (see [`read_new_password`]), store its hash
-/// and revoke every refresh token of the user, so other sessions must log in again.
-pub fn change_password(config: &Config, name: &str) -> Result<String> {
+/// `hearth user passwd NAME`: read a new password (see [`read_new_password`]), store its hash,
+/// revoke every refresh token of the user, so other sessions must log in again, and unless
+/// `keep_api_keys` delete their API keys (whoever knew the old password may have made some).
+pub fn change_password(config: &Config, name: &str, keep_api_keys: bool) -> Result<String> {
     let store = open_store(&config.storage)?;
     let user = store
         .run_blocking(|c| find_user(c, name))?
@@ -284,10 +287,18 @@ pub fn change_password(config: &Config, name: &str) -> Result<String> {
             Err(StoreError::NotFound) => return Ok(Err(Refusal::NoSuchUser(name.to_owned()))),
             other => other?,
         }
-        Ok(Ok(refresh_tokens::revoke_all_for_user(tx, user.id, now)?))
+        let sessions = refresh_tokens::revoke_all_for_user(tx, user.id, now)?;
+        let keys = if keep_api_keys {
+            0
+        } else {
+            api_keys::delete_all_api_keys(tx, user.id)?
+        };
+        Ok(Ok((sessions, keys)))
     })?;
+    let (sessions, keys) = revoked;
     Ok(format!(
-        "changed the password of `{}` and revoked {revoked} refresh token(s)",
+        "changed the password of `{}`, revoked {sessions} refresh token(s) and deleted {keys} \
+         API key(s)",
         user.username
     ))
 }

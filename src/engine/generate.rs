@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::chat_prompt;
 use super::json_constraint::{JsonConstraint, TokenTable};
 use super::loader::{self, LoadError, LoadOptions, ModelInfo};
 use super::model::{LlamaModel, SeqCache};
@@ -142,24 +143,23 @@ impl Engine {
         Ok(self.template.render(messages, true)?)
     }
 
-    /// Prompt ids for chat messages: rendered by the template, control tokens parsed as special,
-    /// BOS as the model asks (templates that write BOS themselves are not doubled).
+    /// Prompt ids for chat messages: rendered by the template, whose markup becomes special
+    /// tokens while control-token text inside message content stays plain text
+    /// ([`chat_prompt`]); BOS as the model asks (templates that write BOS themselves are not
+    /// doubled).
     pub fn chat_prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        let text = self.render_chat(messages)?;
-        self.text_prompt_ids(&text)
+        chat_prompt::chat_prompt_ids(&self.template, &self.tokenizer, messages).map_err(|e| match e
+        {
+            chat_prompt::ChatPromptError::Template(e) => e.into(),
+            chat_prompt::ChatPromptError::Tokenizer(e) => e.into(),
+        })
     }
 
-    /// Prompt ids for raw text, special-token text parsed as special, BOS as the model asks.
+    /// Prompt ids for raw text (a text completion: the caller wrote the whole prompt),
+    /// special-token text parsed as special, BOS as the model asks.
     pub fn text_prompt_ids(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let mut ids = self.tokenizer.encode(text, false, true)?;
-        if self.tokenizer.add_bos_by_default() {
-            if let Some(bos) = self.tokenizer.bos_id() {
-                if ids.first() != Some(&bos) {
-                    ids.insert(0, bos);
-                }
-            }
-        }
-        Ok(ids)
+        let ids = self.tokenizer.encode(text, false, true)?;
+        Ok(chat_prompt::with_bos(&self.tokenizer, ids))
     }
 
     /// Start a sequence for `request` with a fresh cache.

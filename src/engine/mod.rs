@@ -4,6 +4,7 @@
 //! the generation loop. It must not import anything HTTP, storage or API related: the server
 //! layers sit on top of it, never the other way round.
 
+pub mod chat_prompt;
 pub mod generate;
 pub mod json_constraint;
 pub mod loader;

@@ -28,6 +28,7 @@
 //! non-special added tokens), and no stripping or normalisation is applied around them.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -1073,13 +1074,15 @@ enum Fragment<'a> {
 }
 
 /// llama.cpp's `tokenizer_st_partition`: for each special token, longest text first, cut every
-/// remaining text fragment around its occurrences.
+/// remaining text fragment around its occurrences — except occurrences of control tokens that
+/// overlap one of the `literal` byte ranges of `text`, which stay plain text.
 fn partition<'a>(
     text: &'a str,
     specials: &[u32],
     tokens: &[String],
     kinds: &[TokenKind],
     parse_special: bool,
+    literal: &[Range<usize>],
 ) -> Vec<Fragment<'a>> {
     if text.is_empty() {
         return Vec::new();
@@ -1097,19 +1100,31 @@ fn partition<'a>(
         if !present {
             continue;
         }
+        let protectable = kind != TokenKind::UserDefined && !literal.is_empty();
         let mut out = Vec::with_capacity(frags.len() + 2);
         for f in frags {
             match f {
-                Fragment::Text(mut rest) => {
-                    while let Some(pos) = rest.find(pat) {
-                        if pos > 0 {
-                            out.push(Fragment::Text(&rest[..pos]));
+                Fragment::Text(frag) => {
+                    // Where `frag` starts in `text` (it is a slice of it).
+                    let base = frag.as_ptr() as usize - text.as_ptr() as usize;
+                    let (mut start, mut search) = (0, 0);
+                    while let Some(found) = frag[search..].find(pat) {
+                        let pos = search + found;
+                        let (from, to) = (base + pos, base + pos + pat.len());
+                        if protectable && literal.iter().any(|r| r.start < to && from < r.end) {
+                            // Skip one character: the next occurrence may start inside this one.
+                            search = pos + frag[pos..].chars().next().map_or(1, char::len_utf8);
+                            continue;
+                        }
+                        if pos > start {
+                            out.push(Fragment::Text(&frag[start..pos]));
                         }
                         out.push(Fragment::Token(id));
-                        rest = &rest[pos + pat.len()..];
+                        start = pos + pat.len();
+                        search = start;
                     }
-                    if !rest.is_empty() {
-                        out.push(Fragment::Text(rest));
+                    if start < frag.len() {
+                        out.push(Fragment::Text(&frag[start..]));
                     }
                 }
                 tok => out.push(tok),
@@ -1134,6 +1149,47 @@ impl Tokenizer {
         add_bos: bool,
         parse_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with_literals(text, add_bos, parse_special, &[])
+    }
+
+    /// Byte ranges of `text` holding the text of a control token: what [`Tokenizer::encode`]
+    /// turns into a special token only with `parse_special` (user-defined tokens, which are
+    /// always matched, are not listed). Leftmost first, longest token first at each place.
+    pub fn control_text_ranges(&self, text: &str) -> Vec<Range<usize>> {
+        let inner = &*self.inner;
+        let controls: Vec<&str> = inner
+            .split_specials
+            .iter()
+            .filter(|&&id| inner.kinds[id as usize] != TokenKind::UserDefined)
+            .map(|&id| inner.tokens[id as usize].as_str())
+            .collect();
+        let first_bytes: HashSet<u8> = controls.iter().filter_map(|t| t.bytes().next()).collect();
+        let bytes = text.as_bytes();
+        let mut ranges = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if first_bytes.contains(&bytes[i]) && text.is_char_boundary(i) {
+                if let Some(t) = controls.iter().find(|t| text[i..].starts_with(**t)) {
+                    ranges.push(i..i + t.len());
+                    i += t.len();
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        ranges
+    }
+
+    /// [`Tokenizer::encode`], except that control-token text overlapping any of the `literal`
+    /// byte ranges of `text` is tokenized as plain text even with `parse_special`: a chat
+    /// prompt's special tokens must come from its template, never from what a user typed.
+    pub fn encode_with_literals(
+        &self,
+        text: &str,
+        add_bos: bool,
+        parse_special: bool,
+        literal: &[Range<usize>],
+    ) -> Result<Vec<u32>, TokenizerError> {
         let inner = &*self.inner;
         let mut out = Vec::new();
         if add_bos {
@@ -1146,9 +1202,21 @@ impl Tokenizer {
                 parse_special: with_special,
                 plain,
             } => {
-                let tok = if parse_special { with_special } else { plain };
-                let enc = tok.encode(text, false).map_err(backend_err)?;
-                out.extend_from_slice(enc.get_ids());
+                // The crate matches added tokens itself: cut the literal ranges out and give
+                // them to the tokenizer that matches none.
+                let mut at = 0;
+                let mut cuts: Vec<(&str, bool)> = Vec::new();
+                for r in literal.iter().filter(|_| parse_special) {
+                    cuts.push((&text[at..r.start], true));
+                    cuts.push((&text[r.start..r.end], false));
+                    at = r.end;
+                }
+                cuts.push((&text[at..], parse_special));
+                for (part, special) in cuts.into_iter().filter(|(p, _)| !p.is_empty()) {
+                    let tok = if special { with_special } else { plain };
+                    let enc = tok.encode(part, false).map_err(backend_err)?;
+                    out.extend_from_slice(enc.get_ids());
+                }
             }
             Backend::Gguf(tok) => {
                 let frags = partition(
@@ -1157,6 +1225,7 @@ impl Tokenizer {
                     &inner.tokens,
                     &inner.kinds,
                     parse_special,
+                    literal,
                 );
                 let spm = inner.kind == ModelKind::Llama;
                 let mut prev_special = true;
@@ -1473,7 +1542,7 @@ mod tests {
             .collect();
         let kinds = vec![TokenKind::Control, TokenKind::Control, TokenKind::Normal];
         let specials = vec![1, 0];
-        let f = partition("1 <a><b> 2<a>", &specials, &tokens, &kinds, true);
+        let f = partition("1 <a><b> 2<a>", &specials, &tokens, &kinds, true, &[]);
         assert_eq!(
             f,
             vec![
@@ -1483,15 +1552,39 @@ mod tests {
                 Fragment::Token(0)
             ]
         );
-        let plain = partition("1 <a>", &specials, &tokens, &kinds, false);
+        let plain = partition("1 <a>", &specials, &tokens, &kinds, false, &[]);
         assert_eq!(plain, vec![Fragment::Text("1 <a>")]);
+    }
+
+    #[test]
+    fn control_text_in_literal_ranges_stays_text_and_elsewhere_is_split() {
+        let tokens: Vec<String> = ["<e>", "<u>"].iter().map(|s| s.to_string()).collect();
+        let kinds = vec![TokenKind::Control, TokenKind::UserDefined];
+        let text = "<e>hi<e><u><e>";
+        // The second `<e>` (bytes 5..8) and the `<u>` are inside the literal range.
+        let literal = [Range { start: 5, end: 11 }];
+        let f = partition(text, &[0, 1], &tokens, &kinds, true, &literal);
+        assert_eq!(
+            f,
+            vec![
+                Fragment::Token(0),
+                Fragment::Text("hi<e>"),
+                // User-defined tokens are always matched, literal or not.
+                Fragment::Token(1),
+                Fragment::Token(0),
+            ]
+        );
+        // An occurrence only partly inside the range is protected too.
+        let literal = [Range { start: 2, end: 3 }];
+        let f = partition("a<e>", &[0], &tokens, &kinds, true, &literal);
+        assert_eq!(f, vec![Fragment::Text("a<e>")]);
     }
 
     #[test]
     fn user_defined_tokens_split_even_without_parse_special() {
         let tokens: Vec<String> = ["<u>"].iter().map(|s| s.to_string()).collect();
         let kinds = vec![TokenKind::UserDefined];
-        let f = partition("a<u>b", &[0], &tokens, &kinds, false);
+        let f = partition("a<u>b", &[0], &tokens, &kinds, false, &[]);
         assert_eq!(
             f,
             vec![Fragment::Text("a"), Fragment::Token(0), Fragment::Text("b")]

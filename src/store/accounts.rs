@@ -7,8 +7,9 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::refresh_tokens::{insert_refresh, revoke_all_for_user};
+use super::refresh_tokens::{consume_in, insert_refresh, revoke_all_for_user, revoke_family};
 use super::users::{self, user_by_id, Role, User};
+use super::ConsumeOutcome;
 use super::{unix_now, Store, StoreError};
 
 /// Create a user whose role depends on how many users exist: `decide(count)` picks the role,
@@ -32,19 +33,66 @@ pub fn create_user_with_role_by_count(
 }
 
 /// Replace a user's password hash, set `password_changed_at` to `now` (access tokens issued
-/// up to then are to be refused) and revoke every refresh token of theirs, all or nothing.
-/// [`StoreError::NotFound`] if there is no such user.
+/// up to then are to be refused), revoke every refresh token of theirs and, unless
+/// `keep_api_keys`, delete their API keys — all or nothing. Returns how many keys were
+/// deleted. [`StoreError::NotFound`] if there is no such user.
 pub fn change_password(
     conn: &mut Connection,
     user_id: i64,
     password_hash: &str,
+    keep_api_keys: bool,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     users::set_password(&tx, user_id, password_hash, now)?;
     revoke_all_for_user(&tx, user_id, now)?;
+    let deleted = if keep_api_keys {
+        0
+    } else {
+        super::api_keys::delete_all_api_keys(&tx, user_id)?
+    };
     tx.commit()?;
-    Ok(())
+    Ok(deleted)
+}
+
+/// What presenting a refresh token to [`rotate_refresh`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live: it is used now, and the new one is stored in its family.
+    Rotated(User),
+    /// Nothing was issued: the token was not live ([`ConsumeOutcome::Reused`] means its family
+    /// was revoked), or its account is disabled or gone (then the family is revoked too and
+    /// this says [`ConsumeOutcome::Revoked`]).
+    Refused(ConsumeOutcome),
+}
+
+/// Use up the refresh token `old_hash` and store `new_hash` as the next token of its family,
+/// in one write transaction. Consuming and inserting apart let a racing reuse of the same
+/// token revoke the family *between* the two, so the winner's new token escaped the
+/// revocation; here a reuse sees either no rotation yet or the whole of it.
+pub fn rotate_refresh(
+    conn: &mut Connection,
+    old_hash: &str,
+    new_hash: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<Rotation, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (user_id, family_id) = match consume_in(&tx, old_hash, now)? {
+        ConsumeOutcome::Valid { user_id, family_id } => (user_id, family_id),
+        refused => {
+            tx.commit()?;
+            return Ok(Rotation::Refused(refused));
+        }
+    };
+    let Some(user) = user_by_id(&tx, user_id)?.filter(|u| !u.disabled) else {
+        revoke_family(&tx, &family_id, now)?;
+        tx.commit()?;
+        return Ok(Rotation::Refused(ConsumeOutcome::Revoked));
+    };
+    insert_refresh(&tx, user_id, &family_id, new_hash, expires_at, now)?;
+    tx.commit()?;
+    Ok(Rotation::Rotated(user))
 }
 
 /// Record a new refresh token for `user_id`, but only if the account is still enabled and its
@@ -144,9 +192,23 @@ impl Store {
         &self,
         user_id: i64,
         password_hash: &str,
-    ) -> Result<(), StoreError> {
+        keep_api_keys: bool,
+    ) -> Result<usize, StoreError> {
         let password_hash = password_hash.to_owned();
-        self.run(move |c| change_password(c, user_id, &password_hash, unix_now()))
+        self.run(move |c| change_password(c, user_id, &password_hash, keep_api_keys, unix_now()))
+            .await
+    }
+
+    /// See [`rotate_refresh`]; `now` is explicit so that callers and tests agree on expiry.
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        let (old_hash, new_hash) = (old_hash.to_owned(), new_hash.to_owned());
+        self.run(move |c| rotate_refresh(c, &old_hash, &new_hash, expires_at, now))
             .await
     }
 
@@ -342,7 +404,7 @@ mod tests {
             })
             .expect("tokens");
         store
-            .run_blocking(|c| change_password(c, ada.id, "new", 5))
+            .run_blocking(|c| change_password(c, ada.id, "new", false, 5))
             .expect("change");
         let after = store
             .run_blocking(|c| users::user_by_username(c, "ada"))
@@ -357,7 +419,7 @@ mod tests {
             assert_eq!(outcome, crate::store::ConsumeOutcome::Revoked);
         }
         assert!(matches!(
-            store.run_blocking(|c| change_password(c, 999, "x", 5)),
+            store.run_blocking(|c| change_password(c, 999, "x", false, 5)),
             Err(StoreError::NotFound)
         ));
     }

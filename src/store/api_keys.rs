@@ -62,7 +62,11 @@ pub fn create_api_key(
          VALUES (?1, ?2, ?3, ?4, ?5) \
          RETURNING id, user_id, name, prefix, created_at, last_used_at",
     )?;
-    Ok(stmt.query_row((user_id, name, prefix, key_hash, now), key_from_row)?)
+    super::returning_one(
+        &mut stmt,
+        (user_id, name, prefix, key_hash, now),
+        key_from_row,
+    )
 }
 
 /// A user's keys, oldest first, each with its usage.
@@ -95,6 +99,13 @@ pub fn delete_api_key(conn: &Connection, user_id: i64, key_id: i64) -> Result<()
         .prepare_cached("DELETE FROM api_keys WHERE id = ?1 AND user_id = ?2")?
         .execute((key_id, user_id))?;
     super::users::found(n)
+}
+
+/// Delete every key of `user_id` (a password change). Returns how many were deleted.
+pub fn delete_all_api_keys(conn: &Connection, user_id: i64) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM api_keys WHERE user_id = ?1")?
+        .execute([user_id])?)
 }
 
 /// The key with this hash and its owner (check `owner.disabled` before serving the request).

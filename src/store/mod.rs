@@ -54,7 +54,7 @@ use tokio::sync::Semaphore;
 use crate::config::StoreSettings;
 use pool::Pool;
 
-pub use accounts::AccountUpdate;
+pub use accounts::{AccountUpdate, Rotation};
 pub use api_keys::{ApiKey, ApiKeyWithUsage};
 pub use backup::{backup_file_name, prune_backups, restore, spawn_scheduled_backups};
 pub use refresh_tokens::ConsumeOutcome;
@@ -92,6 +92,21 @@ pub enum StoreError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The disk (or the file system's quota) is full: the write was rolled back, nothing of
+    /// it is stored.
+    #[error("the disk holding the database is full; the write was not stored")]
+    Full,
+    /// `PRAGMA quick_check` found damage: the file must be restored from a backup.
+    #[error(
+        "{} is corrupt ({detail}); stop here and restore a backup (`hearth restore FILE`)",
+        path.display()
+    )]
+    Corrupt {
+        /// The file examined.
+        path: PathBuf,
+        /// SQLite's first complaint.
+        detail: String,
     },
     /// Another process has the database open (restore needs the server stopped).
     #[error("{} is open in another process; stop the server first", .0.display())]
@@ -138,6 +153,9 @@ impl From<rusqlite::Error> for StoreError {
                     return StoreError::MissingReference(detail());
                 }
                 _ => {}
+            }
+            if failure.code == rusqlite::ErrorCode::DiskFull {
+                return StoreError::Full;
             }
         }
         if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
@@ -186,7 +204,8 @@ impl Store {
             create_private_dir(parent)?;
         }
         let busy_timeout = Duration::from_millis(settings.busy_timeout_ms);
-        let mut first = open_connection(path, busy_timeout)?;
+        let mut first = open_connection(path, busy_timeout).map_err(|e| corrupt(path, e))?;
+        check_integrity(&first, path)?;
         migrations::migrate(&mut first, path)?;
         let size = settings.connections.max(1);
         let mut connections = Vec::with_capacity(size);
@@ -235,6 +254,61 @@ impl Store {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.inner.pool.with(f)
+    }
+}
+
+/// Run `stmt` (an `INSERT … RETURNING` or other write returning one row) to completion and
+/// return its row. `query_row` stops after the first row and leaves the statement to be
+/// reset: in autocommit mode that is where SQLite commits, and an error there (a full disk)
+/// was silently lost while the caller reported success. Stepping to the end surfaces it.
+pub(crate) fn returning_one<T>(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    map: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<T, StoreError> {
+    let mut rows = stmt.query(params)?;
+    let row = rows.next()?.ok_or(StoreError::NotFound)?;
+    let value = map(row)?;
+    while rows.next()?.is_some() {}
+    Ok(value)
+}
+
+/// SQLite's "this is not a database" and "malformed" errors at open, as [`StoreError::Corrupt`].
+fn corrupt(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, detail))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: detail.unwrap_or_else(|| f.to_string()),
+            }
+        }
+        other => other,
+    }
+}
+
+/// `PRAGMA quick_check` (structure of every page, O(file size)): refuse a damaged file at
+/// start, before anything reads half of it or writes next to a broken page.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let problems: Vec<String> = (|| -> Result<Vec<String>, StoreError> {
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })()
+    .map_err(|e| corrupt(path, e))?;
+    match problems.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        _ => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: problems
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "quick_check returned nothing".into()),
+        }),
     }
 }
 

@@ -79,6 +79,17 @@ pub fn consume_refresh(
     now: i64,
 ) -> Result<ConsumeOutcome, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcome = consume_in(&tx, token_hash, now)?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// [`consume_refresh`] inside the caller's write transaction (which must commit it).
+pub(crate) fn consume_in(
+    tx: &Connection,
+    token_hash: &str,
+    now: i64,
+) -> Result<ConsumeOutcome, StoreError> {
     let consumed = tx
         .prepare_cached(
             "UPDATE refresh_tokens SET used_at = ?2 \
@@ -89,7 +100,6 @@ pub fn consume_refresh(
         .query_row((token_hash, now), |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if let Some((user_id, family_id)) = consumed {
-        tx.commit()?;
         return Ok(ConsumeOutcome::Valid { user_id, family_id });
     }
     let state = tx
@@ -109,16 +119,14 @@ pub fn consume_refresh(
     let Some((user_id, family_id, used, revoked)) = state else {
         return Ok(ConsumeOutcome::Unknown);
     };
-    let outcome = match refusal(used, revoked) {
+    Ok(match refusal(used, revoked) {
         Refusal::Reused => {
-            revoke_family(&tx, &family_id, now)?;
+            revoke_family(tx, &family_id, now)?;
             ConsumeOutcome::Reused { user_id, family_id }
         }
         Refusal::Revoked => ConsumeOutcome::Revoked,
         Refusal::Expired => ConsumeOutcome::Expired,
-    };
-    tx.commit()?;
-    Ok(outcome)
+    })
 }
 
 /// Revoke every live token of a family (one session). Returns how many were revoked.

@@ -111,9 +111,9 @@ pub fn create_user(
         "INSERT INTO users (username, password_hash, role, disabled, created_at, \
          password_changed_at) VALUES (?1, ?2, ?3, 0, ?4, ?4) RETURNING {USER_COLUMNS}"
     ))?;
-    Ok(stmt.query_row((username, password_hash, role, now), |r| {
+    super::returning_one(&mut stmt, (username, password_hash, role, now), |r| {
         user_from_row(r, 0)
-    })?)
+    })
 }
 
 /// The user named `username` (any ASCII case) and their password hash.

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::loader::DeviceChoice;
 
+mod backends;
+pub use backends::{BackendKind, BackendSettings};
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -25,6 +28,10 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// The shortest `auth.jwt_secret` accepted: HS256 keys shorter than its 256-bit output are
+/// guessable offline from one token.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 /// All settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,96 +52,6 @@ pub struct Config {
     pub backends: Vec<BackendSettings>,
 }
 
-/// What serves a backend's models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// The model this process loads (`[model]`).
-    Local,
-    /// OpenAI, or any server speaking its API (vLLM, llama.cpp's server, another Hearth).
-    Openai,
-}
-
-/// One `[[backends]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendSettings {
-    /// Unique name, used in `failover` lists, metrics and `owned_by`.
-    pub name: String,
-    /// `local` or `openai`.
-    pub kind: BackendKind,
-    /// API root of an `openai` backend, up to and including `/v1`.
-    #[serde(default = "default_openai_base_url")]
-    pub base_url: String,
-    /// Environment variable holding the API key of an `openai` backend (never the key itself,
-    /// so config files can be shared). Unset: requests carry no key (e.g. a private vLLM).
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// Model ids an `openai` backend serves (the local backend serves the loaded model).
-    #[serde(default)]
-    pub models: Vec<String>,
-    /// Extra ids clients may use: alias → one of this backend's models.
-    #[serde(default)]
-    pub aliases: std::collections::BTreeMap<String, String>,
-    /// Seconds to establish the connection.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout_secs: u64,
-    /// Seconds from sending the request to its first token (or whole reply, when not streamed).
-    #[serde(default = "default_first_token_timeout")]
-    pub first_token_timeout_secs: u64,
-    /// Seconds a whole generation may take.
-    #[serde(default = "default_total_timeout")]
-    pub total_timeout_secs: u64,
-    /// Backends to try, in order, when this one fails before the first token.
-    #[serde(default)]
-    pub failover: Vec<String>,
-    /// Consecutive failures that open this backend's circuit breaker.
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    /// Seconds an open breaker skips the backend before letting one probe request through.
-    #[serde(default = "default_breaker_cooldown")]
-    pub breaker_cooldown_secs: u64,
-}
-
-fn default_openai_base_url() -> String {
-    "https://api.openai.com/v1".into()
-}
-fn default_connect_timeout() -> u64 {
-    5
-}
-fn default_first_token_timeout() -> u64 {
-    60
-}
-fn default_total_timeout() -> u64 {
-    600
-}
-fn default_breaker_failures() -> u32 {
-    3
-}
-fn default_breaker_cooldown() -> u64 {
-    30
-}
-
-impl BackendSettings {
-    /// The implicit backend when none is configured: the local model, no failover.
-    pub fn local_default() -> Self {
-        Self {
-            name: "local".into(),
-            kind: BackendKind::Local,
-            base_url: default_openai_base_url(),
-            api_key_env: None,
-            models: Vec::new(),
-            aliases: Default::default(),
-            connect_timeout_secs: default_connect_timeout(),
-            first_token_timeout_secs: default_first_token_timeout(),
-            total_timeout_secs: default_total_timeout(),
-            failover: Vec::new(),
-            breaker_failures: default_breaker_failures(),
-            breaker_cooldown_secs: default_breaker_cooldown(),
-        }
-    }
-}
-
 /// Who may create an account through `POST /api/auth/register`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,8 +68,9 @@ pub enum Registration {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HS256 signing secret for access tokens. Unset: generated on first start and kept in
-    /// `<data_dir>/jwt_secret` (mode 0600). Prefer `HEARTH__AUTH__JWT_SECRET` over the file.
+    /// HS256 signing secret for access tokens, at least [`MIN_JWT_SECRET_BYTES`] bytes. Unset:
+    /// generated on first start and kept in `<data_dir>/jwt_secret` (mode 0600). Prefer
+    /// `HEARTH__AUTH__JWT_SECRET` over the file.
     pub jwt_secret: Option<String>,
     /// Access-token lifetime in seconds.
     pub access_token_ttl_secs: u64,
@@ -172,10 +90,18 @@ pub struct AuthSettings {
     pub password_min_len: usize,
     /// Longest password (Argon2 input is bounded to keep hashing cheap to refuse).
     pub password_max_len: usize,
-    /// Login attempts per client IP per minute.
+    /// Failed password attempts per client IP per minute; past it the IP gets 429 at once.
     pub login_per_ip_per_minute: u32,
-    /// Login attempts per username per minute.
+    /// Failed password attempts per username *from one client IP* per minute. Only failures
+    /// count, so nobody elsewhere can lock an account out; past it, that IP's attempts on that
+    /// username get 429 until the budget refills.
     pub login_per_username_per_minute: u32,
+    /// Password hashes (Argon2id, ~19 MiB each) computed at the same time; further
+    /// registrations, logins and password changes wait their turn.
+    pub max_concurrent_hashes: usize,
+    /// With `require_auth` (or `server.api_key`), `/metrics` needs a credential too. false:
+    /// `/metrics` is always public (for a scraper that cannot send a token).
+    pub metrics_require_auth: bool,
 }
 
 impl Default for AuthSettings {
@@ -192,6 +118,8 @@ impl Default for AuthSettings {
             password_max_len: 256,
             login_per_ip_per_minute: 20,
             login_per_username_per_minute: 5,
+            max_concurrent_hashes: 4,
+            metrics_require_auth: true,
         }
     }
 }
@@ -225,6 +153,30 @@ pub struct ServerSettings {
     /// Seconds between WebSocket Pings on `/ws`; a socket that sent nothing (not even a Pong)
     /// for two intervals is closed as dead and its generations are cancelled.
     pub ws_ping_secs: u64,
+    /// Generations one WebSocket may have in flight; more `generate` frames get a 429 error
+    /// frame (`too_many_generations`).
+    pub ws_max_generations: usize,
+    /// Frames waiting to be written to one WebSocket. A client that falls this far behind
+    /// (stops reading) is disconnected and its generations are cancelled.
+    pub ws_max_queued_frames: usize,
+    /// Longest generation `id` a WebSocket client may use, in bytes (`id_too_long` above).
+    pub ws_max_id_bytes: usize,
+    /// Seconds a client has to send a request's headers, counted from the connection's start
+    /// or the end of its previous response (so it also closes idle keep-alive connections).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay silent (no byte read or written) while no request on it
+    /// is in flight, and a request body may pause between chunks, before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections (WebSockets included); more are answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Seconds a shutdown waits for requests in flight before closing their connections.
+    pub shutdown_grace_secs: u64,
+    /// Origins allowed to call the API from a browser (CORS), e.g. `["https://app.example"]`;
+    /// `["*"]` allows any origin. Empty (default): no cross-origin access.
+    pub cors_allowed_origins: Vec<String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed when
+    /// telling client IPs apart (login limits, logs). Empty: the peer address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -241,6 +193,15 @@ impl Default for ServerSettings {
             prefix_cache_mb: 256,
             sse_keepalive_secs: 10,
             ws_ping_secs: 30,
+            ws_max_generations: 8,
+            ws_max_queued_frames: 1024,
+            ws_max_id_bytes: 128,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            shutdown_grace_secs: 10,
+            cors_allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -294,6 +255,9 @@ pub struct GenerationSettings {
     pub max_tokens_limit: usize,
     /// Prompt tokens fed to the model per forward pass (bounds memory and keeps streams fair).
     pub prefill_chunk: usize,
+    /// The most choices one request may ask for: `n`, times the number of prompts on
+    /// `/v1/completions`. At most `server.queue_capacity`.
+    pub max_n: usize,
 }
 
 impl Default for GenerationSettings {
@@ -302,6 +266,7 @@ impl Default for GenerationSettings {
             default_max_tokens: 256,
             max_tokens_limit: 4096,
             prefill_chunk: 256,
+            max_n: 8,
         }
     }
 }
@@ -388,214 +353,140 @@ impl Config {
 
     /// Check ranges; called by [`Config::load`] and again after CLI flags are applied.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let g = &self.generation;
-        if g.max_tokens_limit == 0 {
-            return Err(ConfigError::Invalid {
-                key: "generation.max_tokens_limit",
-                message: "must be at least 1".into(),
-            });
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        let positive: [(&'static str, u64); 16] = [
+            (
+                "generation.max_tokens_limit",
+                self.generation.max_tokens_limit as u64,
+            ),
+            (
+                "generation.prefill_chunk",
+                self.generation.prefill_chunk as u64,
+            ),
+            ("generation.max_n", self.generation.max_n as u64),
+            ("server.queue_capacity", self.server.queue_capacity as u64),
+            ("server.max_active", self.server.max_active as u64),
+            ("server.sse_keepalive_secs", self.server.sse_keepalive_secs),
+            ("server.ws_ping_secs", self.server.ws_ping_secs),
+            (
+                "server.ws_max_generations",
+                self.server.ws_max_generations as u64,
+            ),
+            (
+                "server.ws_max_queued_frames",
+                self.server.ws_max_queued_frames as u64,
+            ),
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "auth.max_concurrent_hashes",
+                self.auth.max_concurrent_hashes as u64,
+            ),
+            (
+                "auth.login_per_ip_per_minute",
+                self.auth.login_per_ip_per_minute.into(),
+            ),
+            (
+                "auth.login_per_username_per_minute",
+                self.auth.login_per_username_per_minute.into(),
+            ),
+            ("storage.backup_keep", self.storage.backup_keep as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
         }
+        let g = &self.generation;
         if g.default_max_tokens == 0 || g.default_max_tokens > g.max_tokens_limit {
-            return Err(ConfigError::Invalid {
-                key: "generation.default_max_tokens",
-                message: format!(
+            return invalid(
+                "generation.default_max_tokens",
+                format!(
                     "must be between 1 and max_tokens_limit ({})",
                     g.max_tokens_limit
                 ),
-            });
-        }
-        if g.prefill_chunk == 0 {
-            return Err(ConfigError::Invalid {
-                key: "generation.prefill_chunk",
-                message: "must be at least 1".into(),
-            });
+            );
         }
         let srv = &self.server;
-        if srv.queue_capacity == 0 {
-            return Err(ConfigError::Invalid {
-                key: "server.queue_capacity",
-                message: "must be at least 1".into(),
-            });
-        }
-        if srv.max_active == 0 {
-            return Err(ConfigError::Invalid {
-                key: "server.max_active",
-                message: "must be at least 1".into(),
-            });
+        if g.max_n > srv.queue_capacity {
+            return invalid(
+                "generation.max_n",
+                format!(
+                    "must be at most server.queue_capacity ({}): more choices than the queue \
+                     holds could never all be queued",
+                    srv.queue_capacity
+                ),
+            );
         }
         if srv.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid {
-                key: "server.max_body_bytes",
-                message: "must be at least 1024".into(),
-            });
+            return invalid("server.max_body_bytes", "must be at least 1024".into());
         }
-        if srv.sse_keepalive_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "server.sse_keepalive_secs",
-                message: "must be at least 1".into(),
-            });
+        if srv.ws_max_id_bytes < 8 {
+            return invalid("server.ws_max_id_bytes", "must be at least 8".into());
+        }
+        for origin in &srv.cors_allowed_origins {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err()
+                || origin.ends_with('/')
+            {
+                return invalid(
+                    "server.cors_allowed_origins",
+                    format!("`{origin}` is not an origin (scheme://host[:port], no path)"),
+                );
+            }
+        }
+        if let Err(e) = crate::net::TrustedProxies::parse(&srv.trusted_proxies) {
+            return invalid("server.trusted_proxies", e);
         }
         let a = &self.auth;
         if a.access_token_ttl_secs == 0 || a.refresh_token_ttl_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "auth.access_token_ttl_secs",
-                message: "token lifetimes must be at least 1 second".into(),
-            });
+            return invalid(
+                "auth.access_token_ttl_secs",
+                "token lifetimes must be at least 1 second".into(),
+            );
+        }
+        if let Some(secret) = &a.jwt_secret {
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                return invalid(
+                    "auth.jwt_secret",
+                    format!(
+                        "must be at least {MIN_JWT_SECRET_BYTES} bytes (got {}); e.g. \
+                         `openssl rand -base64 48`, or leave it unset to have one generated",
+                        secret.len()
+                    ),
+                );
+            }
         }
         if a.username_min_len == 0 || a.username_min_len > a.username_max_len {
-            return Err(ConfigError::Invalid {
-                key: "auth.username_min_len",
-                message: "must be between 1 and username_max_len".into(),
-            });
+            return invalid(
+                "auth.username_min_len",
+                "must be between 1 and username_max_len".into(),
+            );
         }
         if a.password_min_len == 0 || a.password_min_len > a.password_max_len {
-            return Err(ConfigError::Invalid {
-                key: "auth.password_min_len",
-                message: "must be between 1 and password_max_len".into(),
-            });
-        }
-        if a.login_per_ip_per_minute == 0 || a.login_per_username_per_minute == 0 {
-            return Err(ConfigError::Invalid {
-                key: "auth.login_per_ip_per_minute",
-                message: "login limits must be at least 1".into(),
-            });
-        }
-        if srv.ws_ping_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "server.ws_ping_secs",
-                message: "must be at least 1".into(),
-            });
+            return invalid(
+                "auth.password_min_len",
+                "must be between 1 and password_max_len".into(),
+            );
         }
         let st = &self.storage;
         if st.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "storage.data_dir",
-                message: "must name a directory".into(),
-            });
+            return invalid("storage.data_dir", "must name a directory".into());
         }
         if st.connections == 0 || st.connections > 64 {
-            return Err(ConfigError::Invalid {
-                key: "storage.connections",
-                message: "must be between 1 and 64".into(),
-            });
-        }
-        if st.backup_keep == 0 {
-            return Err(ConfigError::Invalid {
-                key: "storage.backup_keep",
-                message: "must be at least 1".into(),
-            });
+            return invalid("storage.connections", "must be between 1 and 64".into());
         }
         if !(0..=19).contains(&self.model.nice) {
-            return Err(ConfigError::Invalid {
-                key: "model.nice",
-                message: "must be between 0 and 19".into(),
-            });
+            return invalid("model.nice", "must be between 0 and 19".into());
         }
         if self.model.path.trim().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "model.path",
-                message: "must name a model".into(),
-            });
+            return invalid("model.path", "must name a model".into());
         }
         self.validate_backends()
-    }
-
-    /// `[[backends]]`: unique names, one local at most, failover targets that exist, and
-    /// timeouts and breaker settings in range. (Model-id clashes are checked when the router is
-    /// built, once the local model's id is known.)
-    fn validate_backends(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            key: "backends",
-            message,
-        };
-        let mut names = std::collections::HashSet::new();
-        for b in &self.backends {
-            let name = &b.name;
-            if name.trim().is_empty() {
-                return Err(invalid("every backend needs a `name`".into()));
-            }
-            if !names.insert(name.as_str()) {
-                return Err(invalid(format!("the name `{name}` is used twice")));
-            }
-            if b.connect_timeout_secs == 0
-                || b.first_token_timeout_secs == 0
-                || b.total_timeout_secs == 0
-            {
-                return Err(invalid(format!(
-                    "`{name}`: timeouts must be at least 1 second"
-                )));
-            }
-            if b.breaker_failures == 0 || b.breaker_cooldown_secs == 0 {
-                return Err(invalid(format!(
-                    "`{name}`: breaker_failures and breaker_cooldown_secs must be at least 1"
-                )));
-            }
-            if b.kind == BackendKind::Openai {
-                if b.models.is_empty() {
-                    return Err(invalid(format!("`{name}`: list the `models` it serves")));
-                }
-                if !(b.base_url.starts_with("http://") || b.base_url.starts_with("https://")) {
-                    return Err(invalid(format!(
-                        "`{name}`: base_url must start with http:// or https://"
-                    )));
-                }
-            } else if !b.models.is_empty() {
-                return Err(invalid(format!(
-                    "`{name}`: a local backend serves the loaded model; set server.model_id to rename it"
-                )));
-            }
-            for (alias, target) in &b.aliases {
-                if b.kind == BackendKind::Openai && !b.models.contains(target) {
-                    return Err(invalid(format!(
-                        "`{name}`: alias `{alias}` points to `{target}`, which is not in its models"
-                    )));
-                }
-            }
-        }
-        if self
-            .backends
-            .iter()
-            .filter(|b| b.kind == BackendKind::Local)
-            .count()
-            > 1
-        {
-            return Err(invalid("at most one backend may be `local`".into()));
-        }
-        if !self.has_local() && names.contains("local") {
-            return Err(invalid(
-                "the name `local` is the loaded model's unless a `kind = \"local\"` entry renames it"
-                    .into(),
-            ));
-        }
-        for b in &self.backends {
-            for target in &b.failover {
-                if target == &b.name {
-                    return Err(invalid(format!("`{}` fails over to itself", b.name)));
-                }
-                let implicit_local = target == "local" && !self.has_local();
-                if !names.contains(target.as_str()) && !implicit_local {
-                    return Err(invalid(format!(
-                        "`{}` fails over to `{target}`, which is not a backend",
-                        b.name
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn has_local(&self) -> bool {
-        self.backends.iter().any(|b| b.kind == BackendKind::Local)
-    }
-
-    /// The backends to run: the configured ones, plus the local model as `local` when no entry
-    /// configures it (it is always served).
-    pub fn effective_backends(&self) -> Vec<BackendSettings> {
-        let mut all = self.backends.clone();
-        if !self.has_local() {
-            all.insert(0, BackendSettings::local_default());
-        }
-        all
     }
 }
 
