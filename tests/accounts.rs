@@ -380,7 +380,6 @@ async fn expired_tampered_foreign_and_unsigned_access_tokens_are_refused() {
             "alg none",
             format!("{}.{payload}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#)),
         ),
-        ("not a token", "garbage".to_string()),
     ];
     for (what, token) in &forged {
         for path in ["/api/me", "/v1/models"] {
@@ -389,6 +388,15 @@ async fn expired_tampered_foreign_and_unsigned_access_tokens_are_refused() {
             assert_error(&v, "invalid_api_key");
         }
     }
+    // Not a token at all: no session for the account API; on /v1, where this server allows
+    // anonymous use, a foreign credential is anonymous (what OpenAI SDKs send as a placeholder).
+    let (status, v) = get(addr, "/api/me", Some("garbage")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert_error(&v, "invalid_api_key");
+    assert_eq!(
+        get(addr, "/v1/models", Some("garbage")).await.0,
+        StatusCode::OK
+    );
 
     // Access tokens live 1 s here (valid through the second `exp` names).
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -1207,4 +1215,305 @@ async fn bad_input_on_every_account_route_gets_a_json_4xx() {
     }
     // The server is still fine.
     assert_eq!(get(addr, "/api/me", u).await.0, StatusCode::OK);
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_socket(addr: SocketAddr, credential: &str) -> Socket {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?api_key={credential}"))
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// Send a one-token `generate` and return its last frame (`done` or `error`), or `None` when
+/// the socket closed first.
+async fn generate_once(ws: &mut Socket, id: &str) -> Option<Value> {
+    let frame = json!({"type": "generate", "id": id, "model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    ws.send(Message::text(frame.to_string())).await.ok()?;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .expect("a frame within 60 s")?
+            .ok()?;
+        match msg {
+            Message::Text(text) => {
+                let f: Value = serde_json::from_str(&text).expect("json frame");
+                if f["id"] == id && (f["type"] == "done" || f["type"] == "error") {
+                    return Some(f);
+                }
+            }
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The close code the server sends next (frames before it are skipped).
+async fn close_code(ws: &mut Socket) -> Option<u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .expect("the socket closes within 60 s")?;
+        match msg {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_credential_stops_websockets_already_open() {
+    let addr = open_server();
+    let t = new_user("sockets").await;
+    let (key_id, key) = create_key(addr, &t.access, "ws").await;
+    let id = user_id_of(addr, &t.access).await;
+    let root = root_token();
+
+    // A deleted key.
+    let mut ws = open_socket(addr, &key).await;
+    let ok = generate_once(&mut ws, "before").await.expect("frame");
+    assert_eq!(ok["type"], "done", "{ok}");
+    let (status, _) = call(
+        addr,
+        Method::DELETE,
+        &format!("/api/keys/{key_id}"),
+        Some(&t.access),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let refused = generate_once(&mut ws, "after")
+        .await
+        .expect("an error frame");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["status"], 401, "{refused}");
+    assert_eq!(refused["code"], "invalid_api_key", "{refused}");
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+
+    // A disabled user (their access token and another key).
+    let (_, key2) = create_key(addr, &t.access, "ws2").await;
+    let mut by_key = open_socket(addr, &key2).await;
+    let mut by_token = open_socket(addr, &t.access).await;
+    assert_eq!(
+        generate_once(&mut by_key, "a").await.expect("frame")["type"],
+        "done"
+    );
+    assert_eq!(
+        generate_once(&mut by_token, "a").await.expect("frame")["type"],
+        "done"
+    );
+    let (status, v) = call(
+        addr,
+        Method::PATCH,
+        &format!("/api/admin/users/{id}"),
+        Some(&root),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    for ws in [&mut by_key, &mut by_token] {
+        let refused = generate_once(ws, "b").await.expect("an error frame");
+        assert_eq!(refused["status"], 401, "{refused}");
+    }
+    call(
+        addr,
+        Method::PATCH,
+        &format!("/api/admin/users/{id}"),
+        Some(&root),
+        Some(json!({"disabled": false})),
+    )
+    .await;
+
+    // A changed password ends sockets opened with the old access token.
+    let fresh = login(addr, "sockets").await;
+    let mut ws = open_socket(addr, &fresh.access).await;
+    assert_eq!(
+        generate_once(&mut ws, "c").await.expect("frame")["type"],
+        "done"
+    );
+    let (status, v) = post(
+        addr,
+        "/api/me/password",
+        Some(&fresh.access),
+        json!({"current_password": PASSWORD, "new_password": "a brand new password"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let refused = generate_once(&mut ws, "d").await.expect("an error frame");
+    assert_eq!(refused["status"], 401, "{refused}");
+}
+
+#[tokio::test]
+async fn an_expired_access_token_stops_its_websocket() {
+    // Access tokens live 1 s on this server.
+    let addr = first_admin_server();
+    let t = login(addr, "boss").await;
+    let mut ws = open_socket(addr, &t.access).await;
+    assert_eq!(
+        generate_once(&mut ws, "early").await.expect("frame")["type"],
+        "done"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let refused = generate_once(&mut ws, "late")
+        .await
+        .expect("an error frame");
+    assert_eq!(refused["status"], 401, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired")),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_deletes_api_keys_unless_asked_to_keep_them() {
+    let addr = open_server();
+    let t = new_user("keyholder").await;
+    let (_, doomed) = create_key(addr, &t.access, "old").await;
+    let (status, v) = post(
+        addr,
+        "/api/me/password",
+        Some(&t.access),
+        json!({"current_password": PASSWORD, "new_password": "second password!"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let (status, v) = get(addr, "/v1/models", Some(&doomed)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    let t = login_with(addr, "keyholder", "second password!").await;
+    let (_, list) = get(addr, "/api/keys", Some(&t.access)).await;
+    assert_eq!(list["data"], json!([]), "{list}");
+
+    let (_, kept) = create_key(addr, &t.access, "kept").await;
+    let (status, v) = post(
+        addr,
+        "/api/me/password",
+        Some(&t.access),
+        json!({"current_password": "second password!", "new_password": "third password!!", "keep_api_keys": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{v}");
+    let (status, v) = get(addr, "/v1/models", Some(&kept)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn parallel_refreshes_of_one_token_never_leave_a_live_token_behind() {
+    let addr = open_server();
+    for (round, parallel) in [2usize, 20, 2, 20, 2, 20, 2, 20, 2, 20]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("racer{round}");
+        let t = new_user(&name).await;
+        let answers =
+            futures::future::join_all((0..parallel).map(|_| refresh(addr, &t.refresh))).await;
+        let winners: Vec<&Value> = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::OK)
+            .map(|(_, v)| v)
+            .collect();
+        assert!(
+            winners.len() <= 1,
+            "round {round}: {} winners",
+            winners.len()
+        );
+        for (status, v) in &answers {
+            assert!(
+                *status == StatusCode::OK || *status == StatusCode::UNAUTHORIZED,
+                "{status}: {v}"
+            );
+        }
+        // Every loser presented a used token: the family is revoked, the winner's new token
+        // with it.
+        if let Some(w) = winners.first() {
+            let next = w["refresh_token"].as_str().expect("refresh token");
+            let (status, v) = refresh(addr, next).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "round {round} ({parallel} at once): the winner's token survived the reuse: {v}"
+            );
+        }
+    }
+}
+
+/// Trusts 127.0.0.1 as a reverse proxy, so tests can speak from other client addresses
+/// through `X-Forwarded-For`; the real login limits apply.
+fn proxied_server() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let addr = common::spawn_server(|c| {
+            c.auth.registration = Registration::Open;
+            c.server.trusted_proxies = vec!["127.0.0.1".into()];
+        });
+        block_on(async move { register(addr, "chief").await });
+        addr
+    })
+}
+
+async fn login_from(addr: SocketAddr, client_ip: &str, password: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/auth/login"))
+        .header("x-forwarded-for", client_ip)
+        .json(&json!({"username": "chief", "password": password}))
+        .send()
+        .await
+        .expect("send")
+        .status()
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_out_their_sender_but_never_the_accounts_owner() {
+    let addr = proxied_server();
+    let attacker = "198.51.100.66";
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(login_from(addr, attacker, "wrong password!").await);
+    }
+    assert_eq!(
+        &statuses[..5],
+        &[StatusCode::UNAUTHORIZED; 5],
+        "{statuses:?}"
+    );
+    assert_eq!(
+        &statuses[5..],
+        &[StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+    // The owner, elsewhere, logs in at once, again and again (successes cost nothing).
+    for _ in 0..8 {
+        assert_eq!(
+            login_from(addr, "203.0.113.9", PASSWORD).await,
+            StatusCode::OK
+        );
+    }
+    // The attacker's address stays limited even with the right password.
+    assert_eq!(
+        login_from(addr, attacker, PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_from_peers_that_are_not_trusted_proxies() {
+    // The open server trusts no proxy: a client rotating the header is still one client.
+    let addr = open_server();
+    register(addr, "spoofed").await;
+    let mut last = StatusCode::OK;
+    for i in 0..6 {
+        last = reqwest::Client::new()
+            .post(format!("http://{addr}/api/auth/login"))
+            .header("x-forwarded-for", format!("192.0.2.{i}"))
+            .json(&json!({"username": "spoofed", "password": "not the password"}))
+            .send()
+            .await
+            .expect("send")
+            .status();
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -2,6 +2,11 @@
 //! of acknowledged writes (API keys created, accounts registered). Every write that got a 2xx
 //! must be in the database afterwards — read straight from the file, and through a restarted
 //! server on the same data directory — and `PRAGMA integrity_check` must say `ok`.
+//!
+//! Also the other ways storage fails under the binary: a full disk (a real 2 MiB tmpfs: every
+//! write answers 201 and is stored, or 507 and is not), a corrupt database at start, a signing
+//! secret too short; what the binary logs (request ids, never a credential); and that a burst
+//! of password hashing stays within bounded memory.
 
 mod common;
 
@@ -34,6 +39,11 @@ impl Drop for Server {
 }
 
 fn write_config(dir: &Path) -> PathBuf {
+    write_config_with_data(dir, &dir.join("data"))
+}
+
+/// A config in `dir` whose database lives in `data`.
+fn write_config_with_data(dir: &Path, data: &Path) -> PathBuf {
     let model = common::model_path();
     let config = format!(
         r#"
@@ -54,7 +64,7 @@ login_per_username_per_minute = 100000
 data_dir = "{data}"
 "#,
         model = model.display(),
-        data = dir.join("data").display(),
+        data = data.display(),
     );
     let path = dir.join("config.toml");
     std::fs::write(&path, config).expect("write config");
@@ -63,13 +73,24 @@ data_dir = "{data}"
 
 /// Start `hearth serve` and wait for its "hearth listening on http://ADDR" line.
 fn start(config: &Path) -> Server {
+    start_with(config, "warn", Stdio::inherit())
+}
+
+/// Start `hearth serve` with `RUST_LOG=rust_log`, its log written to `log`.
+fn start_logged(config: &Path, log: &Path, rust_log: &str) -> Server {
+    let file = std::fs::File::create(log).expect("log file");
+    start_with(config, rust_log, Stdio::from(file))
+}
+
+fn start_with(config: &Path, rust_log: &str, stderr: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .arg("--config")
         .arg(config)
         .arg("serve")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
+        .env_remove("HEARTH_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn hearth serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -297,4 +318,385 @@ async fn acknowledged_writes_survive_sigkill_and_the_database_stays_intact() {
     login(&client, addr, &users[0]).await;
     drop(server);
     assert_eq!(integrity(&db), "ok");
+}
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped; `None` (with the
+/// reason printed) where mounting is not permitted.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self { dir }),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here ({}): {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fill the file system holding `dir` with `filler` until a write fails, then give back
+/// `leave` bytes.
+fn fill(filler: &Path, leave: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(filler).expect("create filler");
+    let chunk = vec![0xA5u8; 16 * 1024];
+    while f.write_all(&chunk).and_then(|_| f.flush()).is_ok() {}
+    let _ = f.sync_all();
+    let len = f.metadata().expect("meta").len();
+    f.set_len(len.saturating_sub(leave)).expect("shrink filler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_with_507_and_loses_none_it_acknowledged() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config_with_data(dir.path(), &disk.path().join("data"));
+    let log = dir.path().join("server.log");
+    let server = start_logged(&config, &log, "warn");
+    let addr = server.addr;
+    let client = reqwest::Client::new();
+    let (status, v) = post(
+        &client,
+        addr,
+        "/api/auth/register",
+        None,
+        json!({"username": "root", "password": PASSWORD}),
+    )
+    .await
+    .expect("register");
+    assert_eq!(status, 201, "{v}");
+    let token = login(&client, addr, "root").await;
+
+    let filler = disk.path().join("filler");
+    fill(&filler, 96 * 1024);
+    let (mut acked_keys, mut acked_users, mut refused) = (Vec::new(), Vec::new(), 0);
+    for i in 0..400 {
+        let name = format!("k{i}");
+        let (status, v) = post(
+            &client,
+            addr,
+            "/api/keys",
+            Some(&token),
+            json!({"name": name}),
+        )
+        .await
+        .expect("a JSON answer");
+        match status {
+            201 => acked_keys.push(name),
+            507 => {
+                assert_eq!(v["error"]["code"], "insufficient_storage", "{v}");
+                refused += 1;
+            }
+            other => panic!("a write answered {other}: {v}"),
+        }
+        if i % 10 == 0 {
+            let user = format!("user{i}");
+            let (status, v) = post(
+                &client,
+                addr,
+                "/api/admin/users",
+                Some(&token),
+                json!({"username": user, "password": PASSWORD}),
+            )
+            .await
+            .expect("a JSON answer");
+            match status {
+                201 => acked_users.push(user),
+                507 => refused += 1,
+                other => panic!("a write answered {other}: {v}"),
+            }
+        }
+        if refused >= 10 {
+            break;
+        }
+    }
+    assert!(
+        refused >= 10,
+        "the disk never filled ({} keys stored)",
+        acked_keys.len()
+    );
+    eprintln!(
+        "with the disk full: {} keys and {} users acknowledged, {refused} writes refused",
+        acked_keys.len(),
+        acked_users.len()
+    );
+    // Reads still work, and list exactly what was acknowledged.
+    let listed = get(&client, addr, "/api/keys", &token).await;
+    let names: std::collections::HashSet<&str> = listed["data"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    for k in &acked_keys {
+        assert!(
+            names.contains(k.as_str()),
+            "acknowledged key {k} is missing"
+        );
+    }
+    assert_eq!(
+        names.len(),
+        acked_keys.len(),
+        "a refused key was stored after all"
+    );
+
+    // Space comes back: so do writes.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (status, v) = post(
+        &client,
+        addr,
+        "/api/keys",
+        Some(&token),
+        json!({"name": "after"}),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(status, 201, "{v}");
+    drop(server);
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logged.contains("disk holding the database is full"),
+        "{logged}"
+    );
+
+    // Everything acknowledged is in the file.
+    let db = disk.path().join("data/hearth.db");
+    assert_eq!(integrity(&db), "ok");
+    let stored = column_set(&db, "SELECT name FROM api_keys");
+    for k in acked_keys.iter().chain(["after".to_string()].iter()) {
+        assert!(
+            stored.contains(k),
+            "acknowledged key {k} is not in the file"
+        );
+    }
+    let users = column_set(&db, "SELECT username FROM users");
+    for u in &acked_users {
+        assert!(
+            users.contains(u),
+            "acknowledged user {u} is not in the file"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_database_is_refused_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let db = dir.path().join("data/hearth.db");
+    {
+        let store = hearth::store::Store::open(&db, &hearth::config::StoreSettings::default())
+            .expect("create");
+        store
+            .run_blocking(|c| {
+                for i in 0..300 {
+                    hearth::store::users::create_user(
+                        c,
+                        &format!("person{i}"),
+                        &"h".repeat(200),
+                        hearth::store::Role::User,
+                        0,
+                    )?;
+                }
+                c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+                Ok(())
+            })
+            .expect("fill");
+    }
+    // Scramble a page in the middle of the users table.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .expect("open");
+        let len = f.metadata().expect("meta").len();
+        assert!(len > 8 * 4096, "{len}");
+        f.seek(SeekFrom::Start((len / 4096 / 2) * 4096))
+            .expect("seek");
+        f.write_all(&[0x5Au8; 4096]).expect("scramble");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a corrupt database was served");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt") && err.contains("hearth restore"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("HEARTH__AUTH__JWT_SECRET", "x")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auth.jwt_secret") && err.contains("32 bytes"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_logs_carry_the_request_id_and_never_a_credential() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let log = dir.path().join("server.log");
+    // RUST_LOG, as the README says (HEARTH_LOG is unset).
+    let server = start_logged(&config, &log, "hearth=debug,tower_http=debug");
+    let addr = server.addr;
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("http://{addr}/ws?api_key=sk-hearth-QUERYSECRET"))
+        .header("x-request-id", "req-abc123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "req-abc123");
+    let r = client
+        .get(format!("http://{addr}/v1/models?token=OTHERSECRET&limit=5"))
+        .bearer_auth("sk-hearth-HEADERSECRET")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 401);
+    let (status, _) = post(
+        &client,
+        addr,
+        "/api/auth/login",
+        None,
+        json!({"username": "nobody", "password": "PASSWORDSECRET"}),
+    )
+    .await
+    .expect("login");
+    assert_eq!(status, 401);
+    drop(server);
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logged.contains("req-abc123"),
+        "the request id is in the span:\n{logged}"
+    );
+    assert!(logged.contains("api_key=[redacted]"), "{logged}");
+    assert!(logged.contains("token=[redacted]&limit=5"), "{logged}");
+    for secret in [
+        "QUERYSECRET",
+        "OTHERSECRET",
+        "HEADERSECRET",
+        "PASSWORDSECRET",
+    ] {
+        assert!(!logged.contains(secret), "{secret} was logged:\n{logged}");
+    }
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_registrations_hashes_a_bounded_number_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let server = start(&config);
+    let (addr, pid) = (server.addr, server.child.id());
+    let client = reqwest::Client::new();
+    let register = |name: String| {
+        let client = client.clone();
+        async move {
+            post(
+                &client,
+                addr,
+                "/api/auth/register",
+                None,
+                json!({"username": name, "password": PASSWORD}),
+            )
+            .await
+            .expect("register")
+        }
+    };
+    // Warm up: the first hash sets up what every later one reuses.
+    assert_eq!(register("warmup".into()).await.0, 201);
+    let before = rss_mib(pid);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_mib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let answers = futures::future::join_all((0..60).map(|i| register(format!("burst{i}")))).await;
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    for (status, v) in &answers {
+        assert_eq!(*status, 201, "{v}");
+    }
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    eprintln!("60 concurrent registrations: peak RSS {before} MiB + {grown} MiB");
+    // 60 hashes at once took 1.1 GiB; 4 at a time (auth.max_concurrent_hashes) need
+    // at most 4 × 19 MiB, allocated once.
+    assert!(
+        grown < 150,
+        "60 registrations grew the server by {grown} MiB"
+    );
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hearth::config::StoreSettings;
 use hearth::store::migrations::known_version;
 use hearth::store::{
-    self, restore, unix_now, usage, users, ConsumeOutcome, Role, Store, StoreError, Usage,
+    self, restore, unix_now, usage, users, ConsumeOutcome, Role, Rotation, Store, StoreError, Usage,
 };
 use rusqlite::Connection;
 use tempfile::TempDir;
@@ -921,4 +921,75 @@ async fn scheduled_backups_run_on_their_interval_and_keep_only_the_newest() {
     );
     assert_eq!(integrity(&later[0]), "ok");
     assert_eq!(usernames(&later[0]), HashSet::from(["ada".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_rotations_of_one_token_leave_no_live_token_in_its_family() {
+    let (_dir, store) = open_temp();
+    let uid = user(&store, "ada").await;
+    for round in 0..60 {
+        let parallel = if round % 2 == 0 { 2 } else { 20 };
+        let now = unix_now();
+        let old = format!("old{round}");
+        store
+            .insert_refresh(uid, &format!("fam{round}"), &old, now + 60)
+            .await
+            .expect("insert");
+        let tasks: Vec<_> = (0..parallel)
+            .map(|i| {
+                let (store, old) = (store.clone(), old.clone());
+                let new = format!("new{round}-{i}");
+                tokio::spawn(async move {
+                    let r = store.rotate_refresh(&old, &new, now + 60, now).await;
+                    (new, r)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (new, r) = t.await.expect("task");
+            match r.expect("rotate") {
+                Rotation::Rotated(u) => {
+                    assert_eq!(u.id, uid);
+                    winners.push(new);
+                }
+                Rotation::Refused(ConsumeOutcome::Reused { .. }) => {}
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}");
+        // The reuse revoked the family after the winner's rotation, its new token included.
+        assert_eq!(
+            store
+                .consume_refresh(&winners[0], now)
+                .await
+                .expect("consume"),
+            ConsumeOutcome::Revoked,
+            "round {round} ({parallel} at once)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_for_a_disabled_account_issues_nothing_and_ends_the_session() {
+    let (_dir, store) = open_temp();
+    let uid = user(&store, "bea").await;
+    let now = unix_now();
+    store
+        .insert_refresh(uid, "f", "r1", now + 60)
+        .await
+        .expect("insert");
+    store.set_disabled(uid, true).await.expect("disable");
+    assert_eq!(
+        store
+            .rotate_refresh("r1", "r2", now + 60, now)
+            .await
+            .expect("rotate"),
+        Rotation::Refused(ConsumeOutcome::Revoked)
+    );
+    assert_eq!(
+        store.consume_refresh("r2", now).await.expect("consume"),
+        ConsumeOutcome::Unknown,
+        "no token was issued"
+    );
 }

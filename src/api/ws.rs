@@ -45,14 +45,20 @@
 //!   except `duplicate_id`, which refuses the new frame and leaves the running one alone.
 //!   Frame-level problems are 400s with their own codes: `invalid_json` (not a JSON object;
 //!   `id` null), `binary_not_supported` (`id` null), `unknown_type`, `missing_id`,
-//!   `duplicate_id`, `unknown_id`. The socket stays open after any of them.
+//!   `duplicate_id`, `unknown_id`, `id_too_long` (over `server.ws_max_id_bytes`; `id` null,
+//!   never echoed). A `generate` while `server.ws_max_generations` are in flight gets
+//!   `too_many_generations` with status 429. The socket stays open after any of them.
 //!
 //! The upgrade request is authenticated like `/v1` ([`super::auth::authenticate`]): the static
 //! `server.api_key`, a user's API key or a user's access token, as `Authorization: Bearer` or,
 //! because browsers cannot set headers on a WebSocket, as `?api_key=` in the URL (the header
 //! wins when both are sent). A missing credential where one is required, or any invalid one, is
-//! refused with a 401 JSON error before upgrading. Each finished (or cancelled) generation's
-//! tokens are counted for the socket's user and key. Messages over `server.max_body_bytes`
+//! refused with a 401 JSON error before upgrading. A user's credential is checked again on every
+//! `generate` and every Ping interval: once it is revoked (key deleted, user disabled, password
+//! changed) or expired, the `generate` gets a 401 error frame and the socket closes with 1008.
+//! Each finished (or cancelled) generation's tokens are counted for the socket's user and key.
+//! At most `server.ws_max_queued_frames` frames wait for the client; one that stops reading
+//! past that is disconnected (no close frame: it would not be read either). Messages over `server.max_body_bytes`
 //! close the socket (close code 1009). The server Pings every `server.ws_ping_secs` and closes a
 //! socket that sent nothing, not even a Pong, for two intervals. However a socket ends, its
 //! generations are cancelled (their event receivers dropped, which frees their slots on the

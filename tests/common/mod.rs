@@ -28,6 +28,28 @@ pub fn reference() -> serde_json::Value {
         .expect("reference json")
 }
 
+/// The pieces llama.cpp ranks top five for the first generated token of the reference chat
+/// whose single user message is `question`.
+pub fn first_step_candidates(question: &str) -> Vec<String> {
+    let r = reference();
+    let chat = r["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .find(|c| {
+            c["messages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1 && m[0]["content"] == question)
+        })
+        .unwrap_or_else(|| panic!("no reference chat asks {question:?}"));
+    chat["first_step_top5"]
+        .as_array()
+        .expect("top5")
+        .iter()
+        .map(|c| c["piece"].as_str().expect("piece").to_string())
+        .collect()
+}
+
 static MODEL_LOCK: Mutex<()> = Mutex::new(());
 
 /// Holds the model lock while a test uses an engine.
@@ -125,12 +147,19 @@ pub fn spawn_server(
 /// The value of one sample line of `/metrics` (name with labels, exactly as rendered); 0 when
 /// the series does not exist yet.
 pub async fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("get /metrics")
-        .text()
-        .await
-        .expect("body");
+    metric_with_key(addr, series, None).await
+}
+
+/// [`metric`] on a server that needs a credential for `/metrics`.
+pub async fn metric_with_key(addr: std::net::SocketAddr, series: &str, key: Option<&str>) -> f64 {
+    let mut req = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let r = req.send().await.expect("get /metrics");
+    // A refused scrape must fail the test, not read as "no such series".
+    assert_eq!(r.status(), 200, "GET /metrics");
+    let text = r.text().await.expect("body");
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.trim().parse().expect("a number"))

@@ -2,7 +2,11 @@
 
 Run by tests/openai_sdk.rs against a live server; by hand:
     HEARTH_BASE_URL=http://127.0.0.1:8080/v1 HEARTH_API_KEY=... HEARTH_MODEL=... \
-        .venv/bin/python tests/python/test_openai_sdk.py -v
+        HEARTH_KEY_REQUIRED=0|1 .venv/bin/python tests/python/test_openai_sdk.py -v
+
+HEARTH_KEY_REQUIRED says whether the server needs a key (`server.api_key` or
+`auth.require_auth`); on a default server it does not, and HEARTH_API_KEY is then any
+placeholder, as users write `api_key="unused"`.
 
 The clients are used as shipped: only base_url and api_key are set (plus max_retries=0 where an
 error is expected, so the SDK cannot hide it behind a retry). Generations are short, since the
@@ -29,6 +33,7 @@ def _env(name):
 BASE_URL = _env("HEARTH_BASE_URL")
 API_KEY = _env("HEARTH_API_KEY")
 MODEL = _env("HEARTH_MODEL")
+KEY_REQUIRED = _env("HEARTH_KEY_REQUIRED") == "1"
 
 PROMPT = "Write one sentence about the sea."
 MAX_TOKENS = 24
@@ -388,13 +393,24 @@ class ErrorsTest(unittest.TestCase):
             self.client.chat.completions.create(model=MODEL, messages=[], max_tokens=4)
         self.assertEqual(cm.exception.param, "messages")
 
-    def test_wrong_api_key_is_unauthorized(self):
-        with openai.OpenAI(base_url=BASE_URL, api_key="sk-wrong", max_retries=0) as c:
+    def test_a_revoked_or_made_up_hearth_key_is_unauthorized(self):
+        # Hearth's own keys are always checked, whether or not the server needs one.
+        with openai.OpenAI(base_url=BASE_URL, api_key="sk-hearth-wrong", max_retries=0) as c:
             with self.assertRaises(openai.AuthenticationError) as cm:
                 c.models.list()
             self.assertEqual(cm.exception.status_code, 401)
             with self.assertRaises(openai.AuthenticationError):
                 c.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=4)
+
+    def test_a_foreign_key_is_refused_only_where_a_key_is_required(self):
+        with openai.OpenAI(base_url=BASE_URL, api_key="sk-wrong", max_retries=0) as c:
+            if KEY_REQUIRED:
+                with self.assertRaises(openai.AuthenticationError) as cm:
+                    c.models.list()
+                self.assertEqual(cm.exception.status_code, 401)
+            else:
+                ids = [m.id for m in c.models.list().data]
+                self.assertIn(MODEL, ids)
 
 
 if __name__ == "__main__":
