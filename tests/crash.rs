@@ -157,6 +157,31 @@ async fn login(client: &reqwest::Client, addr: SocketAddr, name: &str) -> String
     v["access_token"].as_str().expect("token").to_string()
 }
 
+/// The names of the keys `token`'s user has, as `GET /api/keys` lists them.
+async fn key_names(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+) -> std::collections::HashSet<String> {
+    let listed = get(client, addr, "/api/keys", token).await;
+    listed["data"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Register `root` (the first account, so an admin) and log in; its access token.
+async fn register_root(client: &reqwest::Client, addr: SocketAddr) -> String {
+    let body = json!({"username": "root", "password": PASSWORD});
+    let (status, v) = post(client, addr, "/api/auth/register", None, body)
+        .await
+        .expect("register root");
+    assert_eq!(status, 201, "{v}");
+    login(client, addr, "root").await
+}
+
 fn integrity(db: &Path) -> String {
     rusqlite::Connection::open(db)
         .expect("open the database")
@@ -184,17 +209,7 @@ async fn acknowledged_writes_survive_sigkill_and_the_database_stays_intact() {
 
     let mut server = start(&config);
     let addr = server.addr;
-    let (status, v) = post(
-        &client,
-        addr,
-        "/api/auth/register",
-        None,
-        json!({"username": "root", "password": PASSWORD}),
-    )
-    .await
-    .expect("register root");
-    assert_eq!(status, 201, "{v}");
-    let token = Arc::new(login(&client, addr, "root").await);
+    let token = Arc::new(register_root(&client, addr).await);
 
     // Writers: API keys (fast) on several connections, accounts (Argon2-slow) on one more.
     let acked_keys = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -288,18 +303,9 @@ async fn acknowledged_writes_survive_sigkill_and_the_database_stays_intact() {
     let server = start(&config);
     let addr = server.addr;
     let token = login(&client, addr, "root").await;
-    let listed = get(&client, addr, "/api/keys", &token).await;
-    let names: std::collections::HashSet<&str> = listed["data"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(|k| k["name"].as_str())
-        .collect();
+    let names = key_names(&client, addr, &token).await;
     for k in &keys {
-        assert!(
-            names.contains(k.as_str()),
-            "key {k} is not listed after restart"
-        );
+        assert!(names.contains(k), "key {k} is not listed after restart");
     }
     let accounts = get(&client, addr, "/api/admin/users", &token).await;
     let usernames: std::collections::HashSet<&str> = accounts["data"]
@@ -393,17 +399,7 @@ async fn a_full_disk_refuses_writes_with_507_and_loses_none_it_acknowledged() {
     let server = start_logged(&config, &log, "warn");
     let addr = server.addr;
     let client = reqwest::Client::new();
-    let (status, v) = post(
-        &client,
-        addr,
-        "/api/auth/register",
-        None,
-        json!({"username": "root", "password": PASSWORD}),
-    )
-    .await
-    .expect("register");
-    assert_eq!(status, 201, "{v}");
-    let token = login(&client, addr, "root").await;
+    let token = register_root(&client, addr).await;
 
     let filler = disk.path().join("filler");
     fill(&filler, 96 * 1024);
@@ -459,18 +455,9 @@ async fn a_full_disk_refuses_writes_with_507_and_loses_none_it_acknowledged() {
         acked_users.len()
     );
     // Reads still work, and list exactly what was acknowledged.
-    let listed = get(&client, addr, "/api/keys", &token).await;
-    let names: std::collections::HashSet<&str> = listed["data"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(|k| k["name"].as_str())
-        .collect();
+    let names = key_names(&client, addr, &token).await;
     for k in &acked_keys {
-        assert!(
-            names.contains(k.as_str()),
-            "acknowledged key {k} is missing"
-        );
+        assert!(names.contains(k), "acknowledged key {k} is missing");
     }
     assert_eq!(
         names.len(),

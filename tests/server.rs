@@ -74,6 +74,19 @@ fn chat_body(content: &str, max_tokens: u32) -> Value {
     })
 }
 
+/// POST a JSON body and return the answer's text (an SSE stream, whole).
+async fn post_text(client: &reqwest::Client, addr: SocketAddr, path: &str, body: &Value) -> String {
+    client
+        .post(url(addr, path))
+        .json(body)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// Whether `answer` starts with one of the five tokens llama.cpp ranks highest for the first
 /// step of the reference chat whose only message is `question`.
 fn starts_like_llamacpp(answer: &str, question: &str) -> bool {
@@ -597,15 +610,7 @@ async fn json_object_response_format_returns_a_json_object() {
 
     // Streamed, the pieces form the same object.
     body["stream"] = json!(true);
-    let text = client
-        .post(url(addr, "/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("body");
+    let text = post_text(&client, addr, "/v1/chat/completions", &body).await;
     let mut streamed = String::new();
     for d in sse_data(&text) {
         if d != "[DONE]" {
@@ -765,15 +770,7 @@ async fn openai_paths_also_work_without_v1_and_the_model_defaults_to_the_loaded_
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     streamed["stream_options"] = json!({"include_usage": true});
-    let text = client
-        .post(url(addr, "/v1/chat/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("body");
+    let text = post_text(&client, addr, "/v1/chat/completions", &streamed).await;
     let chunks: Vec<Value> = sse_data(&text)
         .iter()
         .filter(|d| *d != "[DONE]")

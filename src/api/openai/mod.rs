@@ -1,0 +1,228 @@
+//! The OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions`,
+//! `POST /v1/completions`, streaming (SSE) and not — served under `/v1` and, for clients
+//! configured without it, at the root too.
+//!
+//! Requests are parsed leniently (unknown fields and explicit `null`s are accepted), validated
+//! into a [`BackendRequest`](crate::backends::BackendRequest) with errors naming the parameter
+//! (`validate`), then started through the backend router — the local model or a remote
+//! server, with failover (`complete`) — and answered whole or streamed (`sse`). Dropping the
+//! response (client gone) drops the generation, which cancels it on the model thread or
+//! upstream.
+
+mod complete;
+mod sse;
+mod validate;
+
+pub use complete::{create_chat_completion, create_completion};
+pub(crate) use complete::{finish_str, usage};
+pub use validate::chat_messages;
+pub(crate) use validate::chat_plan;
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// `stop`: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopSpec {
+    /// A single stop string.
+    One(String),
+    /// Up to four stop strings.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a final chunk with usage before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// Message content: a string or a list of parts (only text parts are supported).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// `[{"type": "text", "text": "..."}]`.
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    /// Part type; only `text` is supported.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a text part.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// One chat message as sent by clients.
+#[derive(Debug, Deserialize)]
+pub struct RequestMessage {
+    /// `system`, `user`, `assistant` (or `developer`, treated as `system`).
+    pub role: String,
+    /// The content (null allowed for assistant messages).
+    #[serde(default)]
+    pub content: Option<Content>,
+}
+
+/// Sampling and limit fields shared by chat and text completions.
+#[derive(Debug, Default, Deserialize)]
+pub struct CommonParams {
+    /// Model id.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Legacy token limit.
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    /// Token limit (chat).
+    #[serde(default)]
+    pub max_completion_tokens: Option<i64>,
+    /// Temperature, 0–2.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus mass.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Extension: top-k.
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    /// Extension: min-p.
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Extension: repetition penalty.
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Choices to generate.
+    #[serde(default)]
+    pub n: Option<i64>,
+    /// Stop strings.
+    #[serde(default)]
+    pub stop: Option<StopSpec>,
+    /// Stream with SSE.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Streaming options.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// -2..2.
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// -2..2.
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string) → bias in -100..100.
+    #[serde(default)]
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// Seed for reproducible sampling.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Caller id (accepted, not used for generation).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<RequestMessage>,
+    /// Return log-probabilities.
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    /// How many alternatives per token (0–20), with `logprobs`.
+    #[serde(default)]
+    pub top_logprobs: Option<i64>,
+    /// `{"type": "text"}` or `{"type": "json_object"}`.
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    /// Tool definitions: accepted, never called (the model has no tool-call format).
+    #[serde(default)]
+    pub tools: Option<Value>,
+    /// `none`/`auto` are honoured by answering in text; requiring a tool call is refused.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Everything shared with text completions.
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+/// `POST /v1/completions` prompt: text, texts, or token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptSpec {
+    /// One prompt.
+    Text(String),
+    /// Several prompts (each gets `n` choices).
+    Texts(Vec<String>),
+    /// Token ids.
+    Tokens(Vec<u32>),
+}
+
+/// `POST /v1/completions` body.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    /// The prompt.
+    pub prompt: PromptSpec,
+    /// Log-probabilities of the top N tokens (0–5).
+    #[serde(default)]
+    pub logprobs: Option<i64>,
+    /// Echo the prompt before the completion.
+    #[serde(default)]
+    pub echo: Option<bool>,
+    /// Everything shared with chat.
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `GET /v1/models`: every model of every backend whose circuit breaker is not open.
+pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
+    let data: Vec<Value> = state
+        .router
+        .list_models()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": state.started_at,
+                "owned_by": m.owned_by,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn get_model(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(owner) = state.router.owner(&id) else {
+        return Err(ApiError::ModelNotFound(id));
+    };
+    Ok(Json(json!({
+        "id": id,
+        "object": "model",
+        "created": state.started_at,
+        "owned_by": owner,
+    })))
+}

@@ -1,0 +1,297 @@
+//! Validating OpenAI requests into what a backend runs: the model (defaulting to the loaded
+//! one), limits, sampling, stop strings, `n`, response format, log-probabilities and messages.
+//! Every refusal is a 400 naming the parameter. Shared by the HTTP routes and `/ws`.
+
+use serde_json::Value;
+
+use super::{ChatRequest, CommonParams, Content, RequestMessage, StopSpec};
+use crate::api::error::{clip, ApiError};
+use crate::api::AppState;
+use crate::engine::generate::{GenerateRequest, OutputFormat};
+use crate::engine::sampler::SamplingParams;
+use crate::engine::template::ChatMessage;
+
+/// What a validated request asks for beyond the prompt.
+pub(crate) struct Plan {
+    /// The model to ask: the one named, or the server's own when the request names none.
+    pub(crate) model: String,
+    pub(crate) request: GenerateRequest,
+    pub(crate) n: usize,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    pub(crate) logprobs: bool,
+}
+
+/// The model a request asks for. OpenAI requires `model`; local servers (llama.cpp's,
+/// Ollama's) do not, so a missing or empty one means the loaded model.
+pub(crate) fn requested_model(
+    state: &AppState,
+    model: &Option<String>,
+) -> Result<String, ApiError> {
+    match model.as_deref() {
+        None | Some("") => Ok(state.model_id.clone()),
+        Some(m) if state.router.serves(m) => Ok(m.to_string()),
+        Some(m) => Err(ApiError::ModelNotFound(clip(m, 256))),
+    }
+}
+
+/// `system_fingerprint`: names this build of Hearth and what answers as `model` (for the
+/// local model, its weights too), so it changes exactly when the same request could start
+/// answering differently.
+pub(crate) fn system_fingerprint(state: &AppState, model: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update([0]);
+    h.update(model);
+    if model == state.model_id {
+        let info = state.engine.info();
+        h.update([0]);
+        h.update(format!(
+            "{}|{}|{:?}|{}|{}",
+            info.format,
+            info.file_bytes,
+            info.tensor_types,
+            info.parameters,
+            state.config.model.exact
+        ));
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("fp_{hex}")
+}
+
+pub(crate) fn plan(
+    state: &AppState,
+    p: &CommonParams,
+    top_logprobs: usize,
+    logprobs: bool,
+) -> Result<Plan, ApiError> {
+    let model = requested_model(state, &p.model)?;
+    if p.stream_options.is_some() && p.stream != Some(true) {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "`stream_options` is only allowed when `stream` is enabled",
+        ));
+    }
+    let gen = &state.config.generation;
+    let limit = gen.max_tokens_limit;
+    let max_tokens = match p.max_completion_tokens.or(p.max_tokens) {
+        None => gen.default_max_tokens,
+        Some(m) if m >= 1 && (m as usize) <= limit => m as usize,
+        Some(m) => {
+            let param = if p.max_completion_tokens.is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            return Err(ApiError::invalid(
+                param,
+                format!("must be between 1 and {limit}, got {m}"),
+            ));
+        }
+    };
+    let max_n = gen.max_n;
+    let n = match p.n {
+        None => 1,
+        Some(n) if n >= 1 && n as u64 <= max_n as u64 => n as usize,
+        Some(n) => {
+            return Err(ApiError::invalid(
+                "n",
+                format!("must be between 1 and {max_n} (generation.max_n), got {n}"),
+            ))
+        }
+    };
+    let temperature = p.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::invalid(
+            "temperature",
+            format!("must be between 0 and 2, got {temperature}"),
+        ));
+    }
+    let stop = match &p.stop {
+        None => Vec::new(),
+        Some(StopSpec::One(s)) => vec![s.clone()],
+        Some(StopSpec::Many(v)) if v.len() <= 4 => v.clone(),
+        Some(StopSpec::Many(_)) => {
+            return Err(ApiError::invalid("stop", "at most 4 stop sequences"))
+        }
+    };
+    let mut logit_bias = Vec::new();
+    for (k, v) in p.logit_bias.iter().flatten() {
+        let id: u32 = k
+            .parse()
+            .map_err(|_| ApiError::invalid("logit_bias", format!("`{k}` is not a token id")))?;
+        logit_bias.push((id, *v));
+    }
+    let top_k = match p.top_k {
+        None => 0,
+        Some(k) if k >= 0 => k as usize,
+        Some(k) => return Err(ApiError::invalid("top_k", format!("must be >= 0, got {k}"))),
+    };
+    let sampling = SamplingParams {
+        temperature,
+        top_k,
+        top_p: p.top_p.unwrap_or(1.0),
+        min_p: p.min_p.unwrap_or(0.0),
+        repetition_penalty: p.repetition_penalty.unwrap_or(1.0),
+        frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
+        presence_penalty: p.presence_penalty.unwrap_or(0.0),
+        logit_bias,
+        seed: p.seed.map(|s| s as u64),
+        ..SamplingParams::default()
+    };
+    // Ranges only: token ids in `logit_bias` are checked by the backend whose vocabulary they use.
+    sampling.validate(usize::MAX).map_err(|e| match e {
+        crate::engine::sampler::SamplingError::InvalidParam { param, message } => {
+            ApiError::invalid(param, message)
+        }
+    })?;
+    Ok(Plan {
+        model,
+        request: GenerateRequest {
+            prompt_ids: Vec::new(),
+            sampling,
+            max_tokens,
+            stop,
+            logprobs: top_logprobs,
+            format: OutputFormat::Text,
+        },
+        n,
+        stream: p.stream.unwrap_or(false),
+        include_usage: p
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+        logprobs,
+    })
+}
+
+/// Convert client messages into template messages, validating roles and content parts.
+pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = match m.role.as_str() {
+                "system" | "user" | "assistant" => m.role,
+                "developer" => "system".to_string(),
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].role"),
+                        format!("unsupported role `{other}`"),
+                    ))
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t,
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.into_iter().enumerate() {
+                        match (part.kind.as_str(), part.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content[{j}]"),
+                                    format!("unsupported content part `{kind}` (only text parts)"),
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+/// `response_format`: `text` (default) or `json_object`. Like OpenAI, `json_object` needs the
+/// word "json" somewhere in the messages, so the model is told what to produce.
+pub(crate) fn response_format(
+    format: Option<&Value>,
+    messages: &[RequestMessage],
+) -> Result<OutputFormat, ApiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(OutputFormat::Text);
+    };
+    let kind = format.get("type").ok_or_else(|| {
+        ApiError::invalid("response_format", "`response_format.type` is required")
+    })?;
+    match kind.as_str() {
+        Some("text") => Ok(OutputFormat::Text),
+        Some("json_object") => {
+            let mentions_json = messages.iter().any(|m| match &m.content {
+                Some(Content::Text(t)) => t.to_lowercase().contains("json"),
+                Some(Content::Parts(parts)) => parts.iter().any(|p| {
+                    p.text
+                        .as_deref()
+                        .is_some_and(|t| t.to_lowercase().contains("json"))
+                }),
+                None => false,
+            });
+            if !mentions_json {
+                return Err(ApiError::invalid(
+                    "messages",
+                    "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+                ));
+            }
+            Ok(OutputFormat::JsonObject)
+        }
+        Some(other) => Err(ApiError::invalid(
+            "response_format",
+            format!(
+                "response_format type `{other}` is not supported (use `text` or `json_object`)"
+            ),
+        )),
+        None => Err(ApiError::invalid(
+            "response_format",
+            "`response_format.type` must be a string",
+        )),
+    }
+}
+
+/// Validate a chat request's parameters (everything but turning `messages` into a prompt):
+/// `response_format`, `tool_choice`, `logprobs`/`top_logprobs` and the shared sampling fields.
+/// Shared by `/v1/chat/completions` and the WebSocket endpoint.
+pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, ApiError> {
+    let format = response_format(req.response_format.as_ref(), &req.messages)?;
+    match req.tool_choice.as_ref() {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s == "none" || s == "auto" => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "tool calls are not supported: `tool_choice` may only be `none` or `auto`",
+            ))
+        }
+    }
+    if req.top_logprobs.is_some() && req.logprobs != Some(true) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`logprobs` must be true when `top_logprobs` is set",
+        ));
+    }
+    let logprobs = req.logprobs.unwrap_or(false);
+    let top = match req.top_logprobs {
+        None => 0,
+        Some(t) if (0..=20).contains(&t) => t as usize,
+        Some(t) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("must be between 0 and 20, got {t}"),
+            ))
+        }
+    };
+    let mut plan = plan(state, &req.common, if logprobs { top } else { 0 }, logprobs)?;
+    plan.request.format = format;
+    Ok(plan)
+}
