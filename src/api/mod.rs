@@ -119,9 +119,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(body_limit))
-        // A body that stalls mid-upload would hold its connection (and the handler) forever.
+        // A body that stalls mid-upload would hold its connection (and the handler) forever;
+        // reading it then fails, which the extractors answer with 408 (`ApiError::BodyTimeout`).
         .layer(RequestBodyTimeoutLayer::new(body_idle))
-        // Outside the limit layers, so their plain-text answers are rewritten as JSON.
+        // Outside the limit layer, so its plain-text 413 is rewritten as JSON.
         .layer(middleware::from_fn(json_errors_for_layers))
         // Preflights are answered here, before any authentication.
         .layer(cors)
@@ -189,8 +190,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Layers below the handlers (the body limit, the body timeout) answer in plain text; give
-/// them our JSON shape.
+/// Layers below the handlers (the body limit) answer in plain text; give them our JSON shape.
 async fn json_errors_for_layers(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let is_json = response
@@ -198,12 +198,8 @@ async fn json_errors_for_layers(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
-    if is_json {
-        return response;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return ApiError::PayloadTooLarge.into_response();
     }
-    match response.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge.into_response(),
-        StatusCode::REQUEST_TIMEOUT => ApiError::BodyTimeout.into_response(),
-        _ => response,
-    }
+    response
 }

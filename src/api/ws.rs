@@ -58,8 +58,8 @@
 //! changed) or expired, the `generate` gets a 401 error frame and the socket closes with 1008.
 //! Each finished (or cancelled) generation's tokens are counted for the socket's user and key.
 //! At most `server.ws_max_queued_frames` frames wait for the client; one that stops reading
-//! past that is disconnected (no close frame: it would not be read either). Messages over `server.max_body_bytes`
-//! close the socket (close code 1009). The server Pings every `server.ws_ping_secs` and closes a
+//! past that is disconnected (no close frame: it would not be read either). Messages over
+//! `server.max_body_bytes` close the socket (close code 1009). The server Pings every `server.ws_ping_secs` and closes a
 //! socket that sent nothing, not even a Pong, for two intervals. However a socket ends, its
 //! generations are cancelled (their event receivers dropped, which frees their slots on the
 //! model thread within one step).
