@@ -48,21 +48,28 @@ def probe_idle(port, count, wait):
     opened = len(socks)
     health_during = health_ok(port)
     time.sleep(wait)
-    still_open = 0
+    still_open = refused = 0
     for s in socks:
-        s.settimeout(0.01)
+        s.settimeout(0.05)
+        got = b""
         try:
-            if s.recv(1) == b"":
-                continue  # closed by the server
-            still_open += 1
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break  # closed by the server
+                got += chunk
         except socket.timeout:
             still_open += 1
         except OSError:
             pass
         finally:
             s.close()
-    print(f"idle: opened {opened} silent sockets; /health during: {health_during}; "
-          f"still open after {wait:.0f} s: {still_open}")
+        if got.startswith(b"HTTP/1.1 503"):
+            refused += 1
+    after = health_ok(port)
+    print(f"idle: opened {opened} silent sockets ({refused} refused with 503 over the cap); "
+          f"/health while they were open: {health_during}; still open after {wait:.0f} s: "
+          f"{still_open}; /health after: {after}")
 
 
 def ws_frame(payload: bytes) -> bytes:

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -208,7 +208,8 @@ async fn serve_connection(
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let check = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let check = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut ticks = tokio::time::interval(check);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
@@ -221,8 +222,12 @@ async fn serve_connection(
                 return;
             }
             _ = ticks.tick(), if !closing => {
-                if activity.in_flight() == 0 && activity.silent_for() >= limits.idle_timeout {
-                    tracing::debug!(%peer, "closing an idle connection");
+                // Before its first request, a connection is still in protocol detection, where
+                // hyper's header timer does not run yet: bound it by the same timeout.
+                let too_slow = !activity.started() && activity.age() >= limits.header_read_timeout;
+                let idle = activity.in_flight() == 0 && activity.silent_for() >= limits.idle_timeout;
+                if too_slow || idle {
+                    tracing::debug!(%peer, too_slow, "closing an idle connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -241,6 +246,7 @@ struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     in_flight: Arc<AtomicUsize>,
+    started: AtomicBool,
 }
 
 impl Activity {
@@ -249,6 +255,7 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: Arc::default(),
+            started: AtomicBool::new(false),
         }
     }
 
@@ -262,11 +269,21 @@ impl Activity {
         self.start.elapsed().saturating_sub(last)
     }
 
+    fn age(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Whether a request has ever begun on this connection.
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     fn begin_request(&self) -> InFlight {
+        self.started.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.in_flight.clone())
     }
