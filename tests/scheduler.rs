@@ -83,6 +83,9 @@ fn a_full_queue_refuses_at_once_and_admitted_jobs_all_finish() {
         t.elapsed()
     );
     assert_eq!(sched.stats().rejected.load(Ordering::Relaxed), 1);
+    // The cheap check before tokenizing says the same, and counts its refusal too.
+    assert_eq!(sched.check_room().err(), Some(SubmitError::QueueFull));
+    assert_eq!(sched.stats().rejected.load(Ordering::Relaxed), 2);
     let (ids_a, sa) = drain(&mut a);
     assert_eq!(ids_a.len(), 40);
     assert_eq!(sa.expect("a done").finish_reason, FinishReason::Length);
@@ -90,6 +93,7 @@ fn a_full_queue_refuses_at_once_and_admitted_jobs_all_finish() {
     assert_eq!(ids_b.len(), 4);
     assert!(sb.is_ok());
     // Recovered: a new job is accepted and runs.
+    assert_eq!(sched.check_room(), Ok(()));
     let mut c = sched.submit(greedy(p, 2)).expect("accepted again");
     assert!(drain(&mut c).1.is_ok());
 }

@@ -76,6 +76,8 @@ impl LocalBackend {
 
     /// Queue the generation. Returns its events and the prompt's length in tokens.
     pub async fn start(&self, req: &BackendRequest) -> Result<(EventStream, usize), BackendError> {
+        // Admission first: a full queue refuses at once, before the prompt is tokenized.
+        self.scheduler.check_room().map_err(submit_error)?;
         let (ids, _) = self.prompt_ids(&req.prompt).await?;
         let engine = self.engine().clone();
         req.params
@@ -89,15 +91,7 @@ impl LocalBackend {
         let prompt_tokens = ids.len();
         let mut params = req.params.clone();
         params.prompt_ids = ids;
-        let rx = self.scheduler.submit(params).map_err(|e| match e {
-            SubmitError::QueueFull => BackendError::new(
-                ErrorKind::Overloaded,
-                "The server is busy: the inference queue is full. Retry shortly.",
-            ),
-            SubmitError::Stopped => {
-                BackendError::new(ErrorKind::Internal, "the inference engine is not running")
-            }
-        })?;
+        let rx = self.scheduler.submit(params).map_err(submit_error)?;
         let want_logprobs = req.logprobs;
         // The engine rides in the state, so the token loop clones nothing.
         let events = stream::unfold((rx, engine), move |(mut rx, engine)| async move {
@@ -143,5 +137,17 @@ impl LocalBackend {
             }
         });
         Ok((Box::pin(events), prompt_tokens))
+    }
+}
+
+fn submit_error(e: SubmitError) -> BackendError {
+    match e {
+        SubmitError::QueueFull => BackendError::new(
+            ErrorKind::Overloaded,
+            "The server is busy: the inference queue is full. Retry shortly.",
+        ),
+        SubmitError::Stopped => {
+            BackendError::new(ErrorKind::Internal, "the inference engine is not running")
+        }
     }
 }

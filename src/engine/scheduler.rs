@@ -225,6 +225,17 @@ impl Scheduler {
         }
     }
 
+    /// Refuse (and count the refusal) when the queue is full right now, so a caller can spare
+    /// the work (tokenizing a long prompt) for a job [`Scheduler::submit`] would refuse anyway.
+    /// A hint only: the queue may fill or drain in between, and `submit` decides.
+    pub fn check_room(&self) -> Result<(), SubmitError> {
+        if self.stats.queued.load(Ordering::SeqCst) >= self.config.queue_capacity.max(1) {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::QueueFull);
+        }
+        Ok(())
+    }
+
     /// The engine (for tokenizing and templating off the model thread).
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
