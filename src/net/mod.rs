@@ -76,13 +76,24 @@ pub fn raise_open_file_limit() -> Option<u64> {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
                 return None;
             }
-            if lim.rlim_cur < lim.rlim_max {
+            // An unlimited hard limit cannot be the soft one: Linux caps it at fs.nr_open.
+            let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+                .ok()
+                .and_then(|v| v.trim().parse::<libc::rlim_t>().ok());
+            for target in [Some(lim.rlim_max), nr_open.map(|n| n.min(lim.rlim_max))]
+                .into_iter()
+                .flatten()
+            {
+                if lim.rlim_cur >= target {
+                    break;
+                }
                 let raised = libc::rlimit {
-                    rlim_cur: lim.rlim_max,
+                    rlim_cur: target,
                     rlim_max: lim.rlim_max,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    lim.rlim_cur = lim.rlim_max;
+                    lim.rlim_cur = target;
+                    break;
                 }
             }
         }
