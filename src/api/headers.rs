@@ -53,8 +53,12 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 /// CORS for `origins` (`["*"]`: any). Preflights from a listed origin are answered with the
 /// methods and headers the API uses; other origins get no `Access-Control-Allow-Origin`, so
 /// browsers keep their pages out. Credentials travel in `Authorization`, never in cookies, so
-/// `Access-Control-Allow-Credentials` is not sent.
-pub fn cors(origins: &[String]) -> CorsLayer {
+/// `Access-Control-Allow-Credentials` is not sent. No origin listed: no CORS layer at all (no
+/// CORS headers on any response).
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
@@ -65,12 +69,12 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {
-        return layer.allow_origin(AllowOrigin::any());
+        return Some(layer.allow_origin(AllowOrigin::any()));
     }
     // Validated at start (`Config::validate`): every entry is a header value.
-    layer.allow_origin(AllowOrigin::list(
+    Some(layer.allow_origin(AllowOrigin::list(
         origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
-    ))
+    )))
 }
 
 /// The span every event of a request is logged in: `request{id=… method=… uri=…}`.

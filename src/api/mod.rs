@@ -125,7 +125,7 @@ pub fn router(state: AppState) -> Router {
         // Outside the limit layer, so its plain-text 413 is rewritten as JSON.
         .layer(middleware::from_fn(json_errors_for_layers))
         // Preflights are answered here, before any authentication.
-        .layer(cors)
+        .layer(tower::util::option_layer(cors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
