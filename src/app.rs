@@ -108,7 +108,10 @@ impl App {
         .map_err(|e| anyhow::anyhow!("configuration: backends: {e}"))?;
         let proxies = crate::net::TrustedProxies::parse(&config.server.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("configuration: server.trusted_proxies: {e}"))?;
+        let router = Arc::new(router);
+        let chat = crate::chat::ChatService::new(&config, router.clone(), store.clone(), metrics.clone());
         let state = AppState {
+            chat,
             store,
             jwt,
             login_limits,
@@ -117,7 +120,7 @@ impl App {
             engine: scheduler.engine().clone(),
             metrics,
             scheduler,
-            router: Arc::new(router),
+            router,
             config: Arc::new(config),
             model_id,
             started_at: std::time::SystemTime::now()

@@ -10,6 +10,9 @@ pub mod app;
 pub mod auth;
 /// Backends (the local model, remote OpenAI-compatible servers), routing and failover.
 pub mod backends;
+/// The one generation service: admission (rate limits, quotas, permits), the response cache,
+/// starting through the router, and usage however a generation ends.
+pub mod chat;
 /// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`, `user`,
 /// `backup`, `restore`).
 pub mod cli;

@@ -58,8 +58,9 @@ impl LoginLimits {
     }
 }
 
-/// IPv4 addresses as they are; IPv6 ones by their /64 network.
-fn client_key(ip: IpAddr) -> IpAddr {
+/// IPv4 addresses as they are; IPv6 ones by their /64 network (one host can rotate through a
+/// /64 at will, so it is the unit every per-client limit counts).
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

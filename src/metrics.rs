@@ -77,6 +77,14 @@ pub struct BackendErrorLabels {
     pub kind: String,
 }
 
+/// Something the generation service decided, from a fixed set (never client input).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChatEventLabels {
+    /// `cache_hit`, `cache_miss`, `cache_fill`, `limited_requests`, `limited_concurrency`,
+    /// `limited_tokens`.
+    pub event: &'static str,
+}
+
 /// Where a request failed over from and to.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
@@ -134,6 +142,7 @@ pub struct Metrics {
     failovers: Family<FailoverLabels, Counter>,
     breaker_state: Family<BackendLabels, Gauge>,
     breaker_opened: Family<BackendLabels, Counter>,
+    chat_events: Family<ChatEventLabels, Counter>,
 }
 
 impl Metrics {
@@ -234,6 +243,13 @@ impl Metrics {
             "Times a backend's circuit breaker opened",
             breaker_opened.clone(),
         );
+        let chat_events = Family::<ChatEventLabels, Counter>::default();
+        registry.register(
+            "chat_events",
+            "Decisions of the generation service: response-cache hits, misses and fills, \
+             refusals by per-user limit",
+            chat_events.clone(),
+        );
         registry.register_collector(Box::new(SchedulerCollector {
             stats: scheduler,
             queue_capacity,
@@ -255,7 +271,15 @@ impl Metrics {
             failovers,
             breaker_state,
             breaker_opened,
+            chat_events,
         }
+    }
+
+    /// Count one decision of the generation service (see [`ChatEventLabels`]).
+    pub fn chat_event(&self, event: &'static str) {
+        self.chat_events
+            .get_or_create(&ChatEventLabels { event })
+            .inc();
     }
 
     /// Count one answered HTTP request.

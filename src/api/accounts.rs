@@ -192,8 +192,11 @@ async fn check_password_attempt(
 ) -> Result<bool, ApiError> {
     state.login_limits.admit(ip, username).map_err(|wait| {
         tracing::info!(%ip, "password attempt refused by the rate limit");
+        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         ApiError::RateLimited {
-            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            message: format!("Too many login attempts; retry in {retry_after_secs} s"),
+            retry_after_secs,
+            limit: None,
         }
     })?;
     let matches = state.hasher.verify(password, stored).await?;

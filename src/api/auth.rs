@@ -1,6 +1,6 @@
 //! Who is calling. One function, [`authenticate`], turns the credential of a `/v1/*` or `/ws`
 //! request into a [`Principal`]; the account API (`/api/*`) uses the [`Session`] and [`Admin`]
-//! extractors, which accept access tokens only. Also owns recording a principal's usage.
+//! extractors, which accept access tokens only.
 //!
 //! A credential is, in this order:
 //! 1. the static `server.api_key` (single-user setups): no account behind it;
@@ -23,67 +23,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
+pub use crate::auth::Principal;
 use crate::auth::{secret_hash, AuthError, API_KEY_PREFIX, REFRESH_PREFIX};
 use crate::store::{Role, User};
-
-/// The caller of a `/v1` or `/ws` request, put in the request's extensions by the
-/// authentication layer.
-#[derive(Debug, Clone)]
-pub enum Principal {
-    /// No credential, where none is required.
-    Anonymous,
-    /// The static `server.api_key`.
-    StaticKey,
-    /// A user, through one of their API keys (`api_key_id`) or an access token (`None`).
-    User {
-        /// The account, as stored when the request arrived.
-        user: User,
-        /// The API key used, if any.
-        api_key_id: Option<i64>,
-    },
-}
-
-impl Principal {
-    /// The user behind the request, if any.
-    pub fn user_id(&self) -> Option<i64> {
-        match self {
-            Principal::User { user, .. } => Some(user.id),
-            _ => None,
-        }
-    }
-
-    /// The API key the request came with, if any.
-    pub fn api_key_id(&self) -> Option<i64> {
-        match self {
-            Principal::User { api_key_id, .. } => *api_key_id,
-            _ => None,
-        }
-    }
-
-    /// Count one finished generation for this principal's user and key, on a task of its own:
-    /// never delays or fails the request. Anonymous and static-key requests have no account to
-    /// count against and are not recorded.
-    pub fn record_usage(&self, state: &AppState, prompt_tokens: usize, completion_tokens: usize) {
-        let Some(user_id) = self.user_id() else {
-            return;
-        };
-        let api_key_id = self.api_key_id();
-        let store = state.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store
-                .record_usage(
-                    user_id,
-                    api_key_id,
-                    prompt_tokens as u64,
-                    completion_tokens as u64,
-                )
-                .await
-            {
-                tracing::warn!(user_id, ?api_key_id, error = %e, "recording usage failed");
-            }
-        });
-    }
-}
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
@@ -96,6 +38,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .get::<Principal>()
             .cloned()
             .ok_or_else(|| ApiError::Internal("route has no authentication layer".into()))
+    }
+}
+
+impl FromRequestParts<AppState> for crate::chat::Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let Ok(super::accounts::ClientIp(ip)) =
+            super::accounts::ClientIp::from_request_parts(parts, state).await;
+        Ok(crate::chat::Caller { principal, ip })
     }
 }
 

@@ -61,11 +61,16 @@ pub enum ApiError {
         /// The machine-readable reason, e.g. `username_taken`, `last_admin`.
         code: &'static str,
     },
-    /// 429: too many login attempts; retry after `retry_after_secs`.
-    #[error("Too many login attempts; retry in {retry_after_secs} s")]
+    /// 429: a rate limit or quota (login attempts, generation requests, running generations,
+    /// daily tokens); the message says which and when to retry.
+    #[error("{message}")]
     RateLimited {
+        /// Which limit, and when it allows the next attempt.
+        message: String,
         /// Whole seconds until the next attempt is allowed (at least 1).
         retry_after_secs: u64,
+        /// `limits.requests_per_minute`, when that is the limit hit (for `X-RateLimit-*`).
+        limit: Option<u32>,
     },
     /// 404: no such model.
     #[error("The model `{0}` does not exist")]
@@ -192,17 +197,28 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let mut response = (status, axum::Json(self.body())).into_response();
-        let retry_after = match self {
+        let retry_after = match &self {
             ApiError::Overloaded | ApiError::Unavailable(_) | ApiError::UpstreamRateLimited(_) => {
                 Some(1)
             }
-            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
             _ => None,
         };
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let ApiError::RateLimited {
+                limit: Some(limit), ..
+            } = &self
+            {
+                let h = response.headers_mut();
+                h.insert("x-ratelimit-limit", HeaderValue::from(*limit));
+                h.insert("x-ratelimit-remaining", HeaderValue::from(0));
+                h.insert("x-ratelimit-reset", HeaderValue::from(secs));
+            }
         }
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -284,6 +300,23 @@ impl From<crate::backends::BackendError> for ApiError {
             K::RateLimited => ApiError::UpstreamRateLimited(e.message),
             K::Unavailable => ApiError::Unavailable(e.message),
             K::Internal => ApiError::Internal(e.message),
+        }
+    }
+}
+
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(e: crate::chat::ChatError) -> Self {
+        use crate::chat::{ChatError, Refusal};
+        match e {
+            ChatError::Backend(e) => e.into(),
+            ChatError::Limited(r) => ApiError::RateLimited {
+                message: r.to_string(),
+                retry_after_secs: r.retry_after_secs(),
+                limit: match r {
+                    Refusal::Requests { limit, .. } => Some(limit),
+                    _ => None,
+                },
+            },
         }
     }
 }

@@ -114,6 +114,25 @@ pub fn redacted(uri: &Uri) -> String {
     format!("{path}?{}", clip(&pairs.join("&"), 512))
 }
 
+/// What every generation response says about the generation service's decisions:
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the request budget is full
+/// again) when `limits.requests_per_minute` is on, and `x-hearth-cache: hit|miss`.
+pub(crate) fn add_run_headers(
+    headers: &mut axum::http::HeaderMap,
+    rate: Option<crate::chat::RateStatus>,
+    cache_hit: bool,
+) {
+    if let Some(r) = rate {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(r.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(r.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(r.reset_secs));
+    }
+    headers.insert(
+        "x-hearth-cache",
+        HeaderValue::from_static(if cache_hit { "hit" } else { "miss" }),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The model thread and its queue.
     pub scheduler: Arc<Scheduler>,
+    /// The one generation service every transport calls.
+    pub chat: crate::chat::ChatService,
     /// Every backend (the local model, remote servers), routing and failover.
     pub router: Arc<crate::backends::Router>,
     /// Settings.

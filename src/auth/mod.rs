@@ -6,7 +6,10 @@
 
 pub mod jwt;
 pub mod password;
+mod principal;
 pub mod rules;
+
+pub use principal::Principal;
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};

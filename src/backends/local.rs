@@ -89,9 +89,10 @@ impl LocalBackend {
                 }
             })?;
         let prompt_tokens = ids.len();
-        let mut params = req.params.clone();
-        params.prompt_ids = ids;
-        let rx = self.scheduler.submit(params).map_err(submit_error)?;
+        let rx = self
+            .scheduler
+            .submit(req.params.with_prompt(ids))
+            .map_err(submit_error)?;
         let want_logprobs = req.logprobs;
         // The engine rides in the state, so the token loop clones nothing.
         let events = stream::unfold((rx, engine), move |(mut rx, engine)| async move {

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use futures::Stream;
 
-use crate::engine::generate::GenerateRequest;
+use crate::engine::generate::{GenerateRequest, OutputFormat};
+use crate::engine::sampler::SamplingParams;
 use crate::engine::scheduler::Summary;
 use crate::engine::template::ChatMessage;
 
@@ -35,14 +36,43 @@ pub enum Prompt {
     Tokens(Vec<u32>),
 }
 
+/// Everything of a generation but its prompt: sampling, the token limit, stop strings, how many
+/// alternatives to report per token, and the output format.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params {
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// The most tokens to generate.
+    pub max_tokens: usize,
+    /// Stop strings (never emitted).
+    pub stop: Vec<String>,
+    /// Top alternatives to report per token (0 = none).
+    pub top_logprobs: usize,
+    /// Free text or a JSON object.
+    pub format: OutputFormat,
+}
+
+impl Params {
+    /// The engine's request for these parameters on a tokenized prompt.
+    pub fn with_prompt(&self, prompt_ids: Vec<u32>) -> GenerateRequest {
+        GenerateRequest {
+            prompt_ids,
+            sampling: self.sampling.clone(),
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            logprobs: self.top_logprobs,
+            format: self.format,
+        }
+    }
+}
+
 /// One generation (one choice) as the API layer asks for it, backend-neutral.
 #[derive(Debug, Clone)]
 pub struct BackendRequest {
     /// The prompt.
     pub prompt: Prompt,
-    /// Sampling, limits, stop strings, logprobs count and output format. Its `prompt_ids` is
-    /// ignored: the local backend fills it from `prompt`.
-    pub params: GenerateRequest,
+    /// Sampling, limits, stop strings, logprobs count and output format.
+    pub params: Params,
     /// Whether the client asked for log-probabilities.
     pub logprobs: bool,
     /// Whether the client streams. Remote backends then stream too; otherwise they make one

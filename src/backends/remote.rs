@@ -475,7 +475,7 @@ fn chat_request(model: &str, req: &BackendRequest, stream: bool) -> CreateChatCo
         seed: s.seed.map(|v| v as i64),
         stop: stop(req),
         logprobs: req.logprobs.then_some(true),
-        top_logprobs: (req.logprobs && p.logprobs > 0).then_some(p.logprobs.min(20) as u8),
+        top_logprobs: (req.logprobs && p.top_logprobs > 0).then_some(p.top_logprobs.min(20) as u8),
         response_format: (p.format == OutputFormat::JsonObject)
             .then_some(ResponseFormat::JsonObject),
         stream: Some(stream),
@@ -511,7 +511,7 @@ fn completion_request(model: &str, req: &BackendRequest, stream: bool) -> Create
         }),
         seed: s.seed.map(|v| v as i64),
         stop: stop(req),
-        logprobs: req.logprobs.then_some(p.logprobs.min(5) as u8),
+        logprobs: req.logprobs.then_some(p.top_logprobs.min(5) as u8),
         stream: Some(stream),
         stream_options: stream.then_some(ChatCompletionStreamOptions {
             include_usage: Some(true),

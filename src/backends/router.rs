@@ -194,6 +194,13 @@ impl Router {
         self.routes.contains_key(model)
     }
 
+    /// Whether `model` is served by the local engine (whose tokenizer then speaks for it).
+    pub fn is_local(&self, model: &str) -> bool {
+        self.routes
+            .get(model)
+            .is_some_and(|(slot, _)| matches!(self.slots[*slot].backend, Backend::Local(_)))
+    }
+
     /// Start one generation for `model`, failing over before the first token. Returns once
     /// the first token (or the whole reply) is in, so every failure before it can still become
     /// a plain HTTP error. `on_started` runs when a backend begins work (the local model took

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::loader::DeviceChoice;
 
 mod backends;
+mod playground;
 pub use backends::{BackendKind, BackendSettings};
+pub use playground::{CacheSettings, LimitsSettings};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,10 @@ pub struct Config {
     pub auth: AuthSettings,
     /// The SQLite database holding accounts, and its backups.
     pub storage: StoreSettings,
+    /// Per-user request rates, concurrency and daily tokens.
+    pub limits: LimitsSettings,
+    /// The response cache for deterministic requests.
+    pub cache: CacheSettings,
     /// `[[backends]]`: where requests for each model go, and where they fail over to. Empty: the
     /// local model only.
     pub backends: Vec<BackendSettings>,
@@ -355,7 +361,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 20] = [
             (
                 "generation.max_tokens_limit",
                 self.generation.max_tokens_limit as u64,
@@ -396,6 +402,10 @@ impl Config {
                 self.auth.login_per_username_per_minute.into(),
             ),
             ("storage.backup_keep", self.storage.backup_keep as u64),
+            ("cache.ttl_secs", self.cache.ttl_secs),
+            ("cache.max_entries", self.cache.max_entries),
+            ("cache.max_bytes", self.cache.max_bytes),
+            ("cache.max_entry_bytes", self.cache.max_entry_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {

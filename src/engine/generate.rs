@@ -52,10 +52,11 @@ pub enum EngineError {
 }
 
 /// Why a generation ended (OpenAI's `finish_reason` values, plus cancellation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinishReason {
     /// An end-of-generation token or a stop string.
+    #[default]
     Stop,
     /// `max_tokens` or the context length.
     Length,

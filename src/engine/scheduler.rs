@@ -101,7 +101,7 @@ pub enum JobErrorKind {
 }
 
 /// Totals and timings of a finished job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     /// Why it ended.
     pub finish_reason: FinishReason,

@@ -103,6 +103,16 @@ pub fn usage_for_user(conn: &Connection, user_id: i64) -> Result<UserUsage, Stor
     Ok(stmt.query_row([user_id], user_usage_from_row)?)
 }
 
+/// Prompt plus completion tokens `user_id` used on the UTC day `day` (`YYYY-MM-DD`), every key
+/// and web session together: what `limits.tokens_per_day` counts.
+pub fn tokens_on_day(conn: &Connection, user_id: i64, day: &str) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_daily \
+         WHERE user_id = ?1 AND day = ?2",
+    )?;
+    Ok(stmt.query_row((user_id, day), |r| r.get(0))?)
+}
+
 /// Async forms of the functions above, on a blocking thread, with the store's clock.
 impl Store {
     /// See [`record_usage`].
@@ -124,6 +134,11 @@ impl Store {
             )
         })
         .await
+    }
+
+    /// See [`tokens_on_day`].
+    pub async fn tokens_on_day(&self, user_id: i64, day: String) -> Result<u64, StoreError> {
+        self.run(move |c| tokens_on_day(c, user_id, &day)).await
     }
 
     /// See [`usage_by_user`].

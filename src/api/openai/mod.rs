@@ -12,9 +12,10 @@
 mod complete;
 mod sse;
 mod validate;
+pub mod wire;
 
 pub use complete::{create_chat_completion, create_completion};
-pub(crate) use complete::{finish_str, usage};
+pub(crate) use wire::finish_str;
 pub use validate::chat_messages;
 pub(crate) use validate::chat_plan;
 
@@ -131,6 +132,9 @@ pub struct CommonParams {
     /// Caller id (accepted, not used for generation).
     #[serde(default)]
     pub user: Option<String>,
+    /// Extension: `false` keeps the response cache from answering (or storing) this request.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 /// `POST /v1/chat/completions` body.

@@ -1,66 +1,41 @@
 //! Server-sent events for streamed completions, in OpenAI's wire format: chunks with the same
 //! `id`/`created`, `delta.role` first, `finish_reason` on each choice's last chunk, the usage
-//! chunk when asked, `[DONE]`, and `: ping` keep-alives. Usage is counted however the stream
-//! ends.
+//! chunk when asked, `[DONE]`, and `: ping` keep-alives. Only encodes: what a run produces,
+//! usage however it ends, is the generation service's ([`crate::chat::Run`]).
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream, StreamExt};
-use serde_json::{json, Value};
+use futures::stream::{self, StreamExt};
 
-use super::complete::{chat_logprobs, finish_str, usage};
-use crate::api::auth::Principal;
+use super::wire::{finish_str, ChatLogprobs, Chunk, ChunkChoice, Delta, UsageBody};
 use crate::api::error::ApiError;
+use crate::api::headers::add_run_headers;
 use crate::api::AppState;
-use crate::backends::{Event, Generation};
+use crate::chat::{Output, Run};
 
-/// What every chunk of one stream repeats.
+/// What every chunk of one stream repeats, and how to encode it.
 pub(super) struct StreamMeta {
     pub(super) id: String,
     pub(super) created: u64,
-    /// The model that answered.
-    pub(super) model: String,
     pub(super) chat: bool,
     pub(super) include_usage: bool,
     pub(super) logprobs: bool,
+    /// Per choice, the echoed prompt that starts its text (legacy completions with `echo`).
+    pub(super) echoes: Vec<String>,
 }
 
-/// Per-stream state for building SSE chunks.
-struct StreamCtx {
-    state: AppState,
-    /// Who the usage is counted for, when the stream ends (see `Drop`).
-    principal: Principal,
+/// Encodes one stream's chunks.
+struct Encoder {
     meta: StreamMeta,
+    model: String,
     /// `system_fingerprint` of the answering model, on every chunk.
     fingerprint: String,
-    /// Tokens sampled so far by each choice that has not finished.
-    sampled: Vec<usize>,
-    /// Whether any choice finished or sampled a token (else there is nothing to count).
-    produced: bool,
-    prompt_tokens: usize,
-    cached: usize,
-    completion: usize,
 }
 
-// However the stream ends — all choices done, an error, or the client gone (which cancels the
-// generations) — count what the model computed for it.
-impl Drop for StreamCtx {
-    fn drop(&mut self) {
-        if self.produced {
-            let unfinished: usize = self.sampled.iter().sum();
-            self.principal.record_usage(
-                &self.state,
-                self.prompt_tokens,
-                self.completion + unfinished,
-            );
-        }
-    }
-}
-
-impl StreamCtx {
+impl Encoder {
     fn object(&self) -> &'static str {
         if self.meta.chat {
             "chat.completion.chunk"
@@ -69,75 +44,110 @@ impl StreamCtx {
         }
     }
 
-    fn chunk(&self, choices: Value) -> SseEvent {
-        let body = json!({
-            "id": self.meta.id,
-            "object": self.object(),
-            "created": self.meta.created,
-            "model": self.meta.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": choices,
-        });
-        SseEvent::default().data(body.to_string())
-    }
-
-    fn text_choice(
-        &self,
-        index: usize,
-        text: &str,
-        finish: Option<&str>,
-        lp: Option<Value>,
-    ) -> Value {
-        if self.meta.chat {
-            let delta = if text.is_empty() {
-                json!({})
-            } else {
-                json!({"content": text})
-            };
-            json!({"index": index, "delta": delta, "logprobs": lp.unwrap_or(Value::Null), "finish_reason": finish})
-        } else {
-            json!({"index": index, "text": text, "logprobs": Value::Null, "finish_reason": finish})
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<UsageBody>) -> SseEvent {
+        let body = Chunk {
+            id: &self.meta.id,
+            object: self.object(),
+            created: self.meta.created,
+            model: &self.model,
+            system_fingerprint: &self.fingerprint,
+            choices,
+            usage,
+        };
+        match serde_json::to_string(&body) {
+            Ok(json) => SseEvent::default().data(json),
+            // Plain strings and numbers cannot fail to serialise.
+            Err(e) => SseEvent::default().data(ApiError::Internal(e.to_string()).body().to_string()),
         }
     }
 
-    /// The chunks for one event of choice `i`, and whether the stream ends with them.
-    fn on_event(&mut self, i: usize, ev: Event) -> (Vec<SseEvent>, bool) {
-        match ev {
-            Event::Token { text, logprobs, .. } => {
-                if let Some(count) = self.sampled.get_mut(i) {
-                    *count += 1;
-                }
-                self.produced = true;
+    fn choice(
+        &self,
+        index: usize,
+        text: String,
+        finish: Option<&'static str>,
+        logprobs: Option<ChatLogprobs>,
+    ) -> ChunkChoice {
+        if self.meta.chat {
+            ChunkChoice::Chat {
+                index,
+                delta: Delta {
+                    role: None,
+                    content: (!text.is_empty()).then_some(text),
+                },
+                logprobs,
+                finish_reason: finish,
+            }
+        } else {
+            ChunkChoice::Text {
+                index,
+                text,
+                logprobs: None,
+                finish_reason: finish,
+            }
+        }
+    }
+
+    /// The chunks that open the stream: each chat choice's role, or each echoed prompt.
+    fn opening(&self, n: usize) -> Vec<SseEvent> {
+        if self.meta.chat {
+            return (0..n)
+                .map(|index| {
+                    self.chunk(
+                        vec![ChunkChoice::Chat {
+                            index,
+                            delta: Delta {
+                                role: Some("assistant"),
+                                content: Some(String::new()),
+                            },
+                            logprobs: None,
+                            finish_reason: None,
+                        }],
+                        None,
+                    )
+                })
+                .collect();
+        }
+        self.meta
+            .echoes
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(i, e)| self.chunk(vec![self.choice(i, e.clone(), None, None)], None))
+            .collect()
+    }
+
+    /// The chunks for one output, and whether the stream ends with them.
+    fn encode(&self, out: Output) -> (Vec<SseEvent>, bool) {
+        match out {
+            Output::Piece {
+                choice,
+                text,
+                logprobs,
+                ..
+            } => {
                 let lp = logprobs
                     .filter(|_| self.meta.logprobs)
-                    .map(|lp| chat_logprobs(std::slice::from_ref(&lp)));
+                    .map(|lp| ChatLogprobs::from_tokens(std::slice::from_ref(&lp)));
                 if text.is_empty() && lp.is_none() {
                     return (Vec::new(), false);
                 }
                 (
-                    vec![self.chunk(json!([self.text_choice(i, &text, None, lp)]))],
+                    vec![self.chunk(vec![self.choice(choice, text, None, lp)], None)],
                     false,
                 )
             }
-            Event::Text(text) => (
-                vec![self.chunk(json!([self.text_choice(i, &text, None, None)]))],
-                false,
-            ),
-            Event::Done(s) => {
-                if let Some(count) = self.sampled.get_mut(i) {
-                    *count = 0;
-                }
-                self.produced = true;
-                self.prompt_tokens = s.prompt_tokens.max(self.prompt_tokens);
-                self.cached = self.cached.max(s.cached_prompt_tokens);
-                self.completion += s.completion_tokens;
-                let finish = finish_str(s.finish_reason);
+            Output::Done { choice, summary } => {
+                let finish = finish_str(summary.finish_reason);
                 (
-                    vec![self.chunk(json!([self.text_choice(i, "", Some(finish), None)]))],
+                    vec![self.chunk(
+                        vec![self.choice(choice, String::new(), Some(finish), None)],
+                        None,
+                    )],
                     false,
                 )
             }
-            Event::Error(e) => {
+            Output::Failed(e) => {
                 let err = ApiError::from(e);
                 tracing::warn!(error = %err, "generation failed mid-stream");
                 (
@@ -148,95 +158,53 @@ impl StreamCtx {
                     true,
                 )
             }
-            Event::Started => (Vec::new(), false),
         }
-    }
-
-    /// The usage chunk (when asked for) and `[DONE]`.
-    fn finish(&self) -> Vec<SseEvent> {
-        let mut out = Vec::new();
-        if self.meta.include_usage {
-            let e = json!({
-                "id": self.meta.id, "object": self.object(),
-                "created": self.meta.created, "model": self.meta.model,
-                "system_fingerprint": self.fingerprint,
-                "choices": [], "usage": usage(self.prompt_tokens, self.cached, self.completion),
-            });
-            out.push(SseEvent::default().data(e.to_string()));
-        }
-        out.push(SseEvent::default().data("[DONE]"));
-        out
     }
 }
 
-pub(super) fn stream_response(
-    state: AppState,
-    principal: Principal,
-    prompt_tokens: usize,
-    generations: Vec<Generation>,
-    meta: StreamMeta,
-) -> Response {
+/// The SSE response for a started run.
+pub(super) fn stream_response(state: &AppState, run: Run, meta: StreamMeta) -> Response {
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs);
-    let n = generations.len();
-    let ctx = StreamCtx {
-        fingerprint: super::validate::system_fingerprint(&state, &meta.model),
-        state,
-        principal,
+    let model = run.model().to_string();
+    let encoder = Encoder {
+        fingerprint: super::validate::system_fingerprint(state, &model),
+        model,
         meta,
-        sampled: vec![0; n],
-        produced: false,
-        // Until a choice finishes and reports it (a cancelled stream may never get there).
-        prompt_tokens,
-        cached: 0,
-        completion: 0,
     };
-    // Tag each choice's events with its index and merge them.
-    let merged = stream::select_all(
-        generations
-            .into_iter()
-            .enumerate()
-            .map(|(i, g)| events_of(g).map(move |ev| (i, ev)).boxed()),
-    );
-    let first: Vec<SseEvent> = if ctx.meta.chat {
-        (0..n)
-            .map(|i| {
-                ctx.chunk(json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]))
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let body = stream::iter(first.into_iter().map(Ok::<_, Infallible>)).chain(
+    let (rate, cache_hit) = (run.rate(), run.cache_hit());
+    let opening = encoder.opening(run.choice_count());
+    let body = stream::iter(opening.into_iter().map(Ok::<_, Infallible>)).chain(
         stream::unfold(
-            (merged, ctx, false),
-            |(mut merged, mut ctx, ended)| async move {
+            (run, encoder, false),
+            |(mut run, encoder, ended)| async move {
                 if ended {
                     return None;
                 }
                 loop {
-                    let Some((i, ev)) = merged.next().await else {
-                        // All choices done: usage, then [DONE].
-                        let out = ctx.finish();
-                        return Some((stream::iter(out.into_iter().map(Ok)), (merged, ctx, true)));
+                    let Some(out) = run.next().await else {
+                        // Every choice done: usage (when asked for), then [DONE].
+                        let mut last = Vec::new();
+                        if encoder.meta.include_usage {
+                            last.push(
+                                encoder.chunk(Vec::new(), Some(UsageBody::from(run.usage()))),
+                            );
+                        }
+                        last.push(SseEvent::default().data("[DONE]"));
+                        return Some((stream::iter(last.into_iter().map(Ok)), (run, encoder, true)));
                     };
-                    let (events, end) = ctx.on_event(i, ev);
+                    let (events, end) = encoder.encode(out);
                     if events.is_empty() && !end {
                         continue;
                     }
-                    return Some((stream::iter(events.into_iter().map(Ok)), (merged, ctx, end)));
+                    return Some((stream::iter(events.into_iter().map(Ok)), (run, encoder, end)));
                 }
             },
         )
         .flatten(),
     );
-    Sse::new(body)
+    let mut response = Sse::new(body)
         .keep_alive(KeepAlive::new().interval(keepalive).text("ping"))
-        .into_response()
-}
-
-/// A generation's events as a stream (ends after its last event).
-fn events_of(generation: Generation) -> impl Stream<Item = Event> + Send {
-    stream::unfold(generation, |mut g| async move {
-        g.recv().await.map(|ev| (ev, g))
-    })
+        .into_response();
+    add_run_headers(response.headers_mut(), rate, cache_hit);
+    response
 }

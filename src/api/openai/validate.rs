@@ -7,7 +7,9 @@ use serde_json::Value;
 use super::{ChatRequest, CommonParams, Content, RequestMessage, StopSpec};
 use crate::api::error::{clip, ApiError};
 use crate::api::AppState;
-use crate::engine::generate::{GenerateRequest, OutputFormat};
+use crate::backends::{Params, Prompt};
+use crate::chat::Ask;
+use crate::engine::generate::OutputFormat;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
 
@@ -15,11 +17,28 @@ use crate::engine::template::ChatMessage;
 pub(crate) struct Plan {
     /// The model to ask: the one named, or the server's own when the request names none.
     pub(crate) model: String,
-    pub(crate) request: GenerateRequest,
+    pub(crate) params: Params,
     pub(crate) n: usize,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
     pub(crate) logprobs: bool,
+    /// Whether the response cache may answer (`"cache": false` says no).
+    pub(crate) cache: bool,
+}
+
+impl Plan {
+    /// The generation service's request for these prompts.
+    pub(crate) fn ask(&self, prompts: Vec<Prompt>) -> Ask {
+        Ask {
+            model: self.model.clone(),
+            prompts,
+            n: self.n,
+            params: self.params.clone(),
+            logprobs: self.logprobs,
+            stream: self.stream,
+            cache: self.cache,
+        }
+    }
 }
 
 /// The model a request asks for. OpenAI requires `model`; local servers (llama.cpp's,
@@ -149,12 +168,11 @@ pub(crate) fn plan(
     })?;
     Ok(Plan {
         model,
-        request: GenerateRequest {
-            prompt_ids: Vec::new(),
+        params: Params {
             sampling,
             max_tokens,
             stop,
-            logprobs: top_logprobs,
+            top_logprobs,
             format: OutputFormat::Text,
         },
         n,
@@ -165,6 +183,7 @@ pub(crate) fn plan(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         logprobs,
+        cache: p.cache.unwrap_or(true),
     })
 }
 
@@ -292,6 +311,6 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
         }
     };
     let mut plan = plan(state, &req.common, if logprobs { top } else { 0 }, logprobs)?;
-    plan.request.format = format;
+    plan.params.format = format;
     Ok(plan)
 }

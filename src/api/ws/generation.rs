@@ -8,11 +8,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
-use super::{api_error_frame, lock, send, Caller, Outbox, Registry};
+use super::{api_error_frame, lock, send, Outbox, Registry, SocketOwner};
 use crate::api::error::{clip, ApiError, MESSAGE_MAX_BYTES};
-use crate::api::openai::{chat_messages, chat_plan, finish_str, usage, ChatRequest};
+use crate::api::openai::wire::UsageBody;
+use crate::api::openai::{chat_messages, chat_plan, finish_str, ChatRequest};
 use crate::api::AppState;
-use crate::backends::{BackendRequest, Event, Prompt};
+use crate::backends::Prompt;
+use crate::chat::{Output, Run, Usage};
 use crate::engine::generate::{rate, FinishReason};
 use crate::engine::scheduler::Summary;
 
@@ -26,20 +28,11 @@ struct GenerateFrame {
     chat: ChatRequest,
 }
 
-/// What a generation delivered so far (for the usage of a cancelled one).
-#[derive(Debug, Default)]
-struct Delivered {
-    prompt_tokens: usize,
-    completion_tokens: usize,
-    /// The model answering (after any failover).
-    model: String,
-}
-
 /// One generation, from the credential check and validation to its last frame.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn generation(
     state: AppState,
-    caller: Caller,
+    owner: SocketOwner,
     revoked: Arc<Notify>,
     id: String,
     frame: Value,
@@ -47,8 +40,8 @@ pub(super) async fn generation(
     registry: Registry,
     mut cancel: oneshot::Receiver<()>,
 ) {
-    let principal = match caller.recheck(&state).await {
-        Ok(p) => p,
+    let caller = match owner.recheck(&state).await {
+        Ok(c) => c,
         Err(e) => {
             lock(&registry).remove(&id);
             send(&out, api_error_frame(&id, &e));
@@ -56,48 +49,44 @@ pub(super) async fn generation(
             return;
         }
     };
-    let mut delivered = Delivered::default();
+    // The run lives here, so a cancel (or the socket going) drops it: the service counts what
+    // was computed and the model thread frees the slot.
+    let mut run: Option<Run> = None;
     let outcome = tokio::select! {
         biased;
         // A sent cancel, or its sender dropped with the socket: either way, stop.
         _ = &mut cancel => None,
-        result = drive(&state, &id, frame, &out, &mut delivered) => Some(result),
+        result = drive(&state, &caller, &id, frame, &out, &mut run) => Some(result),
     };
+    let usage = run.as_ref().map(Run::usage).unwrap_or_default();
+    drop(run);
     // Free the id before the last frame goes out, so the client may reuse it at once.
     lock(&registry).remove(&id);
-    match &outcome {
-        Some(Ok(summary)) => {
-            principal.record_usage(&state, summary.prompt_tokens, summary.completion_tokens)
-        }
-        None if delivered.completion_tokens > 0 => {
-            principal.record_usage(&state, delivered.prompt_tokens, delivered.completion_tokens)
-        }
-        _ => {}
-    }
     let last = match outcome {
         None => json!({
             "type": "done",
             "id": id,
             "finish_reason": "cancelled",
-            "usage": usage(delivered.prompt_tokens, 0, delivered.completion_tokens),
+            "usage": UsageBody::from(usage),
             "timings": null,
         }),
-        Some(Ok(summary)) => done_frame(&id, &summary, &delivered.model),
+        Some(Ok((summary, model, cache_hit))) => done_frame(&id, &summary, usage, &model, cache_hit),
         Some(Err(err)) => api_error_frame(&id, &err),
     };
     tracing::debug!(id, "websocket generation ended");
     send(&out, last);
 }
 
-/// Validate, queue, and forward events until the job ends. Dropping this future drops the
-/// event receiver, which cancels the job on the model thread.
+/// Validate, start through the generation service, and forward outputs until the run ends.
+/// Returns the summary, the answering model and whether the cache answered.
 async fn drive(
     state: &AppState,
+    caller: &crate::chat::Caller,
     id: &str,
     frame: Value,
     out: &Outbox,
-    delivered: &mut Delivered,
-) -> Result<Summary, ApiError> {
+    slot: &mut Option<Run>,
+) -> Result<(Summary, String, bool), ApiError> {
     let GenerateFrame {
         timestamps,
         mut chat,
@@ -120,15 +109,10 @@ async fn drive(
     }
     // A socket always streams: `stream` and `stream_options` mean nothing here.
     chat.common.stream = Some(true);
+    chat.common.stream_options = None;
     let timestamps = timestamps.unwrap_or(false);
     let plan = chat_plan(state, &chat)?;
-    let model = plan.model.clone();
-    let request = BackendRequest {
-        prompt: Prompt::Chat(chat_messages(chat.messages)?),
-        params: plan.request,
-        logprobs: plan.logprobs,
-        stream: true,
-    };
+    let ask = plan.ask(vec![Prompt::Chat(chat_messages(chat.messages)?)]);
     send(out, json!({"type": "status", "id": id, "state": "queued"}));
     let thinking = || {
         send(
@@ -136,27 +120,20 @@ async fn drive(
             json!({"type": "status", "id": id, "state": "thinking"}),
         )
     };
-    let mut generation = state.router.start(&model, &request, &thinking).await?;
-    delivered.prompt_tokens = generation.prompt_tokens;
-    delivered.model = generation.model.clone();
-    while let Some(event) = generation.recv().await {
-        match event {
-            Event::Started => {}
-            Event::Token {
+    let run = slot.insert(state.chat.start(caller, ask, &thinking).await?);
+    while let Some(output) = run.next().await {
+        match output {
+            Output::Piece {
                 text,
                 logprobs,
                 sampled_at,
+                ..
             } => {
-                delivered.completion_tokens += 1;
-                let logprobs = logprobs.filter(|_| plan.logprobs);
-                if text.is_empty() && logprobs.is_none() {
-                    continue;
-                }
                 let mut frame = json!({"type": "token", "id": id, "text": text});
-                if timestamps {
-                    frame["sampled_at_us"] = json!(unix_micros(sampled_at));
+                if let (true, Some(at)) = (timestamps, sampled_at) {
+                    frame["sampled_at_us"] = json!(unix_micros(at));
                 }
-                if let Some(lp) = logprobs {
+                if let Some(lp) = logprobs.filter(|_| plan.logprobs) {
                     frame["logprob"] = json!(lp.logprob);
                     frame["top_logprobs"] = lp
                         .top
@@ -166,13 +143,10 @@ async fn drive(
                 }
                 send(out, frame);
             }
-            Event::Text(text) => {
-                if !text.is_empty() {
-                    send(out, json!({"type": "token", "id": id, "text": text}));
-                }
+            Output::Done { summary, .. } => {
+                return Ok((summary, run.model().to_string(), run.cache_hit()))
             }
-            Event::Done(summary) => return Ok(summary),
-            Event::Error(e) => return Err(e.into()),
+            Output::Failed(e) => return Err(e.into()),
         }
     }
     Err(ApiError::Internal("the backend dropped a request".into()))
@@ -189,7 +163,7 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn done_frame(id: &str, s: &Summary, model: &str) -> Value {
+fn done_frame(id: &str, s: &Summary, usage: Usage, model: &str, cache_hit: bool) -> Value {
     let finish_reason = match s.finish_reason {
         FinishReason::Cancelled => "cancelled",
         reason => finish_str(reason),
@@ -200,7 +174,8 @@ fn done_frame(id: &str, s: &Summary, model: &str) -> Value {
         "id": id,
         "finish_reason": finish_reason,
         "model": model,
-        "usage": usage(s.prompt_tokens, s.cached_prompt_tokens, s.completion_tokens),
+        "cached": cache_hit,
+        "usage": UsageBody::from(usage),
         "timings": {
             "queued_ms": millis(s.queued),
             "prompt_ms": millis(s.prompt_time),

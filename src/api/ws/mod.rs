@@ -84,7 +84,9 @@ use tokio::task::JoinSet;
 
 mod generation;
 
+use super::accounts::ClientIp;
 use super::auth::{authenticate, bearer, Principal};
+use crate::chat::Caller;
 use super::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use super::AppState;
 
@@ -103,6 +105,7 @@ pub struct WsQuery {
 /// `GET /ws`: authenticate, then upgrade.
 pub async fn handler(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     query: Result<Query<WsQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -138,9 +141,10 @@ pub async fn handler(
             serve(
                 socket,
                 state,
-                Caller {
+                SocketOwner {
                     credential,
                     principal,
+                    ip,
                 },
             )
         })
@@ -150,19 +154,25 @@ pub async fn handler(
 /// and every Ping interval, so a revoked key, a disabled user, a changed password or an
 /// expired token stops the socket too — not only new connections.
 #[derive(Clone)]
-struct Caller {
+struct SocketOwner {
     credential: Option<String>,
     principal: Principal,
+    /// The client's address (what anonymous callers are limited by).
+    ip: std::net::IpAddr,
 }
 
-impl Caller {
-    /// The principal behind the credential now, or why it no longer counts.
-    async fn recheck(&self, state: &AppState) -> Result<Principal, ApiError> {
-        match self.principal {
+impl SocketOwner {
+    /// The caller behind the credential now, or why it no longer counts.
+    async fn recheck(&self, state: &AppState) -> Result<Caller, ApiError> {
+        let principal = match self.principal {
             // Nothing to revoke: no credential, or the configured static key.
-            Principal::Anonymous | Principal::StaticKey => Ok(self.principal.clone()),
-            Principal::User { .. } => authenticate(state, self.credential.as_deref()).await,
-        }
+            Principal::Anonymous | Principal::StaticKey => self.principal.clone(),
+            Principal::User { .. } => authenticate(state, self.credential.as_deref()).await?,
+        };
+        Ok(Caller {
+            principal,
+            ip: self.ip,
+        })
     }
 }
 
@@ -207,7 +217,7 @@ fn close(out: &Outbox, code: u16, reason: &'static str) {
 }
 
 /// One socket: read frames, Ping, start and cancel generations; cancel them all at the end.
-async fn serve(socket: WebSocket, state: AppState, caller: Caller) {
+async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
     tracing::debug!("websocket opened");
     let period = Duration::from_secs(state.config.server.ws_ping_secs.max(1));
     let (sink, mut stream) = socket.split();
@@ -245,7 +255,7 @@ async fn serve(socket: WebSocket, state: AppState, caller: Caller) {
                         text.as_str(),
                         &Socket {
                             state: &state,
-                            caller: &caller,
+                            owner: &owner,
                             out: &out,
                             registry: &registry,
                             revoked: &revoked,
@@ -270,7 +280,7 @@ async fn serve(socket: WebSocket, state: AppState, caller: Caller) {
                     close(&out, close_code::AWAY, "no frame or pong for two ping intervals");
                     break "the peer stopped answering pings";
                 }
-                if caller.recheck(&state).await.is_err() {
+                if owner.recheck(&state).await.is_err() {
                     close(&out, close_code::POLICY, "the credential is no longer valid");
                     break "the credential was revoked";
                 }
@@ -372,20 +382,27 @@ fn api_error_frame(id: &str, err: &ApiError) -> Value {
     } else {
         e["code"].clone()
     };
-    json!({
+    let mut frame = json!({
         "type": "error",
         "id": id,
         "message": e["message"],
         "code": code,
         "param": e["param"],
         "status": err.status().as_u16(),
-    })
+    });
+    if let ApiError::RateLimited {
+        retry_after_secs, ..
+    } = err
+    {
+        frame["retry_after"] = json!((*retry_after_secs).max(1));
+    }
+    frame
 }
 
 /// What a frame handler needs of its socket.
 struct Socket<'a> {
     state: &'a AppState,
-    caller: &'a Caller,
+    owner: &'a SocketOwner,
     out: &'a Outbox,
     registry: &'a Registry,
     /// Told when a `generate` finds the credential revoked: the socket then closes.
@@ -513,7 +530,7 @@ fn on_text(text: &str, socket: &Socket<'_>, generations: &mut JoinSet<()>) {
     }
     generations.spawn(generation::generation(
         socket.state.clone(),
-        socket.caller.clone(),
+        socket.owner.clone(),
         socket.revoked.clone(),
         id,
         frame,

@@ -1,0 +1,359 @@
+//! One admitted request in flight: its choices' events merged into transport-neutral
+//! [`Output`]s, the running tally (usage so far, per choice), and the one `on_finish` that runs
+//! however the run ends — every choice done, an error, or the run dropped because the client
+//! went away (which cancels what is still generating).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use futures::stream::{self, BoxStream, SelectAll, StreamExt};
+
+use super::admission::{Identity, RateStatus, Ticket};
+use super::cache::{CachedAnswer, CachedChoice, Key, Piece};
+use super::ChatService;
+use crate::auth::Principal;
+use crate::backends::{BackendError, Event, Generation, TokenLogprobs};
+use crate::engine::scheduler::Summary;
+
+/// What a run produces, for transports to encode.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Visible text of one choice (never empty unless it carries log-probabilities).
+    Piece {
+        /// The choice's index.
+        choice: usize,
+        /// Newly visible text.
+        text: String,
+        /// The sampled token's log-probabilities, when asked for.
+        logprobs: Option<TokenLogprobs>,
+        /// When the token was sampled (none for text released at the end, or from the cache).
+        sampled_at: Option<Instant>,
+    },
+    /// A choice ended normally.
+    Done {
+        /// The choice's index.
+        choice: usize,
+        /// Its totals, timings and whole text.
+        summary: Summary,
+    },
+    /// The run failed after its first token; nothing follows.
+    Failed(BackendError),
+}
+
+/// Tokens of a run: what the OpenAI `usage` object reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens (each prompt once, however many choices it has).
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: usize,
+    /// Tokens generated, finished choices and unfinished ones alike.
+    pub completion_tokens: usize,
+}
+
+/// What runs once when a run ends.
+pub(super) struct Finisher {
+    pub(super) service: ChatService,
+    pub(super) principal: Principal,
+    pub(super) identity: Identity,
+    /// Holds the caller's concurrency permit until the run ends.
+    pub(super) ticket: Ticket,
+    /// Where the answer goes in the cache, when the request is cacheable.
+    pub(super) cache_key: Option<Key>,
+    /// The model asked for (an answer from a failover model is not cached under it).
+    pub(super) asked: String,
+}
+
+#[derive(Default)]
+struct Choice {
+    /// Prompt tokens known when it started.
+    prompt_tokens: usize,
+    /// Tokens sampled while it has not finished.
+    sampled: usize,
+    done: Option<Summary>,
+    pieces: Vec<Piece>,
+}
+
+enum Source {
+    Live(SelectAll<BoxStream<'static, (usize, Event)>>),
+    Replay(VecDeque<Output>),
+    Ended,
+}
+
+/// A request whose choices are generating (or replaying from the cache).
+pub struct Run {
+    model: String,
+    cache_hit: bool,
+    rate: Option<RateStatus>,
+    n: usize,
+    choices: Vec<Choice>,
+    source: Source,
+    /// Whether every choice is answered by the model asked for (else the answer is not cached).
+    from_asked_model: bool,
+    /// Pieces are being kept for the cache (until they outgrow an entry).
+    recording: bool,
+    recorded_bytes: u64,
+    max_entry_bytes: u64,
+    finisher: Option<Finisher>,
+}
+
+impl Run {
+    pub(super) fn live(
+        generations: Vec<Generation>,
+        n: usize,
+        max_entry_bytes: u64,
+        finisher: Finisher,
+    ) -> Self {
+        let model = generations
+            .first()
+            .map_or_else(|| finisher.asked.clone(), |g| g.model.clone());
+        let from_asked_model = generations.iter().all(|g| g.model == finisher.asked);
+        let choices = generations
+            .iter()
+            .map(|g| Choice {
+                prompt_tokens: g.prompt_tokens,
+                ..Choice::default()
+            })
+            .collect();
+        let merged = stream::select_all(generations.into_iter().enumerate().map(|(i, g)| {
+            stream::unfold(g, |mut g| async move { g.recv().await.map(|ev| (ev, g)) })
+                .map(move |ev| (i, ev))
+                .boxed()
+        }));
+        Self {
+            model,
+            cache_hit: false,
+            rate: finisher.ticket.rate,
+            n: n.max(1),
+            choices,
+            source: Source::Live(merged),
+            from_asked_model,
+            recording: finisher.cache_key.is_some(),
+            recorded_bytes: 0,
+            max_entry_bytes,
+            finisher: Some(finisher),
+        }
+    }
+
+    pub(super) fn replay(model: &str, hit: &CachedAnswer, finisher: Finisher) -> Self {
+        let mut outputs = VecDeque::new();
+        let mut choices = Vec::with_capacity(hit.choices.len());
+        for (i, c) in hit.choices.iter().enumerate() {
+            outputs.extend(c.pieces.iter().map(|p| Output::Piece {
+                choice: i,
+                text: p.text.clone(),
+                logprobs: p.logprobs.clone(),
+                sampled_at: None,
+            }));
+            // Nothing was computed for this answer: no queue, prompt or decode time.
+            let summary = Summary {
+                queued: Default::default(),
+                prompt_time: Default::default(),
+                decode_time: Default::default(),
+                ..c.summary.clone()
+            };
+            outputs.push_back(Output::Done {
+                choice: i,
+                summary: summary.clone(),
+            });
+            choices.push(Choice {
+                prompt_tokens: summary.prompt_tokens,
+                done: Some(summary),
+                ..Choice::default()
+            });
+        }
+        let n = choices.len().max(1);
+        Self {
+            model: model.to_string(),
+            cache_hit: true,
+            rate: finisher.ticket.rate,
+            n,
+            choices,
+            source: Source::Replay(outputs),
+            from_asked_model: true,
+            recording: false,
+            recorded_bytes: 0,
+            max_entry_bytes: 0,
+            finisher: Some(finisher),
+        }
+    }
+
+    /// The model answering (the first choice's, after any failover).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Whether the answer comes from the response cache.
+    pub fn cache_hit(&self) -> bool {
+        self.cache_hit
+    }
+
+    /// The caller's request budget after this request, when `limits.requests_per_minute` is on.
+    pub fn rate(&self) -> Option<RateStatus> {
+        self.rate
+    }
+
+    /// How many choices the run has.
+    pub fn choice_count(&self) -> usize {
+        self.choices.len()
+    }
+
+    /// Usage so far: final once every choice is done; for a run that ends early, the prompts
+    /// and every token sampled before it ended.
+    pub fn usage(&self) -> Usage {
+        let mut usage = Usage::default();
+        for group in self.choices.chunks(self.n) {
+            let mut prompt = 0;
+            let mut cached = 0;
+            for c in group {
+                match &c.done {
+                    Some(s) => {
+                        prompt = prompt.max(s.prompt_tokens);
+                        cached = cached.max(s.cached_prompt_tokens);
+                        usage.completion_tokens += s.completion_tokens;
+                    }
+                    None => {
+                        prompt = prompt.max(c.prompt_tokens);
+                        usage.completion_tokens += c.sampled;
+                    }
+                }
+            }
+            usage.prompt_tokens += prompt;
+            usage.cached_tokens += cached;
+        }
+        usage
+    }
+
+    /// The next output; `None` once every choice is done (or after `Failed`).
+    pub async fn next(&mut self) -> Option<Output> {
+        loop {
+            let item = match &mut self.source {
+                Source::Ended => return None,
+                Source::Replay(queue) => match queue.pop_front() {
+                    Some(out) => return Some(out),
+                    None => None,
+                },
+                Source::Live(merged) => merged.next().await,
+            };
+            let Some((i, event)) = item else {
+                self.source = Source::Ended;
+                self.finish(true);
+                return None;
+            };
+            match event {
+                Event::Started => {}
+                Event::Token {
+                    text,
+                    logprobs,
+                    sampled_at,
+                } => {
+                    if let Some(c) = self.choices.get_mut(i) {
+                        c.sampled += 1;
+                    }
+                    if text.is_empty() && logprobs.is_none() {
+                        continue;
+                    }
+                    self.keep(i, &text, &logprobs);
+                    return Some(Output::Piece {
+                        choice: i,
+                        text,
+                        logprobs,
+                        sampled_at: Some(sampled_at),
+                    });
+                }
+                Event::Text(text) => {
+                    if text.is_empty() {
+                        continue;
+                    }
+                    self.keep(i, &text, &None);
+                    return Some(Output::Piece {
+                        choice: i,
+                        text,
+                        logprobs: None,
+                        sampled_at: None,
+                    });
+                }
+                Event::Done(summary) => {
+                    if let Some(c) = self.choices.get_mut(i) {
+                        c.sampled = 0;
+                        c.done = Some(summary.clone());
+                    }
+                    return Some(Output::Done { choice: i, summary });
+                }
+                Event::Error(e) => {
+                    self.source = Source::Ended;
+                    self.finish(false);
+                    return Some(Output::Failed(e));
+                }
+            }
+        }
+    }
+
+    /// Keep a piece for the cache, until the answer outgrows an entry.
+    fn keep(&mut self, i: usize, text: &str, logprobs: &Option<TokenLogprobs>) {
+        if !self.recording {
+            return;
+        }
+        self.recorded_bytes += text.len() as u64 + 64;
+        if self.recorded_bytes > self.max_entry_bytes {
+            self.recording = false;
+            self.choices.iter_mut().for_each(|c| c.pieces.clear());
+            return;
+        }
+        if let Some(c) = self.choices.get_mut(i) {
+            c.pieces.push(Piece {
+                text: text.to_string(),
+                logprobs: logprobs.clone(),
+            });
+        }
+    }
+
+    /// `on_finish`: once, however the run ends (`completed`: every choice reached its end).
+    fn finish(&mut self, completed: bool) {
+        let Some(f) = self.finisher.take() else {
+            return;
+        };
+        let usage = self.usage();
+        let inner = &f.service.inner;
+        let produced = self.choices.iter().any(|c| c.sampled > 0 || c.done.is_some());
+        if self.cache_hit {
+            // A request answered, nothing computed: counted, no tokens charged.
+            f.service.record_usage(&f.principal, 0, 0);
+        } else if produced {
+            f.service.record_usage(
+                &f.principal,
+                usage.prompt_tokens as u64,
+                usage.completion_tokens as u64,
+            );
+            inner.admission.charge(
+                &f.identity,
+                (usage.prompt_tokens + usage.completion_tokens) as u64,
+            );
+        }
+        let all_done = self.choices.iter().all(|c| c.done.is_some());
+        if let (Some(key), true) = (
+            f.cache_key,
+            completed && !self.cache_hit && self.recording && all_done && self.from_asked_model,
+        ) {
+            let choices = self
+                .choices
+                .iter_mut()
+                .map(|c| CachedChoice {
+                    pieces: std::mem::take(&mut c.pieces),
+                    summary: c.done.clone().unwrap_or_default(),
+                })
+                .collect();
+            if inner.cache.put(key, choices) {
+                inner.metrics.chat_event("cache_fill");
+            }
+        }
+        // Dropping `f` returns the concurrency permit.
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // The client went away (or the transport stopped reading): count what was computed.
+        self.finish(false);
+    }
+}

@@ -1,0 +1,50 @@
+//! Settings of the playground layer: per-user limits and quotas (`[limits]`), the response
+//! cache (`[cache]`) and conversations (`[chat]`). Defaults never get in the way of one person
+//! on their own machine: every limit is off (0) until an operator sets it.
+
+use serde::{Deserialize, Serialize};
+
+/// `[limits]`: applied to every generation (`/v1`, `/ws`, conversations), per user, or per
+/// client IP (IPv6: its /64) for callers without an account. 0 turns a limit off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Generation requests per minute (a token bucket: bursts up to this many, refilled
+    /// evenly over the minute).
+    pub requests_per_minute: u32,
+    /// Generations running at once.
+    pub concurrent_generations: u32,
+    /// Prompt plus completion tokens per UTC day.
+    pub tokens_per_day: u64,
+}
+
+/// `[cache]`: answers to deterministic requests (temperature 0 or a fixed seed), kept in memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Serve repeated deterministic requests from memory.
+    pub enabled: bool,
+    /// Share entries between users (default: each user, or anonymous client IP, has its own).
+    pub shared: bool,
+    /// How long an entry lives.
+    pub ttl_secs: u64,
+    /// Entries kept at most.
+    pub max_entries: u64,
+    /// Bytes of answers kept at most (text and log-probabilities, roughly).
+    pub max_bytes: u64,
+    /// Answers larger than this are not cached.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            shared: false,
+            ttl_secs: 3600,
+            max_entries: 10_000,
+            max_bytes: 64 << 20,
+            max_entry_bytes: 1 << 20,
+        }
+    }
+}
