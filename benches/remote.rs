@@ -1,16 +1,15 @@
 //! What Hearth adds in front of a remote OpenAI-compatible server: the same streamed and plain
 //! chat requests sent straight to a loopback server that speaks the protocol
-//! (tests/common/fake_openai.rs, replying at once) and through Hearth, which routes them to it
+//! (tests/integration/common/fake_openai.rs, replying at once) and through Hearth, which routes them to it
 //! with async-openai. Requests alternate between the two paths in one process, and the report
 //! gives time to first content chunk and to the whole reply for each, and their ratio.
 //!
 //! Run: `cargo bench --bench remote` (under `cargo test` it runs a few requests as a smoke
 //! test). `HEARTH_BENCH_REQUESTS=300` sets the requests per path.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
-#[path = "../tests/common/fake_openai.rs"]
-mod fake_openai;
+use common::fake_openai;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use futures::StreamExt;
 use hearth::config::{BackendKind, BackendSettings};
 use serde_json::json;
 
-/// The real server (tests/common's start-up) with `gpt-fake` routed to the stand-in.
+/// The real server (tests/integration/common's start-up) with `gpt-fake` routed to the stand-in.
 fn spawn_hearth(remote_url: String) -> SocketAddr {
     common::spawn_server(move |config| {
         let mut remote = BackendSettings::local_default();

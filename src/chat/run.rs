@@ -335,15 +335,27 @@ impl Run {
             f.cache_key,
             completed && !self.cache_hit && self.recording && all_done && self.from_asked_model,
         ) {
-            let choices = self
+            let choices: Option<Vec<CachedChoice>> = self
                 .choices
                 .iter_mut()
-                .map(|c| CachedChoice {
-                    pieces: std::mem::take(&mut c.pieces),
-                    summary: c.done.clone().unwrap_or_default(),
+                .map(|c| {
+                    let summary = c.done.clone().unwrap_or_default();
+                    let mut pieces = std::mem::take(&mut c.pieces);
+                    // A whole (non-streamed) remote reply comes as its summary alone: replay
+                    // its text as one piece. With log-probabilities that would lose them.
+                    if pieces.iter().map(|p| p.text.as_str()).collect::<String>() != summary.text {
+                        if pieces.iter().any(|p| p.logprobs.is_some()) {
+                            return None;
+                        }
+                        pieces = vec![Piece {
+                            text: summary.text.clone(),
+                            logprobs: None,
+                        }];
+                    }
+                    Some(CachedChoice { pieces, summary })
                 })
                 .collect();
-            if inner.cache.put(key, choices) {
+            if choices.is_some_and(|choices| inner.cache.put(key, choices)) {
                 inner.metrics.chat_event("cache_fill");
             }
         }

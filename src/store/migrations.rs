@@ -34,7 +34,10 @@ macro_rules! migration {
 }
 
 /// Every migration this build knows, in order.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_accounts")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_accounts"),
+    migration!(2, "0002_conversations"),
+];
 
 /// The schema version this build writes: the last migration's number.
 pub fn known_version() -> i64 {

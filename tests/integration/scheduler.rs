@@ -1,7 +1,7 @@
 //! The scheduler on the real model: bounded queue, interleaving, batching, cancellation,
 //! queue deadlines and prefix reuse.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! secret too short; what the binary logs (request ids, never a credential); and that a burst
 //! of password hashing stays within bounded memory.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -4,6 +4,8 @@
 //! every engine accessor hands out a guard that serialises model work.
 #![allow(dead_code)]
 
+pub mod fake_openai;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -51,6 +53,13 @@ pub fn first_step_candidates(question: &str) -> Vec<String> {
 }
 
 static MODEL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Taken by tests whose server (or CLI process) runs the model, as the engine accessors take
+/// it for in-process engines: model threads use all cores, so such tests take turns across
+/// every module of the binary.
+pub fn serial() -> MutexGuard<'static, ()> {
+    lock()
+}
 
 /// Holds the model lock while a test uses an engine.
 pub struct Guarded<'a> {

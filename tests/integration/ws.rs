@@ -1,7 +1,7 @@
 //! `GET /ws`: the real server on 127.0.0.1:0 with the real model, driven by a real WebSocket
 //! client (tokio-tungstenite).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -18,9 +18,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 const KEY: &str = "sk-ws";
 
-/// The model threads use all cores: tests take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr {
@@ -28,7 +25,7 @@ fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr 
 }
 
 /// Several slots, no key. Prefix reuse is off because test 1 compares outputs across requests
-/// (reuse changes float summation order, which can change greedy text; see tests/server.rs).
+/// (reuse changes float summation order, which can change greedy text; see tests/integration/server.rs).
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
@@ -156,7 +153,7 @@ fn endless(id: &str, max_tokens: u32) -> Value {
 
 #[tokio::test]
 async fn a_generation_streams_status_tokens_and_done_matching_the_http_answer() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let prompt = "What is the capital of France?";
     let mut ws = connect(addr, None).await;
@@ -221,7 +218,7 @@ async fn a_generation_streams_status_tokens_and_done_matching_the_http_answer() 
 
 #[tokio::test]
 async fn two_generations_on_one_socket_interleave_and_both_finish() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
     send_json(&mut ws, generate("a", "Name three colours.", 16)).await;
@@ -266,7 +263,7 @@ async fn two_generations_on_one_socket_interleave_and_both_finish() {
 
 #[tokio::test]
 async fn a_cancelled_generation_ends_at_once_and_frees_its_slot() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = one_slot_server();
     let mut ws = connect(addr, Some(KEY)).await;
     send_json(&mut ws, endless("long", 400)).await;
@@ -310,7 +307,7 @@ async fn a_cancelled_generation_ends_at_once_and_frees_its_slot() {
 
 #[tokio::test]
 async fn closing_the_socket_mid_generation_frees_the_slot() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = one_slot_server();
     let mut first = connect(addr, Some(KEY)).await;
     send_json(&mut first, endless("long", 400)).await;
@@ -341,7 +338,7 @@ async fn closing_the_socket_mid_generation_frees_the_slot() {
 
 #[tokio::test]
 async fn a_peer_that_stops_answering_pings_is_closed_and_its_generation_cancelled() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = one_slot_server();
     let mut silent = connect(addr, Some(KEY)).await;
     send_json(&mut silent, endless("long", 1500)).await;
@@ -377,7 +374,7 @@ async fn a_peer_that_stops_answering_pings_is_closed_and_its_generation_cancelle
 
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_socket_keeps_working() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
 
@@ -451,7 +448,7 @@ async fn bad_frames_get_error_frames_and_the_socket_keeps_working() {
 
 #[tokio::test]
 async fn an_id_already_in_flight_is_refused_without_disturbing_the_first() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
     send_json(&mut ws, generate("same", "Name three colours.", 8)).await;
@@ -478,7 +475,7 @@ async fn an_id_already_in_flight_is_refused_without_disturbing_the_first() {
 
 #[tokio::test]
 async fn the_api_key_is_required_in_a_header_or_the_query() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = one_slot_server();
     for url in [
         format!("ws://{addr}/ws"),
@@ -525,7 +522,7 @@ async fn the_api_key_is_required_in_a_header_or_the_query() {
 
 #[tokio::test]
 async fn the_server_pings_an_idle_socket_and_keeps_it_open_while_pongs_come_back() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = one_slot_server();
     let mut ws = connect(addr, Some(KEY)).await;
     let start = Instant::now();
@@ -551,7 +548,7 @@ async fn the_server_pings_an_idle_socket_and_keeps_it_open_while_pongs_come_back
 
 #[tokio::test]
 async fn timestamps_put_the_sampling_time_on_token_frames() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
     let mut frame = generate("t", "Name three colours.", 12);
@@ -586,7 +583,7 @@ async fn timestamps_put_the_sampling_time_on_token_frames() {
 
 #[tokio::test]
 async fn a_message_over_the_body_limit_closes_the_socket_with_1009() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
     send_json(&mut ws, generate("big", &"a".repeat(70 * 1024), 2)).await;
@@ -631,7 +628,7 @@ fn rss_mib() -> u64 {
 
 #[tokio::test]
 async fn ids_are_capped_and_client_input_is_never_echoed_unbounded() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
     let long = "i".repeat(40_000);
@@ -658,7 +655,7 @@ async fn ids_are_capped_and_client_input_is_never_echoed_unbounded() {
 
 #[tokio::test]
 async fn a_socket_may_have_only_so_many_generations_in_flight() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut ws = connect(addr, None).await;
     for i in 0..8 {
@@ -689,7 +686,7 @@ async fn a_socket_may_have_only_so_many_generations_in_flight() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = lagging_server();
     let ws = connect(addr, None).await;
     let (mut tx, _rx_never_read) = ws.split();

@@ -1,6 +1,6 @@
 //! The generation loop on the real default model: streaming, stops, limits, seeds, errors.
 
-mod common;
+use crate::common;
 
 use hearth::engine::generate::{EngineError, FinishReason, GenerateRequest, Step};
 use hearth::engine::sampler::SamplingParams;

@@ -1,15 +1,13 @@
 //! The `hearth` binary end to end: generate, tokenize, template, inspect, and its errors.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
-use std::sync::Mutex;
 
 // Each command loads the model with all cores; run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn hearth(args: &[&str]) -> Output {
-    let _guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = common::serial();
     Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args([
             "--config",
@@ -23,7 +21,7 @@ fn hearth(args: &[&str]) -> Output {
 }
 
 fn hearth_plain(args: &[&str]) -> Output {
-    let _guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = common::serial();
     Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args([
             "--config",

@@ -10,7 +10,7 @@
 //! - `closed_server`: registration `closed`, `require_auth`, a static `server.api_key`; the admin
 //!   `keeper` is written into the database before the server starts.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -473,6 +473,8 @@ async fn api_keys_authenticate_v1_and_ws_and_their_usage_is_recorded() {
             "max_tokens": 1,
             "temperature": 0,
             "stream": stream,
+            // Both must run the model (a cache hit records a request but no tokens).
+            "cache": false,
         })
     };
     let (status, v) = post(addr, "/v1/chat/completions", Some(&key), chat(false)).await;

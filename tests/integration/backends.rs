@@ -1,11 +1,10 @@
 //! Remote backends, failover and circuit breakers, end to end: the real server on 127.0.0.1:0
 //! with the real local model, a remote backend pointing at a loopback server that speaks the
-//! OpenAI protocol (tests/common/fake_openai.rs) and fails on command, and real HTTP and
+//! OpenAI protocol (tests/integration/common/fake_openai.rs) and fails on command, and real HTTP and
 //! WebSocket clients.
 
-mod common;
-#[path = "common/fake_openai.rs"]
-mod fake_openai;
+use crate::common;
+use crate::common::fake_openai;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,9 +23,6 @@ const REMOTE: &str = "gpt-fake";
 /// The environment variable holding the remote's key, and the key.
 const KEY_VAR: &str = "HEARTH_TEST_REMOTE_KEY";
 const KEY: &str = "sk-remote-test-key";
-
-/// Tests that fail over run the local model, which uses every core: they take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A remote backend named `name` serving `models` at `base_url`, failing over to the local
 /// model, with a breaker that does not open (tests that want one set it).
@@ -64,6 +60,8 @@ fn chat(model: &str, max_tokens: u32) -> Value {
         "messages": [{"role": "user", "content": "Say hello."}],
         "max_tokens": max_tokens,
         "temperature": 0,
+        // These tests count what reaches each backend: no answer from the response cache.
+        "cache": false,
     })
 }
 
@@ -345,7 +343,7 @@ async fn remote_answers_plain_requests_legacy_completions_and_websockets() {
 
 #[tokio::test]
 async fn every_failure_before_the_first_token_fails_over_to_the_local_model() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let fake = FakeOpenAi::start(Duration::ZERO);
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -531,7 +529,7 @@ async fn a_failure_after_the_first_token_ends_the_stream_with_an_error_event() {
 
 #[tokio::test]
 async fn the_breaker_opens_skips_half_opens_and_closes() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let fake = FakeOpenAi::start(Duration::ZERO);
     let mut flaky = remote("remote", &fake.base_url, &[REMOTE]);
     flaky.breaker_failures = 2;

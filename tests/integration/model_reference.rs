@@ -1,7 +1,7 @@
 //! The forward pass, with weights exactly as shipped, against llama.cpp's reference outputs for
 //! the default model (tests/fixtures/smollm2-q4_1-llamacpp.json).
 
-mod common;
+use crate::common;
 
 use hearth::engine::model::LlamaModel;
 

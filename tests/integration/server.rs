@@ -1,6 +1,6 @@
 //! The real server on 127.0.0.1:0 with the real model, driven over HTTP with reqwest.
 
-mod common;
+use crate::common;
 
 use common::{metric, metric_with_key};
 
@@ -13,9 +13,6 @@ use hearth::config::Config;
 use serde_json::{json, Value};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
-
-/// The model threads use all cores: tests take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr {
     common::spawn_server(tweak)
@@ -30,7 +27,7 @@ fn server() -> SocketAddr {
             c.server.sse_keepalive_secs = 1;
             // Prefix reuse changes float summation order, and with quantized activations that can
             // change greedy text; this server compares outputs across requests, so it is off here
-            // (the tight server and tests/scheduler.rs cover reuse).
+            // (the tight server and tests/integration/scheduler.rs cover reuse).
             c.server.prefix_cache_mb = 0;
         })
     })
@@ -114,7 +111,7 @@ fn sse_data(body: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn models_lists_the_loaded_model() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let v: Value = reqwest::get(url(addr, "/v1/models"))
         .await
@@ -132,7 +129,7 @@ async fn models_lists_the_loaded_model() {
 
 #[tokio::test]
 async fn chat_completion_answers_with_usage_and_finish_reason() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let r = client
@@ -169,7 +166,7 @@ async fn chat_completion_answers_with_usage_and_finish_reason() {
 
 #[tokio::test]
 async fn streaming_follows_the_openai_wire_format() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let mut body = chat_body("Say hello.", 8);
     body["stream"] = json!(true);
@@ -230,7 +227,7 @@ async fn streaming_follows_the_openai_wire_format() {
 
 #[tokio::test]
 async fn stop_n_and_text_parts_are_supported() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let body = json!({
@@ -253,7 +250,7 @@ async fn stop_n_and_text_parts_are_supported() {
 
 #[tokio::test]
 async fn text_completions_and_helper_endpoints_work() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let v: Value = post_json(&client, addr, "/v1/completions", &json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})).await;
@@ -310,7 +307,7 @@ async fn text_completions_and_helper_endpoints_work() {
 
 #[tokio::test]
 async fn bad_input_gets_openai_shaped_errors_with_the_right_status() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let post = |path: &str, body: String| {
@@ -457,7 +454,7 @@ async fn bad_input_gets_openai_shaped_errors_with_the_right_status() {
 
 #[tokio::test]
 async fn overload_refuses_the_excess_fast_and_recovers() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = tight_server();
     let client = reqwest::Client::new();
     // Without the key: 401.
@@ -539,7 +536,7 @@ async fn overload_refuses_the_excess_fast_and_recovers() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_frees_its_slot() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = tight_server();
     let client = reqwest::Client::new();
     let mut body = chat_body(
@@ -588,7 +585,7 @@ async fn a_client_that_disconnects_mid_stream_frees_its_slot() {
 
 #[tokio::test]
 async fn json_object_response_format_returns_a_json_object() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let mut body = json!({
@@ -625,7 +622,7 @@ async fn json_object_response_format_returns_a_json_object() {
 
 #[tokio::test]
 async fn metrics_count_requests_tokens_and_latencies() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let model = format!("{{model=\"{MODEL}\"}}");
@@ -725,7 +722,7 @@ const ORIGIN: &str = "https://app.example";
 
 #[tokio::test]
 async fn openai_paths_also_work_without_v1_and_the_model_defaults_to_the_loaded_one() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let models: Value = reqwest::get(url(addr, "/models"))
@@ -784,7 +781,7 @@ async fn openai_paths_also_work_without_v1_and_the_model_defaults_to_the_loaded_
 
 #[tokio::test]
 async fn n_and_the_number_of_choices_are_capped_by_generation_max_n() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let mut body = chat_body("x", 1);
@@ -1019,7 +1016,7 @@ fn megabyte_of_words(seed: u64) -> String {
 
 #[tokio::test]
 async fn big_tokenize_requests_do_not_hold_up_other_requests() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = edge_server();
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -1066,7 +1063,7 @@ async fn big_tokenize_requests_do_not_hold_up_other_requests() {
 
 #[tokio::test]
 async fn special_tokens_typed_into_a_message_stay_text() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = server();
     let client = reqwest::Client::new();
     let usage_of = |content: &str| {
@@ -1167,7 +1164,7 @@ async fn silent_slow_and_idle_connections_are_closed() {
 
 #[tokio::test]
 async fn a_request_in_flight_outlives_the_idle_timeout() {
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = edge_server();
     // Long enough to take well over the 2 s idle timeout, with no byte sent until the end.
     let mut body = chat_body("Tell me a long story.", 400);
@@ -1194,7 +1191,7 @@ async fn a_request_in_flight_outlives_the_idle_timeout() {
 #[tokio::test]
 async fn connections_past_the_cap_get_503_and_the_server_recovers() {
     use tokio::io::AsyncWriteExt;
-    let _turn = SERIAL.lock().await;
+    let _turn = common::serial();
     let addr = edge_server();
     // Other tests may hold a few of the 8 places: fill whatever is left.
     let mut held = Vec::new();

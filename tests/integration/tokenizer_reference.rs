@@ -4,7 +4,7 @@
 //! The model is looked up at `$HEARTH_TEST_MODEL` or `<repo>/models/SmolLM2-135M-Instruct.Q4_1.gguf`
 //! (fetch it with `scripts/fetch-model.sh`).
 
-mod common;
+use crate::common;
 
 use std::io::Cursor;
 use std::path::PathBuf;

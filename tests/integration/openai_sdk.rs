@@ -4,15 +4,14 @@
 //! First as users run it: a server on the default config (no key required) and the SDK with a
 //! dummy key (`api_key="unused"`), with the local model and, unchanged, with a model the same
 //! server routes to a remote OpenAI-compatible backend (the loopback stand-in in
-//! tests/common/fake_openai.rs), to show the SDK sees no difference. Then against a server that
+//! tests/integration/common/fake_openai.rs), to show the SDK sees no difference. Then against a server that
 //! requires `server.api_key`, with that key.
 //!
 //! The Python comes from HEARTH_TEST_PYTHON, else the repo's .venv (made by
 //! scripts/python-env.sh, which pins the SDK version).
 
-mod common;
-#[path = "common/fake_openai.rs"]
-mod fake_openai;
+use crate::common;
+use crate::common::fake_openai;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -62,7 +61,7 @@ fn spawn_server(api_key: Option<&'static str>) -> SocketAddr {
         // stop string). Prefix reuse computes the prompt's last tokens in a different pass, and
         // with quantized activations that can change greedy text (seen: a temperature-0 chat
         // answer differed between the first request and a repeat with 36 cached tokens), so it is
-        // off here as in tests/server.rs. Every other setting is the default.
+        // off here as in tests/integration/server.rs. Every other setting is the default.
         config.server.prefix_cache_mb = 0;
     })
 }
@@ -85,16 +84,19 @@ fn python() -> PathBuf {
 
 #[test]
 fn the_official_openai_python_sdk_works_against_a_default_server_with_a_dummy_key() {
+    let _model = common::serial();
     run_suite(server(), MODEL, DUMMY_KEY, false);
 }
 
 #[test]
 fn the_same_sdk_suite_passes_with_a_remote_model() {
+    let _model = common::serial();
     run_suite(server(), REMOTE_MODEL, DUMMY_KEY, false);
 }
 
 #[test]
 fn the_sdk_suite_passes_against_a_server_that_requires_its_key() {
+    let _model = common::serial();
     run_suite(keyed_server(), MODEL, API_KEY, true);
 }
 
