@@ -78,6 +78,14 @@ impl App {
         .await
         .context("store opening thread")?
         .with_context(|| format!("opening {}", config.storage.db_path().display()))?;
+        // Answers that were generating when the server last stopped have no generation now.
+        let interrupted = store
+            .run(|c| crate::store::conversations::interrupt_streaming(c))
+            .await
+            .context("marking interrupted answers")?;
+        if interrupted > 0 {
+            tracing::info!(interrupted, "answers cut off by the last shutdown marked interrupted");
+        }
         let secret = crate::auth::jwt::load_or_create_secret(
             config.auth.jwt_secret.as_deref(),
             &config.storage.data_dir,
@@ -109,7 +117,13 @@ impl App {
         let proxies = crate::net::TrustedProxies::parse(&config.server.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("configuration: server.trusted_proxies: {e}"))?;
         let router = Arc::new(router);
-        let chat = crate::chat::ChatService::new(&config, router.clone(), store.clone(), metrics.clone());
+        let chat = crate::chat::ChatService::new(
+            &config,
+            router.clone(),
+            store.clone(),
+            metrics.clone(),
+            scheduler.engine().clone(),
+        );
         let state = AppState {
             chat,
             store,

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod conversations;
 pub mod error;
 mod headers;
 pub mod openai;
@@ -16,7 +17,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -81,6 +82,34 @@ pub fn router(state: AppState) -> Router {
         .route("/apply-template", post(tokens::apply_template))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(authenticated());
+    // Conversations: a user's access token or API key (the `/v1` authentication), then
+    // `conversations::Owner` requires an account.
+    let conversation_api = Router::new()
+        .route(
+            "/conversations",
+            get(conversations::list_conversations).post(conversations::create_conversation),
+        )
+        .route(
+            "/conversations/{id}",
+            get(conversations::get_conversation)
+                .patch(conversations::update_conversation)
+                .delete(conversations::delete_conversation),
+        )
+        .route(
+            "/conversations/{id}/messages",
+            get(conversations::list_messages).post(conversations::post_message),
+        )
+        .route(
+            "/conversations/{id}/messages/{message_id}/regenerate",
+            post(conversations::regenerate),
+        )
+        .route("/conversations/{id}/active", put(conversations::switch_branch))
+        .route("/messages/{id}", get(conversations::get_message))
+        .route("/messages/{id}/stream", get(conversations::stream_message))
+        .route("/messages/{id}/cancel", post(conversations::cancel_message))
+        .route("/rate-limit", get(conversations::rate_limit))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(authenticated());
     let mut metrics_route = Router::new().route("/metrics", get(metrics));
     if state.config.auth.metrics_require_auth {
         metrics_route = metrics_route.route_layer(authenticated());
@@ -114,7 +143,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openai_api)
         .merge(helpers)
         .merge(metrics_route)
-        .nest("/api", account_api)
+        .nest("/api", account_api.merge(conversation_api))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/ws", get(ws::handler))

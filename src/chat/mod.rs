@@ -11,17 +11,22 @@
 
 pub mod admission;
 pub mod cache;
+pub mod context;
+pub mod conversation;
+pub mod live;
 mod run;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use admission::{Identity, RateStatus, Refusal, TokenStatus};
 pub use run::{Output, Run, Usage};
 
 use crate::auth::Principal;
 use crate::backends::{BackendError, Params, Prompt, Router};
-use crate::config::Config;
+use crate::config::{ChatSettings, Config};
+use crate::engine::generate::{Engine, FinishReason};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use admission::Admission;
@@ -78,12 +83,32 @@ pub enum ChatError {
     Backend(#[from] BackendError),
 }
 
+/// Conversation answers generating now, by message id.
+type LiveRegistry = Mutex<HashMap<String, Arc<live::LiveMessage>>>;
+
+fn lock_live(live: &LiveRegistry) -> std::sync::MutexGuard<'_, HashMap<String, Arc<live::LiveMessage>>> {
+    // A map of handles: a poisoned lock holds nothing half-written worth refusing.
+    live.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `finish_reason` as OpenAI spells it (a cancelled choice ends as `stop`).
+pub fn finish_str(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+    }
+}
+
 struct Inner {
     router: Arc<Router>,
     store: Store,
     metrics: Arc<Metrics>,
     admission: Admission,
     cache: ResponseCache,
+    /// The local model's tokenizer and context length, for fitting conversation turns.
+    engine: Arc<Engine>,
+    chat: ChatSettings,
+    live: LiveRegistry,
 }
 
 /// The generation service (cheap to clone).
@@ -93,11 +118,20 @@ pub struct ChatService {
 }
 
 impl ChatService {
-    /// The service over `router`, with `[limits]` and `[cache]` from `config`.
-    pub fn new(config: &Config, router: Arc<Router>, store: Store, metrics: Arc<Metrics>) -> Self {
+    /// The service over `router`, with `[limits]`, `[cache]` and `[chat]` from `config`.
+    pub fn new(
+        config: &Config,
+        router: Arc<Router>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        engine: Arc<Engine>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 router,
+                engine,
+                chat: config.chat.clone(),
+                live: Mutex::new(HashMap::new()),
                 admission: Admission::new(config.limits.clone(), store.clone()),
                 cache: ResponseCache::new(&config.cache),
                 store,

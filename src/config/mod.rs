@@ -13,7 +13,7 @@ use crate::engine::loader::DeviceChoice;
 mod backends;
 mod playground;
 pub use backends::{BackendKind, BackendSettings};
-pub use playground::{CacheSettings, LimitsSettings};
+pub use playground::{CacheSettings, ChatSettings, LimitsSettings};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub struct Config {
     pub limits: LimitsSettings,
     /// The response cache for deterministic requests.
     pub cache: CacheSettings,
+    /// Conversations: detached generations, context fitting, partial saves.
+    pub chat: ChatSettings,
     /// `[[backends]]`: where requests for each model go, and where they fail over to. Empty: the
     /// local model only.
     pub backends: Vec<BackendSettings>,
@@ -361,7 +363,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
-        let positive: [(&'static str, u64); 20] = [
+        let positive: [(&'static str, u64); 22] = [
             (
                 "generation.max_tokens_limit",
                 self.generation.max_tokens_limit as u64,
@@ -406,6 +408,8 @@ impl Config {
             ("cache.max_entries", self.cache.max_entries),
             ("cache.max_bytes", self.cache.max_bytes),
             ("cache.max_entry_bytes", self.cache.max_entry_bytes),
+            ("chat.save_interval_ms", self.chat.save_interval_ms),
+            ("chat.save_every_tokens", self.chat.save_every_tokens as u64),
         ];
         for (key, value) in positive {
             if value == 0 {

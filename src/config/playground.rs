@@ -48,3 +48,30 @@ impl Default for CacheSettings {
         }
     }
 }
+
+/// `[chat]`: conversations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// How long an answer keeps generating with no client following it (its SSE stream or
+    /// socket dropped) before it is cancelled and marked `interrupted`.
+    pub detach_grace_secs: u64,
+    /// Tokens of the context kept free beyond `max_tokens` when fitting a turn (the template's
+    /// own text, counting slack).
+    pub context_reserve_tokens: usize,
+    /// An answer's partial text is saved at least this often while it streams…
+    pub save_interval_ms: u64,
+    /// …and after at most this many tokens.
+    pub save_every_tokens: usize,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            detach_grace_secs: 30,
+            context_reserve_tokens: 64,
+            save_interval_ms: 250,
+            save_every_tokens: 32,
+        }
+    }
+}

@@ -158,6 +158,8 @@ pub struct Finished {
     pub completion_tokens: i64,
     /// Timings (JSON).
     pub timings: Option<serde_json::Value>,
+    /// Tokens of `content`.
+    pub content_tokens: Option<i64>,
 }
 
 const CONVERSATION_COLUMNS: &str = "id, owner_id, title, model, system_prompt, params, pinned, \
@@ -468,7 +470,8 @@ pub fn finish_message(
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE messages SET content = ?2, status = ?3, finish_reason = ?4, error = ?5, \
-         prompt_tokens = ?6, completion_tokens = ?7, timings = ?8, updated_at = ?9 WHERE id = ?1",
+         prompt_tokens = ?6, completion_tokens = ?7, timings = ?8, updated_at = ?9, \
+         content_tokens = ?10 WHERE id = ?1",
     )?
     .execute(params![
         id,
@@ -479,7 +482,8 @@ pub fn finish_message(
         f.prompt_tokens,
         f.completion_tokens,
         f.timings.as_ref().map(|t| t.to_string()),
-        now
+        now,
+        f.content_tokens
     ])?;
     Ok(())
 }

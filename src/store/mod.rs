@@ -33,6 +33,8 @@ pub mod accounts;
 pub mod api_keys;
 /// Online backups, restore and pruning of scheduled backups.
 pub mod backup;
+/// Conversations and their message trees, with full-text search.
+pub mod conversations;
 /// Embedded schema migrations.
 pub mod migrations;
 /// Refresh-token rotation: issue, consume once, detect reuse, revoke.

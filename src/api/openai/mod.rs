@@ -17,7 +17,7 @@ pub mod wire;
 pub use complete::{create_chat_completion, create_completion};
 pub(crate) use wire::finish_str;
 pub use validate::chat_messages;
-pub(crate) use validate::chat_plan;
+pub(crate) use validate::{chat_plan, plan_params};
 
 use std::collections::HashMap;
 

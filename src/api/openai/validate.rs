@@ -80,6 +80,12 @@ pub(crate) fn system_fingerprint(state: &AppState, model: &str) -> String {
     format!("fp_{hex}")
 }
 
+/// Validate sampling fields alone (no logprobs): for conversations, whose parameters are a
+/// subset of the chat API's and are checked the same way.
+pub(crate) fn plan_params(state: &AppState, p: &CommonParams) -> Result<Plan, ApiError> {
+    plan(state, p, 0, false)
+}
+
 pub(crate) fn plan(
     state: &AppState,
     p: &CommonParams,

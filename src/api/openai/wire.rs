@@ -8,15 +8,8 @@ use serde::Serialize;
 
 use crate::backends::TokenLogprobs;
 use crate::chat::Usage;
-use crate::engine::generate::FinishReason;
 
-/// `finish_reason` on the wire (a cancelled choice ends as `stop`).
-pub(crate) fn finish_str(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Length => "length",
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
-    }
-}
+pub(crate) use crate::chat::finish_str;
 
 /// `usage.prompt_tokens_details`.
 #[derive(Debug, Serialize)]

@@ -49,6 +49,11 @@ pub(super) async fn generation(
             return;
         }
     };
+    let resume = frame.get("type").and_then(Value::as_str) == Some("resume");
+    if resume || frame.get("conversation_id").is_some() {
+        return super::conversation::follow(state, caller, id, frame, resume, out, registry, cancel)
+            .await;
+    }
     // The run lives here, so a cancel (or the socket going) drops it: the service counts what
     // was computed and the model thread frees the slot.
     let mut run: Option<Run> = None;

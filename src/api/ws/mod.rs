@@ -82,6 +82,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 
+mod conversation;
 mod generation;
 
 use super::accounts::ClientIp;
@@ -450,15 +451,23 @@ fn on_text(text: &str, socket: &Socket<'_>, generations: &mut JoinSet<()>) {
             ),
         );
     }
-    let id = id.map(str::to_string);
     let kind = frame.get("type").and_then(Value::as_str);
-    if kind != Some("generate") && kind != Some("cancel") {
+    // A resume without an id goes by the message it follows.
+    let id = id
+        .or_else(|| {
+            (kind == Some("resume"))
+                .then(|| frame.get("message_id").and_then(Value::as_str))
+                .flatten()
+                .filter(|m| !m.is_empty() && m.len() <= max_id)
+        })
+        .map(str::to_string);
+    if !matches!(kind, Some("generate" | "cancel" | "resume")) {
         let message = match kind {
             Some(kind) => format!(
-                "unknown frame type `{}` (expected `generate` or `cancel`)",
+                "unknown frame type `{}` (expected `generate`, `cancel` or `resume`)",
                 clip(kind, 32)
             ),
-            None => "`type` must be `generate` or `cancel`".to_string(),
+            None => "`type` must be `generate`, `cancel` or `resume`".to_string(),
         };
         return send(
             out,

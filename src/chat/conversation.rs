@@ -1,0 +1,458 @@
+//! Conversation turns on top of the generation service: a user message (or a regeneration)
+//! becomes an assistant message that exists from the start, is saved as it streams (every
+//! `chat.save_interval_ms` or `chat.save_every_tokens`, then once at the end), and keeps
+//! generating when its client goes — for `chat.detach_grace_secs` with no follower, then it
+//! is cancelled and marked `interrupted`. Clients follow and resume it through
+//! [`super::live`]. The prompt is the active branch fitted to the context ([`super::context`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::context::{fit, Entry, FitError};
+use super::live::{Ended, LiveEvent, LiveMessage, Subscription};
+use super::{Ask, Caller, ChatError, ChatService, Output, RateStatus, Run};
+use crate::backends::{Params, Prompt};
+use crate::engine::template::ChatMessage;
+use crate::store::conversations::{Conversation, Finished, Message, NewMessage};
+use crate::store::StoreError;
+
+/// What a turn asks for, validated by the API layer.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    /// The conversation (its owner is the caller's user).
+    pub conversation: Conversation,
+    /// The new user message; `None` to regenerate `regenerate`.
+    pub content: Option<String>,
+    /// The message the new one follows: `None` the active leaf, `Some(None)` none (a new first
+    /// message). A sibling of an earlier user message is an edit.
+    pub parent_id: Option<Option<String>>,
+    /// An assistant message to answer again (a sibling answer).
+    pub regenerate: Option<String>,
+    /// The model to answer with.
+    pub model: String,
+    /// Sampling and limits.
+    pub params: Params,
+}
+
+/// A started turn.
+pub struct Turn {
+    /// The user message stored for it (none when regenerating).
+    pub user_message: Option<Message>,
+    /// The assistant message being generated (`streaming`).
+    pub message: Message,
+    /// Its text as it comes.
+    pub subscription: Subscription,
+    /// The caller's request budget, when limited.
+    pub rate: Option<RateStatus>,
+    /// Whether the response cache answered.
+    pub cache_hit: bool,
+}
+
+/// Why a turn did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// No such conversation or message (or not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be served as asked.
+    #[error("{message}")]
+    Invalid {
+        /// The field to blame.
+        param: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The generation service refused or failed.
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The path from the first message to `leaf`, oldest first.
+pub fn branch_to(messages: &[Message], leaf: Option<&str>) -> Vec<Message> {
+    let by_id: std::collections::HashMap<&str, &Message> =
+        messages.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut path = Vec::new();
+    let mut at = leaf;
+    while let Some(id) = at {
+        let Some(m) = by_id.get(id) else { break };
+        path.push((*m).clone());
+        at = m.parent_id.as_deref();
+        if path.len() > messages.len() {
+            break; // a cycle cannot be stored, but never loop on one
+        }
+    }
+    path.reverse();
+    path
+}
+
+/// The newest leaf under `id`: follow the most recent child down.
+pub fn newest_leaf(messages: &[Message], id: &str) -> String {
+    let mut at = id.to_string();
+    while let Some(child) = messages
+        .iter()
+        .filter(|m| m.parent_id.as_deref() == Some(at.as_str()))
+        .max_by_key(|m| (m.created_at, m.id.clone()))
+    {
+        at = child.id.clone();
+    }
+    at
+}
+
+impl ChatService {
+    fn count_tokens(&self, text: &str) -> usize {
+        self.inner
+            .engine
+            .tokenizer()
+            .encode(text, false, false)
+            .map_or(text.len() / 3, |ids| ids.len())
+    }
+
+    /// Start a turn of `req.conversation` for `caller` (its owner).
+    pub async fn start_turn(&self, caller: &Caller, req: TurnRequest) -> Result<Turn, TurnError> {
+        let owner = req.conversation.owner_id;
+        let conv_id = req.conversation.id.clone();
+        let store = &self.inner.store;
+        let messages = store
+            .messages(owner, conv_id.clone())
+            .await?
+            .ok_or_else(|| TurnError::NotFound("No such conversation".into()))?;
+        let (parent, content) = match (&req.regenerate, &req.content) {
+            (Some(target), _) => {
+                let m = messages
+                    .iter()
+                    .find(|m| &m.id == target && m.role == "assistant")
+                    .ok_or_else(|| TurnError::NotFound("No such assistant message".into()))?;
+                (m.parent_id.clone(), None)
+            }
+            (None, Some(content)) => {
+                let parent = match &req.parent_id {
+                    Some(None) => None,
+                    Some(Some(p)) if messages.iter().any(|m| &m.id == p) => Some(p.clone()),
+                    Some(Some(_)) => {
+                        return Err(TurnError::NotFound(
+                            "`parent_id` names no message of this conversation".into(),
+                        ))
+                    }
+                    None => req.conversation.active_leaf.clone(),
+                };
+                (parent, Some(content.clone()))
+            }
+            (None, None) => {
+                return Err(TurnError::Invalid {
+                    param: "content",
+                    message: "`content` is required".into(),
+                })
+            }
+        };
+        let mut branch: Vec<Entry> = branch_to(&messages, parent.as_deref())
+            .into_iter()
+            .filter(|m| m.role != "system" && !(m.role == "assistant" && m.content.is_empty()))
+            .map(|m| Entry {
+                tokens: m
+                    .content_tokens
+                    .map_or_else(|| self.count_tokens(&m.content), |t| t as usize),
+                id: m.id,
+                role: m.role,
+                content: m.content,
+            })
+            .collect();
+        let user_tokens = content.as_deref().map(|c| self.count_tokens(c));
+        if let (Some(c), Some(tokens)) = (&content, user_tokens) {
+            branch.push(Entry {
+                id: String::new(),
+                role: "user".into(),
+                content: c.clone(),
+                tokens,
+            });
+        }
+        if branch.last().is_none_or(|e| e.role != "user") {
+            return Err(TurnError::Invalid {
+                param: "parent_id",
+                message: "an answer must follow a user message".into(),
+            });
+        }
+        let system = req.conversation.system_prompt.clone().unwrap_or_default();
+        let local = self.inner.router.is_local(&req.model);
+        let fitted = if local {
+            let context = self.inner.engine.model().config().context_length;
+            fit(
+                &branch,
+                if system.is_empty() {
+                    0
+                } else {
+                    self.count_tokens(&system)
+                },
+                context,
+                req.params.max_tokens,
+                self.inner.chat.context_reserve_tokens,
+            )
+            .map_err(|e: FitError| TurnError::Invalid {
+                param: "content",
+                message: e.to_string(),
+            })?
+        } else {
+            // A remote model's context is not known here: the whole branch goes.
+            super::context::Fitted {
+                estimated_tokens: 0,
+                budget: 0,
+                dropped: 0,
+                included: branch.clone(),
+            }
+        };
+        let mut prompt: Vec<ChatMessage> = Vec::new();
+        if !system.is_empty() {
+            prompt.push(ChatMessage {
+                role: "system".into(),
+                content: system,
+            });
+        }
+        prompt.extend(fitted.included.iter().map(|e| ChatMessage {
+            role: e.role.clone(),
+            content: e.content.clone(),
+        }));
+        let ask = Ask {
+            model: req.model.clone(),
+            prompts: vec![Prompt::Chat(prompt)],
+            n: 1,
+            params: req.params.clone(),
+            logprobs: false,
+            stream: true,
+            // Regenerating asks for another answer, not the same one again.
+            cache: req.regenerate.is_none(),
+        };
+        let run = self.start(caller, ask, &|| {}).await?;
+        // Only now is anything stored: a refused turn leaves the conversation as it was.
+        let user_message = match content {
+            Some(content) => Some(
+                store
+                    .insert_message(
+                        owner,
+                        NewMessage {
+                            conversation_id: conv_id.clone(),
+                            parent_id: parent.clone(),
+                            role: "user",
+                            content,
+                            model: None,
+                            status: "done",
+                            content_tokens: user_tokens.map(|t| t as i64),
+                            context: None,
+                        },
+                    )
+                    .await?,
+            ),
+            None => None,
+        };
+        let included: Vec<&str> = fitted
+            .included
+            .iter()
+            .map(|e| e.id.as_str())
+            .filter(|id| !id.is_empty())
+            .chain(user_message.as_ref().map(|m| m.id.as_str()))
+            .collect();
+        let message = store
+            .insert_message(
+                owner,
+                NewMessage {
+                    conversation_id: conv_id.clone(),
+                    parent_id: user_message.as_ref().map(|m| m.id.clone()).or(parent),
+                    role: "assistant",
+                    content: String::new(),
+                    model: Some(run.model().to_string()),
+                    status: "streaming",
+                    content_tokens: None,
+                    context: Some(json!({
+                        "messages": included,
+                        "dropped": fitted.dropped,
+                        "estimated_tokens": fitted.estimated_tokens,
+                        "budget": fitted.budget,
+                    })),
+                },
+            )
+            .await?;
+        if req.conversation.title.is_empty() {
+            if let Some(m) = &user_message {
+                self.default_title(owner, &conv_id, &m.content).await;
+            }
+        }
+        let live = LiveMessage::new(owner);
+        let subscription = live.subscribe(0);
+        super::lock_live(&self.inner.live).insert(message.id.clone(), live.clone());
+        let (rate, cache_hit) = (run.rate(), run.cache_hit());
+        tokio::spawn(self.clone().follow_through(run, message.id.clone(), live));
+        Ok(Turn {
+            user_message,
+            message,
+            subscription,
+            rate,
+            cache_hit,
+        })
+    }
+
+    /// Until a title is written, the first line of the first question names the conversation.
+    async fn default_title(&self, owner: i64, conv_id: &str, content: &str) {
+        let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let mut title: String = line.trim().chars().take(60).collect();
+        if line.trim().chars().count() > 60 {
+            title.push('…');
+        }
+        let update = crate::store::conversations::ConversationUpdate {
+            title: Some(title),
+            ..Default::default()
+        };
+        if let Err(e) = self
+            .inner
+            .store
+            .update_conversation(owner, conv_id.to_string(), update)
+            .await
+        {
+            tracing::warn!(error = %e, "setting a conversation's title failed");
+        }
+    }
+
+    /// Drive a turn's run to its end whoever is watching: publish text, save it as it comes,
+    /// cancel after the detach grace, write the end.
+    async fn follow_through(self, mut run: Run, id: String, live: Arc<LiveMessage>) {
+        let settings = self.inner.chat.clone();
+        let store = self.inner.store.clone();
+        let grace = Duration::from_secs(settings.detach_grace_secs);
+        let save_every = Duration::from_millis(settings.save_interval_ms);
+        let mut last_save = Instant::now();
+        let mut unsaved = 0usize;
+        let mut alone_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250).min(grace.max(Duration::from_millis(10))));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ended = loop {
+            tokio::select! {
+                out = run.next() => match out {
+                    Some(Output::Piece { text, .. }) => {
+                        live.push(&text);
+                        unsaved += 1;
+                        if unsaved >= settings.save_every_tokens || last_save.elapsed() >= save_every {
+                            if let Err(e) = store.save_partial(id.clone(), live.text()).await {
+                                tracing::warn!(message = %id, error = %e, "saving partial text failed");
+                            }
+                            last_save = Instant::now();
+                            unsaved = 0;
+                        }
+                    }
+                    Some(Output::Done { summary, .. }) => {
+                        let mut e = Ended::new("done", Some(run.model().to_string()), run.usage());
+                        e.finish_reason = Some(super::finish_str(summary.finish_reason).into());
+                        break (e, Some(summary));
+                    }
+                    Some(Output::Failed(err)) => {
+                        let mut e = Ended::new("error", Some(run.model().to_string()), run.usage());
+                        e.error = Some(err.message);
+                        break (e, None);
+                    }
+                    None => break (Ended::new("done", Some(run.model().to_string()), run.usage()), None),
+                },
+                _ = live.cancelled() => {
+                    break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
+                }
+                _ = tick.tick() => {
+                    if live.followers() > 0 {
+                        alone_since = None;
+                    } else if alone_since.get_or_insert_with(Instant::now).elapsed() >= grace {
+                        tracing::info!(message = %id, "no client followed the answer: cancelled");
+                        break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
+                    }
+                }
+            }
+        };
+        // Cancel what still generates (and count it) before the last write.
+        drop(run);
+        let (end, summary) = &mut ended;
+        let timings = summary.as_ref().map(|s| {
+            json!({
+                "queued_ms": s.queued.as_secs_f64() * 1000.0,
+                "prompt_ms": s.prompt_time.as_secs_f64() * 1000.0,
+                "decode_ms": s.decode_time.as_secs_f64() * 1000.0,
+            })
+        });
+        let finished = Finished {
+            content: live.text(),
+            status: match end.status.as_str() {
+                "done" => "done",
+                "error" => "error",
+                _ => "interrupted",
+            },
+            finish_reason: end.finish_reason.clone(),
+            error: end.error.clone(),
+            prompt_tokens: end.prompt_tokens as i64,
+            completion_tokens: end.completion_tokens as i64,
+            timings,
+            content_tokens: Some(end.completion_tokens as i64),
+        };
+        if let Err(e) = store.finish_message(id.clone(), finished).await {
+            tracing::error!(message = %id, error = %e, "saving a finished answer failed");
+        }
+        live.end(end.clone());
+        super::lock_live(&self.inner.live).remove(&id);
+    }
+
+    /// Follow `owner`'s message `id` from character `offset`: live while it generates, else
+    /// its stored text and end.
+    pub async fn follow(
+        &self,
+        owner: i64,
+        id: &str,
+        offset: usize,
+    ) -> Result<(Message, Subscription), TurnError> {
+        let message = self
+            .inner
+            .store
+            .message(owner, id.to_string())
+            .await?
+            .ok_or_else(|| TurnError::NotFound("No such message".into()))?;
+        let live = super::lock_live(&self.inner.live).get(id).cloned();
+        if let Some(live) = live.filter(|l| l.owner == owner) {
+            return Ok((message, live.subscribe(offset)));
+        }
+        // Not generating here: what is stored is all there is (a `streaming` row whose
+        // generation is gone reads as interrupted).
+        let status = if message.status == "streaming" {
+            "interrupted".to_string()
+        } else {
+            message.status.clone()
+        };
+        let ended = Ended {
+            status,
+            finish_reason: message.finish_reason.clone(),
+            error: message.error.clone(),
+            model: message.model.clone(),
+            prompt_tokens: message.prompt_tokens.unwrap_or(0) as usize,
+            completion_tokens: message.completion_tokens.unwrap_or(0) as usize,
+        };
+        let sub = Subscription::finished(&message.content, offset, ended);
+        Ok((message, sub))
+    }
+
+    /// Stop `owner`'s answer `id` if it is generating; whether it was.
+    pub fn cancel_answer(&self, owner: i64, id: &str) -> bool {
+        match super::lock_live(&self.inner.live).get(id) {
+            Some(live) if live.owner == owner => {
+                live.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Collect a subscription to its end: the whole text and how it ended.
+pub async fn collect(mut sub: Subscription) -> (String, Option<Ended>) {
+    let mut text = String::new();
+    while let Some(ev) = sub.next().await {
+        match ev {
+            LiveEvent::Text(t) => text.push_str(&t),
+            LiveEvent::End(e) => return (text, Some(e)),
+        }
+    }
+    (text, None)
+}
