@@ -84,7 +84,10 @@ impl App {
             .await
             .context("marking interrupted answers")?;
         if interrupted > 0 {
-            tracing::info!(interrupted, "answers cut off by the last shutdown marked interrupted");
+            tracing::info!(
+                interrupted,
+                "answers cut off by the last shutdown marked interrupted"
+            );
         }
         let secret = crate::auth::jwt::load_or_create_secret(
             config.auth.jwt_secret.as_deref(),

@@ -83,6 +83,7 @@ const PARAM_KEYS: &[&str] = &[
     "presence_penalty",
     "frequency_penalty",
     "repetition_penalty",
+    "logit_bias",
 ];
 
 /// The model and parameters a turn runs with: `model` (the request's, else the
@@ -228,7 +229,9 @@ pub struct ChangeConversation {
 pub(crate) mod double_option {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Option::<String>::deserialize(d).map(Some)
     }
 }
@@ -326,9 +329,7 @@ pub async fn list_messages(
             v
         })
         .collect();
-    Ok(Json(
-        json!({"data": data, "active_leaf": conv.active_leaf}),
-    ))
+    Ok(Json(json!({"data": data, "active_leaf": conv.active_leaf})))
 }
 
 /// `PUT /api/conversations/{id}/active` body.
@@ -353,7 +354,9 @@ pub async fn switch_branch(
         .await?
         .ok_or_else(not_found)?;
     if !all.iter().any(|m| m.id == req.message_id) {
-        return Err(ApiError::NotFound("No such message in this conversation".into()));
+        return Err(ApiError::NotFound(
+            "No such message in this conversation".into(),
+        ));
     }
     let leaf = newest_leaf(&all, &req.message_id);
     state
@@ -495,7 +498,10 @@ async fn turn(
         sse_response(state, Some(first), message.id.clone(), subscription)
     } else {
         let (_, ended) = crate::chat::conversation::collect(subscription).await;
-        let stored = state.store.message(owner.user_id, message.id.clone()).await?;
+        let stored = state
+            .store
+            .message(owner.user_id, message.id.clone())
+            .await?;
         if ended.is_none() {
             return Err(ApiError::Internal("an answer ended without its end".into()));
         }
@@ -543,9 +549,8 @@ fn sse_response(
     subscription: Subscription,
 ) -> Response {
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs);
-    let head = stream::iter(
-        first.map(|f| Ok::<_, Infallible>(SseEvent::default().data(f.to_string()))),
-    );
+    let head =
+        stream::iter(first.map(|f| Ok::<_, Infallible>(SseEvent::default().data(f.to_string()))));
     let body = stream::unfold((subscription, message_id), |(mut sub, id)| async move {
         let ev = sub.next().await?;
         let frame = event_frame(&id, ev);
@@ -600,7 +605,9 @@ pub async fn cancel_message(
     if state.chat.cancel_answer(owner.user_id, &id) {
         Ok(StatusCode::ACCEPTED)
     } else {
-        Err(ApiError::NotFound("No answer of yours is generating with that id".into()))
+        Err(ApiError::NotFound(
+            "No answer of yours is generating with that id".into(),
+        ))
     }
 }
 

@@ -103,7 +103,10 @@ pub fn router(state: AppState) -> Router {
             "/conversations/{id}/messages/{message_id}/regenerate",
             post(conversations::regenerate),
         )
-        .route("/conversations/{id}/active", put(conversations::switch_branch))
+        .route(
+            "/conversations/{id}/active",
+            put(conversations::switch_branch),
+        )
         .route("/messages/{id}", get(conversations::get_message))
         .route("/messages/{id}/stream", get(conversations::stream_message))
         .route("/messages/{id}/cancel", post(conversations::cancel_message))

@@ -192,7 +192,11 @@ impl Admission {
     /// Tokens `identity` used today: from memory, or (a user's first request of the day) from
     /// the usage table.
     async fn used_today(&self, identity: &Identity, day: &str) -> u64 {
-        if let Some(d) = lock(&self.books).days.get(identity).filter(|d| d.day == day) {
+        if let Some(d) = lock(&self.books)
+            .days
+            .get(identity)
+            .filter(|d| d.day == day)
+        {
             return d.used;
         }
         let used = match identity {
@@ -428,7 +432,12 @@ mod tests {
     async fn limits_that_are_off_cost_nothing() {
         let (a, _dir) = admission(LimitsSettings::default());
         for _ in 0..1000 {
-            assert!(a.admit(&Identity::StaticKey).await.expect("ok").rate.is_none());
+            assert!(a
+                .admit(&Identity::StaticKey)
+                .await
+                .expect("ok")
+                .rate
+                .is_none());
         }
         assert!(lock(&a.books).running.is_empty());
     }

@@ -105,7 +105,12 @@ mod tests {
     fn entry(i: usize, tokens: usize) -> Entry {
         Entry {
             id: format!("m{i}"),
-            role: if i.is_multiple_of(2) { "user" } else { "assistant" }.into(),
+            role: if i.is_multiple_of(2) {
+                "user"
+            } else {
+                "assistant"
+            }
+            .into(),
             content: String::new(),
             tokens,
         }

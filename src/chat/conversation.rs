@@ -324,7 +324,9 @@ impl ChatService {
         let mut last_save = Instant::now();
         let mut unsaved = 0usize;
         let mut alone_since: Option<Instant> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(250).min(grace.max(Duration::from_millis(10))));
+        let mut tick = tokio::time::interval(
+            Duration::from_millis(250).min(grace.max(Duration::from_millis(10))),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ended = loop {
             tokio::select! {

@@ -86,7 +86,9 @@ pub enum ChatError {
 /// Conversation answers generating now, by message id.
 type LiveRegistry = Mutex<HashMap<String, Arc<live::LiveMessage>>>;
 
-fn lock_live(live: &LiveRegistry) -> std::sync::MutexGuard<'_, HashMap<String, Arc<live::LiveMessage>>> {
+fn lock_live(
+    live: &LiveRegistry,
+) -> std::sync::MutexGuard<'_, HashMap<String, Arc<live::LiveMessage>>> {
     // A map of handles: a poisoned lock holds nothing half-written worth refusing.
     live.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -315,7 +315,10 @@ impl Run {
         };
         let usage = self.usage();
         let inner = &f.service.inner;
-        let produced = self.choices.iter().any(|c| c.sampled > 0 || c.done.is_some());
+        let produced = self
+            .choices
+            .iter()
+            .any(|c| c.sampled > 0 || c.done.is_some());
         if self.cache_hit {
             // A request answered, nothing computed: counted, no tokens charged.
             f.service.record_usage(&f.principal, 0, 0);

@@ -446,14 +446,21 @@ pub fn insert_message(
     tx.prepare_cached("UPDATE conversations SET active_leaf = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![new.conversation_id, id, now])?;
     let m = tx
-        .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+        ))?
         .query_row([&id], message_from_row)?;
     tx.commit()?;
     Ok(m)
 }
 
 /// Save the text generated so far of a streaming message.
-pub fn save_partial(conn: &Connection, id: &str, content: &str, now: i64) -> Result<(), StoreError> {
+pub fn save_partial(
+    conn: &Connection,
+    id: &str,
+    content: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE messages SET content = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'streaming'",
     )?
@@ -540,7 +547,8 @@ impl Store {
         owner: i64,
         query: ListQuery,
     ) -> Result<(Vec<Conversation>, bool), StoreError> {
-        self.run(move |c| list_conversations(c, owner, &query)).await
+        self.run(move |c| list_conversations(c, owner, &query))
+            .await
     }
 
     /// See [`update_conversation`].
@@ -574,11 +582,7 @@ impl Store {
     }
 
     /// See [`insert_message`].
-    pub async fn insert_message(
-        &self,
-        owner: i64,
-        new: NewMessage,
-    ) -> Result<Message, StoreError> {
+    pub async fn insert_message(&self, owner: i64, new: NewMessage) -> Result<Message, StoreError> {
         self.run(move |c| insert_message(c, owner, &new, unix_now()))
             .await
     }

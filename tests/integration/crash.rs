@@ -687,3 +687,61 @@ async fn a_burst_of_registrations_hashes_a_bounded_number_at_a_time() {
         "60 registrations grew the server by {grown} MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_off_by_sigkill_is_there_after_restart_as_interrupted() {
+    let _model = common::serial();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let server = start(&config);
+    let client = reqwest::Client::new();
+    let token = register_root(&client, server.addr).await;
+    let (status, conv) = post(
+        &client,
+        server.addr,
+        "/api/conversations",
+        Some(&token),
+        // End-of-text tokens banned: the answer runs on until the kill.
+        json!({"params": {"max_tokens": 3000, "logit_bias": {"0": -100, "2": -100}}}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(status, 201, "{conv}");
+    let conv = conv["id"].as_str().expect("id").to_string();
+    let response = client
+        .post(format!(
+            "http://{}/api/conversations/{conv}/messages",
+            server.addr
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"content": "Write a long story."}))
+        .send()
+        .await
+        .expect("send");
+    let mut reader = common::app::SseReader::new(response);
+    let head = reader.next().await.expect("message frame");
+    let id = head["message"]["id"].as_str().expect("id").to_string();
+    // Past the first partial saves (every 32 tokens or 250 ms).
+    let started = std::time::Instant::now();
+    let mut shown = String::new();
+    let mut tokens = 0;
+    while tokens < 48 || started.elapsed() < Duration::from_millis(600) {
+        let f = reader.next().await.expect("token");
+        shown.push_str(f["text"].as_str().expect("text"));
+        tokens += 1;
+    }
+    drop(server); // SIGKILL
+    drop(reader);
+    let server = start(&config);
+    let m = get(&client, server.addr, &format!("/api/messages/{id}"), &token).await;
+    assert_eq!(m["status"], "interrupted", "{m}");
+    let saved = m["content"].as_str().expect("content");
+    assert!(
+        !saved.is_empty(),
+        "the partial text was saved as it streamed: {m}"
+    );
+    assert!(
+        shown.starts_with(saved) || saved.starts_with(&shown),
+        "saved {saved:?} vs shown {shown:?}"
+    );
+}

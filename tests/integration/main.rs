@@ -21,6 +21,7 @@ mod gguf_errors;
 mod model_reference;
 mod model_source;
 mod openai_sdk;
+mod playground;
 mod safetensors_reference;
 mod scheduler;
 mod server;

@@ -119,9 +119,7 @@ pub async fn create_chat_completion(
                 content: c.summary.text,
                 refusal: None,
             },
-            logprobs: plan
-                .logprobs
-                .then(|| ChatLogprobs::from_tokens(&c.tokens)),
+            logprobs: plan.logprobs.then(|| ChatLogprobs::from_tokens(&c.tokens)),
             finish_reason: finish_str(c.summary.finish_reason),
         })
         .collect::<Vec<_>>();
@@ -168,7 +166,13 @@ pub async fn create_completion(
             ),
         ));
     }
-    let echoes = echoes(&state, &plan.model, &prompts, req.echo.unwrap_or(false), plan.n)?;
+    let echoes = echoes(
+        &state,
+        &plan.model,
+        &prompts,
+        req.echo.unwrap_or(false),
+        plan.n,
+    )?;
     let run = state.chat.start(&caller, plan.ask(prompts), &|| {}).await?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     if plan.stream {

@@ -15,9 +15,9 @@ mod validate;
 pub mod wire;
 
 pub use complete::{create_chat_completion, create_completion};
-pub(crate) use wire::finish_str;
 pub use validate::chat_messages;
 pub(crate) use validate::{chat_plan, plan_params};
+pub(crate) use wire::finish_str;
 
 use std::collections::HashMap;
 

@@ -57,7 +57,9 @@ impl Encoder {
         match serde_json::to_string(&body) {
             Ok(json) => SseEvent::default().data(json),
             // Plain strings and numbers cannot fail to serialise.
-            Err(e) => SseEvent::default().data(ApiError::Internal(e.to_string()).body().to_string()),
+            Err(e) => {
+                SseEvent::default().data(ApiError::Internal(e.to_string()).body().to_string())
+            }
         }
     }
 
@@ -190,13 +192,19 @@ pub(super) fn stream_response(state: &AppState, run: Run, meta: StreamMeta) -> R
                             );
                         }
                         last.push(SseEvent::default().data("[DONE]"));
-                        return Some((stream::iter(last.into_iter().map(Ok)), (run, encoder, true)));
+                        return Some((
+                            stream::iter(last.into_iter().map(Ok)),
+                            (run, encoder, true),
+                        ));
                     };
                     let (events, end) = encoder.encode(out);
                     if events.is_empty() && !end {
                         continue;
                     }
-                    return Some((stream::iter(events.into_iter().map(Ok)), (run, encoder, end)));
+                    return Some((
+                        stream::iter(events.into_iter().map(Ok)),
+                        (run, encoder, end),
+                    ));
                 }
             },
         )

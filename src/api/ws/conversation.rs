@@ -117,7 +117,10 @@ pub(super) async fn follow(
     let (message_id, mut sub) = match opened {
         None => {
             lock(&registry).remove(&id);
-            return send(&out, json!({"type": "done", "id": id, "status": "cancelled"}));
+            return send(
+                &out,
+                json!({"type": "done", "id": id, "status": "cancelled"}),
+            );
         }
         Some(Err(e)) => {
             lock(&registry).remove(&id);

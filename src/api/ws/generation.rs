@@ -51,8 +51,10 @@ pub(super) async fn generation(
     };
     let resume = frame.get("type").and_then(Value::as_str) == Some("resume");
     if resume || frame.get("conversation_id").is_some() {
-        return super::conversation::follow(state, caller, id, frame, resume, out, registry, cancel)
-            .await;
+        return super::conversation::follow(
+            state, caller, id, frame, resume, out, registry, cancel,
+        )
+        .await;
     }
     // The run lives here, so a cancel (or the socket going) drops it: the service counts what
     // was computed and the model thread frees the slot.
@@ -75,7 +77,9 @@ pub(super) async fn generation(
             "usage": UsageBody::from(usage),
             "timings": null,
         }),
-        Some(Ok((summary, model, cache_hit))) => done_frame(&id, &summary, usage, &model, cache_hit),
+        Some(Ok((summary, model, cache_hit))) => {
+            done_frame(&id, &summary, usage, &model, cache_hit)
+        }
         Some(Err(err)) => api_error_frame(&id, &err),
     };
     tracing::debug!(id, "websocket generation ended");

@@ -87,9 +87,9 @@ mod generation;
 
 use super::accounts::ClientIp;
 use super::auth::{authenticate, bearer, Principal};
-use crate::chat::Caller;
 use super::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use super::AppState;
+use crate::chat::Caller;
 
 /// How long the writer may take to flush the last frames once the socket is done.
 const WRITER_GRACE: Duration = Duration::from_secs(5);

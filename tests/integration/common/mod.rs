@@ -4,6 +4,7 @@
 //! every engine accessor hands out a guard that serialises model work.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod fake_openai;
 
 use std::path::PathBuf;

@@ -1,0 +1,635 @@
+//! The playground core against the real server and model: conversations (owner-only on every
+//! route, streamed turns saved as they go, branches, search), answers that outlive their
+//! clients and resume, per-user limits on every transport, and the response cache.
+
+use std::time::{Duration, Instant};
+
+use hearth::config::Registration;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common;
+use crate::common::app::{ws_next, ws_send, SseReader, TestApp};
+
+/// `<|endoftext|>` and `<|im_end|>` banned: an answer that runs to its `max_tokens`.
+fn endless(max_tokens: u32) -> Value {
+    json!({"temperature": 0, "max_tokens": max_tokens, "logit_bias": {"0": -100, "2": -100}})
+}
+
+fn open_registration(c: &mut hearth::config::Config) {
+    c.auth.registration = Registration::Open;
+    c.auth.login_per_ip_per_minute = 100_000;
+}
+
+async fn new_conversation(app: &TestApp, token: &str, params: Value) -> String {
+    let (s, v) = app
+        .post_json(
+            "/api/conversations",
+            Some(token),
+            &json!({"params": params}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// A plain (non-streamed) turn: the stored assistant message.
+async fn ask(app: &TestApp, token: &str, conv: &str, content: &str) -> Value {
+    let (s, v) = app
+        .post_json(
+            &format!("/api/conversations/{conv}/messages"),
+            Some(token),
+            &json!({"content": content, "stream": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["message"]["status"], "done", "{v}");
+    v
+}
+
+fn text_of(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "token")
+        .filter_map(|f| f["text"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn conversations_are_owner_only_on_every_route() {
+    let _model = common::serial();
+    let app = TestApp::spawn(open_registration);
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let conv = new_conversation(&app, &alice, json!({"max_tokens": 4, "temperature": 0})).await;
+    let turn = ask(&app, &alice, &conv, "Name a colour.").await;
+    let msg = turn["message"]["id"].as_str().expect("id").to_string();
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/conversations/{conv}"), None),
+        (
+            Method::PATCH,
+            format!("/api/conversations/{conv}"),
+            Some(json!({"title": "mine"})),
+        ),
+        (
+            Method::GET,
+            format!("/api/conversations/{conv}/messages"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/conversations/{conv}/messages"),
+            Some(json!({"content": "hi", "stream": false})),
+        ),
+        (
+            Method::POST,
+            format!("/api/conversations/{conv}/messages/{msg}/regenerate"),
+            Some(json!({"stream": false})),
+        ),
+        (
+            Method::PUT,
+            format!("/api/conversations/{conv}/active"),
+            Some(json!({"message_id": msg})),
+        ),
+        (Method::GET, format!("/api/messages/{msg}"), None),
+        (Method::GET, format!("/api/messages/{msg}/stream"), None),
+        (Method::POST, format!("/api/messages/{msg}/cancel"), None),
+        (Method::DELETE, format!("/api/conversations/{conv}"), None),
+    ];
+    for (method, path, body) in &routes {
+        let (s, _, v) = app
+            .call(method.clone(), path, Some(&bob), body.as_ref())
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "bob {method} {path}: {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+        let (s, _, _) = app.call(method.clone(), path, None, body.as_ref()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "anonymous {method} {path}");
+    }
+    let (_, list) = app
+        .get_json("/api/conversations?q=colour", Some(&bob))
+        .await;
+    assert_eq!(list["data"], json!([]), "bob finds nothing of alice's");
+    // Alice still has all of it.
+    let (s, v) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&alice))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
+    let (_, list) = app
+        .get_json("/api/conversations?q=colour", Some(&alice))
+        .await;
+    assert_eq!(list["data"][0]["id"], conv.as_str(), "{list}");
+    assert_eq!(list["data"][0]["title"], "Name a colour.");
+}
+
+#[tokio::test]
+async fn turns_stream_are_stored_and_branch_on_regenerate_edit_and_switch() {
+    let _model = common::serial();
+    let app = TestApp::spawn(open_registration);
+    let t = app.user("carol").await;
+    let conv = new_conversation(&app, &t, json!({"max_tokens": 12, "temperature": 0})).await;
+    let sse = app
+        .sse(
+            Method::POST,
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&t),
+            Some(&json!({"content": "What is the capital of France?"})),
+        )
+        .await;
+    assert_eq!(sse.status, StatusCode::OK);
+    assert_eq!(sse.frames[0]["type"], "message", "{:?}", sse.frames);
+    assert_eq!(sse.frames[0]["message"]["status"], "streaming");
+    let first_answer = sse.frames[0]["message"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let user1 = sse.frames[0]["user_message"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = sse.frames.last().expect("frames");
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(done["status"], "done");
+    let streamed = text_of(&sse.frames);
+    assert!(!streamed.is_empty());
+    let (_, stored) = app
+        .get_json(&format!("/api/messages/{first_answer}"), Some(&t))
+        .await;
+    assert_eq!(
+        stored["content"],
+        streamed.as_str(),
+        "what was shown is what is stored"
+    );
+    assert_eq!(stored["context"]["messages"], json!([user1]), "{stored}");
+
+    // A second turn carries the whole branch.
+    let second = ask(&app, &t, &conv, "And of Italy?").await;
+    let answer2 = second["message"]["id"].as_str().expect("id").to_string();
+    let ctx = &second["message"]["context"]["messages"];
+    assert_eq!(ctx.as_array().map(Vec::len), Some(3), "{second}");
+    assert_eq!(ctx[0], user1.as_str());
+    assert_eq!(ctx[1], first_answer.as_str());
+
+    // Regenerating the last answer adds a sibling and makes it active.
+    let (s, v) = app
+        .post_json(
+            &format!("/api/conversations/{conv}/messages/{answer2}/regenerate"),
+            Some(&t),
+            &json!({"stream": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let regenerated = v["message"]["id"].as_str().expect("id").to_string();
+    assert!(v["user_message"].is_null());
+    let (_, branch) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&t))
+        .await;
+    let ids: Vec<&str> = branch["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids[3], regenerated);
+    assert_eq!(branch["data"][3]["siblings"], json!([answer2, regenerated]));
+
+    // Switch back to the first answer's branch.
+    let (s, _, v) = app
+        .call(
+            Method::PUT,
+            &format!("/api/conversations/{conv}/active"),
+            Some(&t),
+            Some(&json!({"message_id": answer2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, branch) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&t))
+        .await;
+    assert_eq!(branch["data"][3]["id"], answer2.as_str());
+
+    // Editing the first question (a new first message) starts a branch; the old stays.
+    let (s, v) = app
+        .post_json(
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&t),
+            &json!({"content": "What is the capital of Spain?", "parent_id": null, "stream": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["user_message"]["parent_id"].is_null(), "{v}");
+    let (_, branch) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&t))
+        .await;
+    assert_eq!(branch["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        branch["data"][0]["siblings"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (_, tree) = app
+        .get_json(
+            &format!("/api/conversations/{conv}/messages?tree=true"),
+            Some(&t),
+        )
+        .await;
+    assert_eq!(tree["data"].as_array().map(Vec::len), Some(7), "{tree}");
+
+    // Search finds it by a word of the text, pinned conversations list first.
+    let other = new_conversation(&app, &t, json!({})).await;
+    let (_, list) = app.get_json("/api/conversations", Some(&t)).await;
+    assert_eq!(list["data"][0]["id"], other.as_str(), "newest first");
+    let (s, _, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/conversations/{conv}"),
+            Some(&t),
+            Some(&json!({"pinned": true, "title": "Capitals"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, list) = app.get_json("/api/conversations", Some(&t)).await;
+    assert_eq!(list["data"][0]["id"], conv.as_str(), "pinned first");
+    let (_, found) = app.get_json("/api/conversations?q=ital", Some(&t)).await;
+    assert_eq!(found["data"].as_array().map(Vec::len), Some(1), "{found}");
+    let (_, found) = app
+        .get_json("/api/conversations?q=%22%20OR%20*", Some(&t))
+        .await;
+    assert!(
+        found["data"].is_array(),
+        "FTS syntax in q is only text: {found}"
+    );
+
+    // Bad input: unknown parameters are refused, a message that cannot fit is a 400.
+    let (s, v) = app
+        .post_json(
+            "/api/conversations",
+            Some(&t),
+            &json!({"params": {"temprature": 1}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let huge = "word ".repeat(9000);
+    let (s, v) = app
+        .post_json(
+            &format!("/api/conversations/{other}/messages"),
+            Some(&t),
+            &json!({"content": huge, "stream": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("context")),
+        "{v}"
+    );
+    let (_, msgs) = app
+        .get_json(&format!("/api/conversations/{other}/messages"), Some(&t))
+        .await;
+    assert_eq!(msgs["data"], json!([]), "a refused turn stores nothing");
+}
+
+#[tokio::test]
+async fn an_answer_outlives_its_client_and_resumes_to_the_uninterrupted_text() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| {
+        open_registration(c);
+        // The same question is asked three times: each must really generate, from scratch.
+        c.cache.enabled = false;
+        c.server.prefix_cache_mb = 0;
+    });
+    let t = app.user("dave").await;
+    let params = json!({"temperature": 0, "max_tokens": 40});
+    let question = "Tell me about the sea.";
+    let whole = {
+        let conv = new_conversation(&app, &t, params.clone()).await;
+        ask(&app, &t, &conv, question).await["message"]["content"]
+            .as_str()
+            .expect("content")
+            .to_string()
+    };
+    assert!(whole.chars().count() > 20, "{whole}");
+
+    // SSE: read a few tokens, drop the stream, come back with the offset.
+    let conv = new_conversation(&app, &t, params.clone()).await;
+    let r = app
+        .open_sse(
+            Method::POST,
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&t),
+            Some(&json!({"content": question})),
+        )
+        .await;
+    let mut reader = SseReader::new(r);
+    let head = reader.next().await.expect("message frame");
+    let id = head["message"]["id"].as_str().expect("id").to_string();
+    let mut seen = String::new();
+    while seen.chars().count() < 8 {
+        let f = reader.next().await.expect("token");
+        assert_eq!(f["type"], "token", "{f}");
+        seen.push_str(f["text"].as_str().expect("text"));
+    }
+    drop(reader);
+    let rest = app
+        .sse(
+            Method::GET,
+            &format!("/api/messages/{id}/stream?offset={}", seen.chars().count()),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(rest.status, StatusCode::OK);
+    assert_eq!(rest.frames.last().expect("done")["status"], "done");
+    assert_eq!(format!("{seen}{}", text_of(&rest.frames)), whole);
+
+    // The same over the WebSocket: generate, close the socket, resume on a new one.
+    let conv = new_conversation(&app, &t, params).await;
+    let mut ws = app.ws(Some(&t)).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "generate", "id": "g", "conversation_id": conv, "content": question}),
+    )
+    .await;
+    let first = ws_next(&mut ws).await;
+    assert_eq!(first["type"], "message", "{first}");
+    let id = first["message"]["id"].as_str().expect("id").to_string();
+    let mut seen = String::new();
+    while seen.chars().count() < 5 {
+        let f = ws_next(&mut ws).await;
+        assert_eq!(f["type"], "token", "{f}");
+        assert_eq!(f["message_id"], id.as_str());
+        seen.push_str(f["text"].as_str().expect("text"));
+    }
+    drop(ws);
+    let mut ws = app.ws(Some(&t)).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "resume", "message_id": id, "offset": seen.chars().count()}),
+    )
+    .await;
+    loop {
+        let f = ws_next(&mut ws).await;
+        assert_eq!(f["id"], id.as_str(), "a resume goes by the message id: {f}");
+        if f["type"] == "done" {
+            assert_eq!(f["status"], "done", "{f}");
+            break;
+        }
+        seen.push_str(f["text"].as_str().expect("text"));
+    }
+    assert_eq!(seen, whole);
+}
+
+#[tokio::test]
+async fn an_answer_nobody_follows_is_interrupted_after_the_grace_period() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| {
+        open_registration(c);
+        c.chat.detach_grace_secs = 1;
+    });
+    let t = app.user("erin").await;
+    let conv = new_conversation(&app, &t, endless(3000)).await;
+    let r = app
+        .open_sse(
+            Method::POST,
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&t),
+            Some(&json!({"content": "Write a long story."})),
+        )
+        .await;
+    let mut reader = SseReader::new(r);
+    let head = reader.next().await.expect("message frame");
+    let id = head["message"]["id"].as_str().expect("id").to_string();
+    reader.next().await.expect("a token");
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let message = loop {
+        let (_, m) = app.get_json(&format!("/api/messages/{id}"), Some(&t)).await;
+        if m["status"] != "streaming" {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "still streaming: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(message["status"], "interrupted", "{message}");
+    assert!(message["content"].as_str().is_some_and(|c| !c.is_empty()));
+    let generated = message["completion_tokens"].as_i64().expect("tokens");
+    assert!(generated > 0 && generated < 3000, "{message}");
+}
+
+#[tokio::test]
+async fn per_caller_limits_refuse_with_429_on_every_transport() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| c.limits.requests_per_minute = 2);
+    let chat =
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "cache": false});
+    for remaining in ["1", "0"] {
+        let (s, h, v) = app
+            .call(
+                Method::POST,
+                "/v1/chat/completions",
+                Some("unused"),
+                Some(&chat),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(h["x-ratelimit-limit"], "2");
+        assert_eq!(h["x-ratelimit-remaining"], remaining);
+        assert!(h["x-ratelimit-reset"]
+            .to_str()
+            .expect("reset")
+            .parse::<u64>()
+            .is_ok());
+    }
+    let (s, h, v) = app
+        .call(Method::POST, "/v1/chat/completions", None, Some(&chat))
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limited");
+    assert!(v["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("retry in"));
+    let retry: u64 = h["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("secs");
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    // The same budget on the WebSocket and in the status route.
+    let mut ws = app.ws(None).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "generate", "id": "w", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    let mut f = ws_next(&mut ws).await;
+    while f["type"] == "status" {
+        f = ws_next(&mut ws).await;
+    }
+    assert_eq!(f["type"], "error", "{f}");
+    assert_eq!(f["code"], "rate_limited");
+    assert_eq!(f["status"], 429);
+    assert!(f["retry_after"].as_u64().is_some_and(|s| s >= 1), "{f}");
+    let (s, v) = app.get_json("/api/rate-limit", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["requests"]["limit"], 2, "{v}");
+    assert_eq!(v["requests"]["remaining"], 0, "{v}");
+    assert!(v["tokens"].is_null());
+    drop(app);
+
+    // One generation at a time.
+    let app = TestApp::spawn(|c| c.limits.concurrent_generations = 1);
+    let long = json!({
+        "messages": [{"role": "user", "content": "Write a long story."}],
+        "max_tokens": 3000, "stream": true, "logit_bias": {"0": -100, "2": -100},
+    });
+    let r = app
+        .open_sse(Method::POST, "/v1/chat/completions", None, Some(&long))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut running = SseReader::new(r);
+    running.next().await.expect("first chunk");
+    let (s, v) = app.post_json("/v1/chat/completions", None, &chat).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("m")
+            .contains("at once"),
+        "{v}"
+    );
+    drop(running);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = app.post_json("/v1/chat/completions", None, &chat).await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+        assert!(Instant::now() < deadline, "the permit came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(app);
+
+    // A daily token quota.
+    let app = TestApp::spawn(|c| c.limits.tokens_per_day = 30);
+    let (s, v) = app.post_json("/v1/chat/completions", None, &chat).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["usage"]["total_tokens"].as_u64().expect("usage") >= 30,
+        "{v}"
+    );
+    let (s, v) = app.post_json("/v1/chat/completions", None, &chat).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("m")
+            .contains("tokens_per_day"),
+        "{v}"
+    );
+    let (_, v) = app.get_json("/api/rate-limit", None).await;
+    assert_eq!(v["tokens"]["remaining"], 0, "{v}");
+}
+
+#[tokio::test]
+async fn deterministic_requests_are_answered_from_the_cache_per_user() {
+    let _model = common::serial();
+    let app = TestApp::spawn(open_registration);
+    let chat = |stream: bool| {
+        json!({
+            "messages": [{"role": "user", "content": "Name three fruits."}],
+            "max_tokens": 24, "temperature": 0, "stream": stream,
+        })
+    };
+    let (s, h, first) = app
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            None,
+            Some(&chat(false)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["x-hearth-cache"], "miss");
+    let started = Instant::now();
+    let (_, h, again) = app
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            None,
+            Some(&chat(false)),
+        )
+        .await;
+    let hit_ms = started.elapsed().as_secs_f64() * 1000.0;
+    println!("cache hit answered in {hit_ms:.1} ms");
+    assert_eq!(h["x-hearth-cache"], "hit");
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
+    assert_eq!(
+        again["usage"]["completion_tokens"],
+        first["usage"]["completion_tokens"]
+    );
+    // A hit streams as ordinary chunks.
+    let sse = app
+        .sse(
+            Method::POST,
+            "/v1/chat/completions",
+            None,
+            Some(&chat(true)),
+        )
+        .await;
+    assert_eq!(sse.headers["x-hearth-cache"], "hit");
+    assert_eq!(sse.frames.last(), Some(&json!("[DONE]")));
+    let streamed: String = sse
+        .frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        streamed,
+        first["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("text")
+    );
+    // `"cache": false` and sampled requests skip it; so does another user.
+    let mut skip = chat(false);
+    skip["cache"] = json!(false);
+    let (_, h, _) = app
+        .call(Method::POST, "/v1/chat/completions", None, Some(&skip))
+        .await;
+    assert_eq!(h["x-hearth-cache"], "miss");
+    let mut sampled = chat(false);
+    sampled["temperature"] = json!(0.7);
+    for _ in 0..2 {
+        let (_, h, _) = app
+            .call(Method::POST, "/v1/chat/completions", None, Some(&sampled))
+            .await;
+        assert_eq!(h["x-hearth-cache"], "miss");
+    }
+    let token = app.user("frank").await;
+    let (_, h, _) = app
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&token),
+            Some(&chat(false)),
+        )
+        .await;
+    assert_eq!(h["x-hearth-cache"], "miss", "entries are per caller");
+    let (_, h, _) = app
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&token),
+            Some(&chat(false)),
+        )
+        .await;
+    assert_eq!(h["x-hearth-cache"], "hit");
+    let hits = common::metric(app.addr, "hearth_chat_events_total{event=\"cache_hit\"}").await;
+    assert_eq!(hits, 3.0);
+}
