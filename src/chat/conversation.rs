@@ -283,7 +283,11 @@ impl ChatService {
         let subscription = live.subscribe(0);
         super::lock_live(&self.inner.live).insert(message.id.clone(), live.clone());
         let (rate, cache_hit) = (run.rate(), run.cache_hit());
-        tokio::spawn(self.clone().follow_through(run, message.id.clone(), live));
+        // The answer outlives this request, but its logs keep the request's id.
+        tokio::spawn(tracing::Instrument::instrument(
+            self.clone().follow_through(run, message.id.clone(), live),
+            tracing::Span::current(),
+        ));
         Ok(Turn {
             user_message,
             message,

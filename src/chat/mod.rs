@@ -242,13 +242,17 @@ impl ChatService {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(async move {
-            if let Err(e) = store
-                .record_usage(user_id, api_key_id, prompt_tokens, completion_tokens)
-                .await
-            {
-                tracing::warn!(user_id, ?api_key_id, error = %e, "recording usage failed");
+        use tracing::Instrument as _;
+        runtime.spawn(
+            async move {
+                if let Err(e) = store
+                    .record_usage(user_id, api_key_id, prompt_tokens, completion_tokens)
+                    .await
+                {
+                    tracing::warn!(user_id, ?api_key_id, error = %e, "recording usage failed");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 }

@@ -157,6 +157,8 @@ struct Job {
     request: GenerateRequest,
     events: UnboundedSender<Event>,
     enqueued: Instant,
+    /// The submitter's span (with its request id): the model thread logs about the job in it.
+    span: tracing::Span,
 }
 
 /// Handle to the model thread. Dropping it stops the thread once running jobs end.
@@ -207,6 +209,7 @@ impl Scheduler {
             request,
             events,
             enqueued: Instant::now(),
+            span: tracing::Span::current(),
         };
         // Count before sending so the worker's decrement can never run first.
         self.stats.queued.fetch_add(1, Ordering::SeqCst);
@@ -271,6 +274,7 @@ struct Active {
     seq: Sequence,
     events: UnboundedSender<Event>,
     queued: Duration,
+    span: tracing::Span,
 }
 
 /// Send one step's outcome to its client. `Some(report)` when the sequence is over: `report`
@@ -389,11 +393,13 @@ impl Worker {
             // before the next sequence of the round is sampled.
             let senders: Vec<UnboundedSender<Event>> =
                 active.iter().map(|a| a.events.clone()).collect();
+            let spans: Vec<tracing::Span> = active.iter().map(|a| a.span.clone()).collect();
             let mut finished = Vec::new();
             {
                 let stats = &self.stats;
                 let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|a| &mut a.seq).collect();
                 self.engine.step_many_each(&mut seqs, |i, result| {
+                    let _entered = spans[i].enter();
                     if let Some(report) = deliver(stats, &senders[i], result) {
                         finished.push((i, report));
                     }
@@ -430,6 +436,8 @@ impl Worker {
     }
 
     fn admit(&mut self, job: Job) -> Option<Active> {
+        let span = job.span.clone();
+        let _entered = span.enter();
         if job.events.is_closed() {
             self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -474,6 +482,7 @@ impl Worker {
                     seq,
                     events: job.events,
                     queued: waited,
+                    span: job.span,
                 })
             }
             Err(e) => {

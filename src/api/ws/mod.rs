@@ -134,19 +134,24 @@ pub async fn handler(
         }
     };
     let limit = state.config.server.max_body_bytes;
+    let span = tracing::Span::current();
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
-            serve(
-                socket,
-                state,
-                SocketOwner {
-                    credential,
-                    principal,
-                    ip,
-                },
+            // The socket's frames and generations log under the upgrade request's id.
+            tracing::Instrument::instrument(
+                serve(
+                    socket,
+                    state,
+                    SocketOwner {
+                        credential,
+                        principal,
+                        ip,
+                    },
+                ),
+                span,
             )
         })
 }
@@ -537,14 +542,18 @@ fn on_text(text: &str, socket: &Socket<'_>, generations: &mut JoinSet<()>) {
         }
         in_flight.insert(id.clone(), Some(cancel_tx));
     }
-    generations.spawn(generation::generation(
-        socket.state.clone(),
-        socket.owner.clone(),
-        socket.revoked.clone(),
-        id,
-        frame,
-        out.clone(),
-        socket.registry.clone(),
-        cancel_rx,
+    let span = tracing::info_span!("ws_generation", id = %clip(&id, 64));
+    generations.spawn(tracing::Instrument::instrument(
+        generation::generation(
+            socket.state.clone(),
+            socket.owner.clone(),
+            socket.revoked.clone(),
+            id,
+            frame,
+            out.clone(),
+            socket.registry.clone(),
+            cancel_rx,
+        ),
+        span,
     ));
 }
