@@ -127,6 +127,9 @@ impl App {
             metrics.clone(),
             scheduler.engine().clone(),
         );
+        chat.load_policy()
+            .await
+            .context("loading the model policy")?;
         let state = AppState {
             chat,
             store,

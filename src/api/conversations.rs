@@ -458,11 +458,47 @@ pub(crate) async fn start_turn(
         .conversation(owner, ask.conversation_id)
         .await?
         .ok_or_else(not_found)?;
-    let (model, params) = turn_plan(
-        state,
-        ask.model.as_deref().or(conversation.model.as_deref()),
-        &conversation.params,
-    )?;
+    let model = state
+        .chat
+        .resolve_model(
+            caller,
+            ask.model.as_deref().or(conversation.model.as_deref()),
+        )
+        .await;
+    let mut params = conversation.params.clone();
+    // The owner's preferred sampling, where the conversation sets none.
+    let prefs = state.chat.preferences(owner).await?;
+    if let Some(obj) = params.as_object_mut() {
+        for (key, value) in [
+            ("temperature", prefs.temperature.map(|v| json!(v))),
+            ("top_p", prefs.top_p.map(|v| json!(v))),
+            ("max_tokens", prefs.max_tokens.map(|v| json!(v))),
+        ] {
+            if let (false, Some(v)) = (obj.contains_key(key), value) {
+                obj.insert(key.into(), v);
+            }
+        }
+    }
+    let (model, params) = turn_plan(state, model.as_deref(), &params)?;
+    let mut conversation = conversation;
+    if conversation.system_prompt.is_none() {
+        conversation.system_prompt = prefs.system_prompt.clone();
+    }
+    if prefs.memory {
+        let memories = state.store.memories(owner).await?;
+        if !memories.is_empty() {
+            let notes: Vec<String> = memories
+                .iter()
+                .map(|m| format!("- {}", m.content))
+                .collect();
+            let base = conversation.system_prompt.take().unwrap_or_default();
+            let sep = if base.is_empty() { "" } else { "\n\n" };
+            conversation.system_prompt = Some(format!(
+                "{base}{sep}What you know about the user:\n{}",
+                notes.join("\n")
+            ));
+        }
+    }
     Ok(state
         .chat
         .start_turn(

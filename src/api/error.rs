@@ -309,6 +309,10 @@ impl From<crate::chat::ChatError> for ApiError {
         use crate::chat::{ChatError, Refusal};
         match e {
             ChatError::Backend(e) => e.into(),
+            ChatError::NotAllowed(e) => ApiError::Forbidden {
+                message: e.to_string(),
+                code: "model_not_allowed",
+            },
             ChatError::Limited(r) => ApiError::RateLimited {
                 message: r.to_string(),
                 retry_after_secs: r.retry_after_secs(),

@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod error;
 mod headers;
 pub mod openai;
+pub mod preferences;
 pub mod tokens;
 pub mod ws;
 
@@ -111,6 +112,16 @@ pub fn router(state: AppState) -> Router {
         .route("/messages/{id}/stream", get(conversations::stream_message))
         .route("/messages/{id}/cancel", post(conversations::cancel_message))
         .route("/rate-limit", get(conversations::rate_limit))
+        .route("/models", get(preferences::list_models))
+        .route(
+            "/me/preferences",
+            get(preferences::get_preferences).put(preferences::put_preferences),
+        )
+        .route(
+            "/me/memories",
+            get(preferences::list_memories).post(preferences::add_memory),
+        )
+        .route("/me/memories/{id}", delete(preferences::delete_memory))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(authenticated());
     let mut metrics_route = Router::new().route("/metrics", get(metrics));
@@ -134,6 +145,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/users/{id}", patch(admin::update_user))
         .route("/admin/usage", get(admin::usage))
+        .route(
+            "/admin/models",
+            get(preferences::get_model_policy).patch(preferences::update_model_policy),
+        )
         .route("/admin/backup", post(admin::backup))
         .method_not_allowed_fallback(method_not_allowed);
     let server = &state.config.server;

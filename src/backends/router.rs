@@ -169,6 +169,26 @@ impl Router {
         })
     }
 
+    /// Every model id with its backend, whether that is the local engine, and whether its
+    /// breaker lets requests through now.
+    pub fn catalog(&self) -> Vec<(ModelEntry, bool, bool)> {
+        let now = Instant::now();
+        self.listing
+            .iter()
+            .map(|(id, slot)| {
+                let s = &self.slots[*slot];
+                (
+                    ModelEntry {
+                        id: id.clone(),
+                        owned_by: s.name.clone(),
+                    },
+                    matches!(s.backend, Backend::Local(_)),
+                    s.breaker.is_available(now),
+                )
+            })
+            .collect()
+    }
+
     /// Models of every backend whose breaker would let a request through now.
     pub fn list_models(&self) -> Vec<ModelEntry> {
         let now = Instant::now();

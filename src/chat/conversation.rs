@@ -177,16 +177,17 @@ impl ChatService {
             });
         }
         let system = req.conversation.system_prompt.clone().unwrap_or_default();
+        let system_tokens = if system.is_empty() {
+            0
+        } else {
+            self.count_tokens(&system)
+        };
         let local = self.inner.router.is_local(&req.model);
         let fitted = if local {
             let context = self.inner.engine.model().config().context_length;
             fit(
                 &branch,
-                if system.is_empty() {
-                    0
-                } else {
-                    self.count_tokens(&system)
-                },
+                system_tokens,
                 context,
                 req.params.max_tokens,
                 self.inner.chat.context_reserve_tokens,
@@ -268,6 +269,7 @@ impl ChatService {
                     context: Some(json!({
                         "messages": included,
                         "dropped": fitted.dropped,
+                        "system_tokens": system_tokens,
                         "estimated_tokens": fitted.estimated_tokens,
                         "budget": fitted.budget,
                     })),

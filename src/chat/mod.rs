@@ -14,6 +14,7 @@ pub mod cache;
 pub mod context;
 pub mod conversation;
 pub mod live;
+pub mod models;
 mod run;
 
 use std::collections::HashMap;
@@ -81,6 +82,9 @@ pub enum ChatError {
     /// No backend could start it.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The caller may not use that model.
+    #[error(transparent)]
+    NotAllowed(#[from] models::NotAllowed),
 }
 
 /// Conversation answers generating now, by message id.
@@ -111,6 +115,8 @@ struct Inner {
     engine: Arc<Engine>,
     chat: ChatSettings,
     live: LiveRegistry,
+    policy: models::PolicyCell,
+    prefs: models::PreferenceCache,
 }
 
 /// The generation service (cheap to clone).
@@ -134,6 +140,11 @@ impl ChatService {
                 engine,
                 chat: config.chat.clone(),
                 live: Mutex::new(HashMap::new()),
+                policy: Default::default(),
+                prefs: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(std::time::Duration::from_secs(3600))
+                    .build(),
                 admission: Admission::new(config.limits.clone(), store.clone()),
                 cache: ResponseCache::new(&config.cache),
                 store,
@@ -170,6 +181,7 @@ impl ChatService {
         on_started: &(dyn Fn() + Send + Sync),
     ) -> Result<Run, ChatError> {
         let inner = &self.inner;
+        self.check_allowed(&caller.principal, &ask.model)?;
         let identity = caller.identity();
         let ticket = inner.admission.admit(&identity).await.inspect_err(|r| {
             inner.metrics.chat_event(r.event());

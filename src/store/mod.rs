@@ -37,6 +37,8 @@ pub mod backup;
 pub mod conversations;
 /// Embedded schema migrations.
 pub mod migrations;
+/// Users' preferences and memories; server-wide settings.
+pub mod preferences;
 /// Refresh-token rotation: issue, consume once, detect reuse, revoke.
 pub mod refresh_tokens;
 /// Per-user, per-key, per-day request and token counters.

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use crate::common;
 use crate::common::app::{ws_next, ws_send, SseReader, TestApp};
 
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
 /// `<|endoftext|>` and `<|im_end|>` banned: an answer that runs to its `max_tokens`.
 fn endless(max_tokens: u32) -> Value {
     json!({"temperature": 0, "max_tokens": max_tokens, "logit_bias": {"0": -100, "2": -100}})
@@ -632,4 +634,139 @@ async fn deterministic_requests_are_answered_from_the_cache_per_user() {
     assert_eq!(h["x-hearth-cache"], "hit");
     let hits = common::metric(app.addr, "hearth_chat_events_total{event=\"cache_hit\"}").await;
     assert_eq!(hits, 3.0);
+}
+
+#[tokio::test]
+async fn models_preferences_and_memories_shape_turns_and_stay_private() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| {
+        open_registration(c);
+        let mut local = hearth::config::BackendSettings::local_default();
+        local.aliases.insert("smol".into(), MODEL.into());
+        c.backends = vec![local];
+    });
+    let root = app.user("root").await; // the first account: an admin
+    let amy = app.user("amy").await;
+    let ben = app.user("ben").await;
+    let (s, v) = app.get_json("/api/models", Some(&amy)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let local = &v["data"][0];
+    assert_eq!(local["id"], MODEL);
+    assert_eq!(
+        (local["local"].clone(), local["status"].clone()),
+        (json!(true), json!("loaded"))
+    );
+    assert_eq!(local["default"], true);
+    assert_eq!(local["context_length"], 8192);
+    assert!(local["quantization"].is_string(), "{local}");
+    assert_eq!(v["data"][1]["id"], "smol");
+
+    // Preferences: a bad model is refused with the valid ids and nothing is stored.
+    let (s, _, v) = app
+        .call(
+            Method::PUT,
+            "/api/me/preferences",
+            Some(&amy),
+            Some(&json!({"model": "nope"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"].as_str().expect("m").contains(MODEL),
+        "{v}"
+    );
+    let (_, p) = app.get_json("/api/me/preferences", Some(&amy)).await;
+    assert!(p["model"].is_null(), "{p}");
+    let prefs = json!({"model": "smol", "max_tokens": 3, "temperature": 0, "memory": true});
+    let (s, _, v) = app
+        .call(Method::PUT, "/api/me/preferences", Some(&amy), Some(&prefs))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A turn gets the preferred limits.
+    let conv = new_conversation(&app, &amy, json!({})).await;
+    let plain = ask(&app, &amy, &conv, "Tell me a story.").await;
+    assert!(
+        plain["message"]["completion_tokens"].as_i64().expect("n") <= 3,
+        "{plain}"
+    );
+    let before = plain["message"]["context"]["system_tokens"]
+        .as_u64()
+        .expect("tokens");
+
+    // Memories go into the system prompt, and are the owner's alone.
+    let (s, m) = app
+        .post_json(
+            "/api/me/memories",
+            Some(&amy),
+            &json!({"content": "My name is Amy and I like tea."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let with_memory = ask(&app, &amy, &conv, "What do I like?").await;
+    let after = with_memory["message"]["context"]["system_tokens"]
+        .as_u64()
+        .expect("tokens");
+    assert!(after > before, "{before} -> {after}");
+    let (_, theirs) = app.get_json("/api/me/memories", Some(&ben)).await;
+    assert_eq!(theirs["data"], json!([]));
+    let (s, _, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/me/memories/{}", m["id"]),
+            Some(&ben),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/me/memories/{}", m["id"]),
+            Some(&amy),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // Admins decide which models users may use.
+    let policy = json!({"allowed_models": ["smol"], "default_model": "smol"});
+    let (s, _, v) = app
+        .call(
+            Method::PATCH,
+            "/api/admin/models",
+            Some(&amy),
+            Some(&policy),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _, v) = app
+        .call(
+            Method::PATCH,
+            "/api/admin/models",
+            Some(&root),
+            Some(&json!({"allowed_models": ["nope"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _, v) = app
+        .call(
+            Method::PATCH,
+            "/api/admin/models",
+            Some(&root),
+            Some(&policy),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app.get_json("/api/models", Some(&ben)).await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["default"], "smol");
+    let hi =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    let (s, v) = app.post_json("/v1/chat/completions", Some(&ben), &hi).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_allowed");
+    let (s, v) = app
+        .post_json("/v1/chat/completions", Some(&root), &hi)
+        .await;
+    assert_eq!(s, StatusCode::OK, "admins may use every model: {v}");
 }

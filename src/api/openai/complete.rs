@@ -89,7 +89,11 @@ pub async fn create_chat_completion(
     caller: Caller,
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body?;
+    let Json(mut req) = body?;
+    req.common.model = state
+        .chat
+        .resolve_model(&caller, req.common.model.as_deref())
+        .await;
     let plan = chat_plan(&state, &req)?;
     let ask = plan.ask(vec![Prompt::Chat(chat_messages(req.messages)?)]);
     let run = state.chat.start(&caller, ask, &|| {}).await?;
@@ -132,7 +136,11 @@ pub async fn create_completion(
     caller: Caller,
     body: Result<Json<CompletionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body?;
+    let Json(mut req) = body?;
+    req.common.model = state
+        .chat
+        .resolve_model(&caller, req.common.model.as_deref())
+        .await;
     let top = match req.logprobs {
         None => 0,
         Some(t) if (0..=5).contains(&t) => t as usize,

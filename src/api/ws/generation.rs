@@ -120,6 +120,10 @@ async fn drive(
     chat.common.stream = Some(true);
     chat.common.stream_options = None;
     let timestamps = timestamps.unwrap_or(false);
+    chat.common.model = state
+        .chat
+        .resolve_model(caller, chat.common.model.as_deref())
+        .await;
     let plan = chat_plan(state, &chat)?;
     let ask = plan.ask(vec![Prompt::Chat(chat_messages(chat.messages)?)]);
     send(out, json!({"type": "status", "id": id, "state": "queued"}));

@@ -71,3 +71,32 @@ END;
 CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
     DELETE FROM messages_fts WHERE rowid = old.rowid;
 END;
+
+-- Each user's defaults for new turns and requests; NULL: not set.
+CREATE TABLE preferences (
+    user_id       INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    model         TEXT,
+    temperature   REAL,
+    top_p         REAL,
+    max_tokens    INTEGER,
+    system_prompt TEXT,
+    -- Add the user's memories to the system prompt of conversation turns.
+    memory        INTEGER NOT NULL DEFAULT 1 CHECK (memory IN (0, 1)),
+    updated_at    INTEGER NOT NULL
+) STRICT;
+
+-- Short notes a user keeps for the model to know.
+CREATE TABLE memories (
+    id         INTEGER PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    content    TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX memories_by_user ON memories (user_id, id);
+
+-- Server-wide settings admins change at run time (JSON values), e.g. `models`.
+CREATE TABLE settings (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;

@@ -1,0 +1,219 @@
+//! Per-user preferences and memories, and server-wide settings admins change at run time:
+//! the `preferences`, `memories` and `settings` tables (migration 0002). Every user-scoped
+//! function takes the user's id and matches it in SQL.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::{unix_now, Store, StoreError};
+
+/// A user's defaults (`None`: not set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Preferences {
+    /// Model for requests and conversations that name none.
+    pub model: Option<String>,
+    /// Temperature for conversation turns.
+    pub temperature: Option<f32>,
+    /// Nucleus mass for conversation turns.
+    pub top_p: Option<f32>,
+    /// Token limit for conversation turns.
+    pub max_tokens: Option<u32>,
+    /// System prompt for conversations without their own.
+    pub system_prompt: Option<String>,
+    /// Add memories to conversation turns' system prompt.
+    pub memory: bool,
+}
+
+/// One memory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    /// Its id.
+    pub id: i64,
+    /// The note.
+    pub content: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// `user_id`'s preferences (the defaults, memory on, when never set).
+pub fn preferences(conn: &Connection, user_id: i64) -> Result<Preferences, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT model, temperature, top_p, max_tokens, system_prompt, memory \
+             FROM preferences WHERE user_id = ?1",
+        )?
+        .query_row([user_id], |r| {
+            Ok(Preferences {
+                model: r.get(0)?,
+                temperature: r.get::<_, Option<f64>>(1)?.map(|v| v as f32),
+                top_p: r.get::<_, Option<f64>>(2)?.map(|v| v as f32),
+                max_tokens: r.get(3)?,
+                system_prompt: r.get(4)?,
+                memory: r.get(5)?,
+            })
+        })
+        .optional()?
+        .unwrap_or(Preferences {
+            memory: true,
+            ..Preferences::default()
+        }))
+}
+
+/// Replace `user_id`'s preferences.
+pub fn put_preferences(
+    conn: &Connection,
+    user_id: i64,
+    p: &Preferences,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO preferences (user_id, model, temperature, top_p, max_tokens, system_prompt, \
+         memory, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (user_id) DO UPDATE SET model = excluded.model, \
+         temperature = excluded.temperature, top_p = excluded.top_p, \
+         max_tokens = excluded.max_tokens, system_prompt = excluded.system_prompt, \
+         memory = excluded.memory, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        user_id,
+        p.model,
+        p.temperature.map(f64::from),
+        p.top_p.map(f64::from),
+        p.max_tokens,
+        p.system_prompt,
+        p.memory,
+        now
+    ])?;
+    Ok(())
+}
+
+/// `user_id`'s memories, oldest first.
+pub fn memories(conn: &Connection, user_id: i64) -> Result<Vec<Memory>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, content, created_at FROM memories WHERE user_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([user_id], |r| {
+        Ok(Memory {
+            id: r.get(0)?,
+            content: r.get(1)?,
+            created_at: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Add a memory for `user_id`, unless they already have `max`.
+/// [`StoreError::Conflict`] when they do.
+pub fn add_memory(
+    conn: &mut Connection,
+    user_id: i64,
+    content: &str,
+    max: usize,
+    now: i64,
+) -> Result<Memory, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let count: i64 = tx.query_row(
+        "SELECT count(*) FROM memories WHERE user_id = ?1",
+        [user_id],
+        |r| r.get(0),
+    )?;
+    if count as usize >= max {
+        return Err(StoreError::Conflict("too many memories".into()));
+    }
+    tx.execute(
+        "INSERT INTO memories (user_id, content, created_at) VALUES (?1, ?2, ?3)",
+        params![user_id, content, now],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Memory {
+        id,
+        content: content.to_string(),
+        created_at: now,
+    })
+}
+
+/// Delete `user_id`'s memory `id`; whether there was one.
+pub fn delete_memory(conn: &Connection, user_id: i64, id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("DELETE FROM memories WHERE id = ?1 AND user_id = ?2")?
+        .execute(params![id, user_id])?
+        > 0)
+}
+
+/// The setting `key` (JSON), if set.
+pub fn setting(conn: &Connection, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Set `key` to `value`.
+pub fn put_setting(
+    conn: &Connection,
+    key: &str,
+    value: &serde_json::Value,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )?
+    .execute(params![key, value.to_string(), now])?;
+    Ok(())
+}
+
+/// Async forms, on a blocking thread, with the store's clock.
+impl Store {
+    /// See [`preferences`].
+    pub async fn preferences(&self, user_id: i64) -> Result<Preferences, StoreError> {
+        self.run(move |c| preferences(c, user_id)).await
+    }
+
+    /// See [`put_preferences`].
+    pub async fn put_preferences(&self, user_id: i64, p: Preferences) -> Result<(), StoreError> {
+        self.run(move |c| put_preferences(c, user_id, &p, unix_now()))
+            .await
+    }
+
+    /// See [`memories`].
+    pub async fn memories(&self, user_id: i64) -> Result<Vec<Memory>, StoreError> {
+        self.run(move |c| memories(c, user_id)).await
+    }
+
+    /// See [`add_memory`].
+    pub async fn add_memory(
+        &self,
+        user_id: i64,
+        content: String,
+        max: usize,
+    ) -> Result<Memory, StoreError> {
+        self.run(move |c| add_memory(c, user_id, &content, max, unix_now()))
+            .await
+    }
+
+    /// See [`delete_memory`].
+    pub async fn delete_memory(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+        self.run(move |c| delete_memory(c, user_id, id)).await
+    }
+
+    /// See [`setting`].
+    pub async fn setting(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.run(move |c| setting(c, key)).await
+    }
+
+    /// See [`put_setting`].
+    pub async fn put_setting(
+        &self,
+        key: &'static str,
+        value: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| put_setting(c, key, &value, unix_now()))
+            .await
+    }
+}
