@@ -113,6 +113,15 @@ fn turn_plan(
     Ok((plan.model, plan.params))
 }
 
+/// Check a conversation's model and parameters as a turn would.
+pub(crate) fn check_params(
+    state: &AppState,
+    model: Option<&str>,
+    params: &Value,
+) -> Result<(), ApiError> {
+    turn_plan(state, model, params).map(|_| ())
+}
+
 /// `POST /api/conversations` body.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

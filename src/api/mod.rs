@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod conversation_io;
 pub mod conversations;
 pub mod error;
 mod headers;
@@ -99,6 +100,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/conversations/{id}/messages",
             get(conversations::list_messages).post(conversations::post_message),
+        )
+        .route(
+            "/conversations/import",
+            post(conversation_io::import_conversation),
+        )
+        .route(
+            "/conversations/{id}/export",
+            get(conversation_io::export_conversation),
         )
         .route(
             "/conversations/{id}/messages/{message_id}/regenerate",

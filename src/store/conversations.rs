@@ -511,6 +511,101 @@ pub fn set_active_leaf(
         > 0)
 }
 
+/// A message of an imported conversation; `id` and `parent_id` are the file's own, mapped to
+/// new ids on import.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ImportedMessage {
+    /// Its id in the file.
+    pub id: String,
+    /// Its parent's id in the file (an earlier message).
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// Its text.
+    pub content: String,
+    /// The model that answered.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `done`, `interrupted` or `error` (`streaming` is imported as `interrupted`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `stop` or `length`.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+/// Create a conversation for `owner` from an export: every message under a new id, the tree
+/// and the active branch kept, in one transaction. `Err(Invalid)` names the first bad message.
+pub fn import_conversation(
+    conn: &mut Connection,
+    owner: i64,
+    new: &NewConversation,
+    messages: &[ImportedMessage],
+    active_leaf: Option<&str>,
+    now: i64,
+) -> Result<Result<Conversation, String>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let conv = create_conversation(&tx, owner, new, now)?;
+    let mut ids = std::collections::HashMap::new();
+    for (i, m) in messages.iter().enumerate() {
+        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            return Ok(Err(format!(
+                "messages[{i}].role must be system, user or assistant"
+            )));
+        }
+        let parent = match &m.parent_id {
+            None => None,
+            Some(p) => match ids.get(p.as_str()) {
+                Some(new_id) => Some(String::clone(new_id)),
+                None => {
+                    return Ok(Err(format!(
+                        "messages[{i}].parent_id names no earlier message"
+                    )))
+                }
+            },
+        };
+        let status = match m.status.as_deref() {
+            None | Some("done") => "done",
+            Some("error") => "error",
+            Some("interrupted" | "streaming") => "interrupted",
+            Some(_) => return Ok(Err(format!("messages[{i}].status is not a message status"))),
+        };
+        let id = new_id("msg_");
+        tx.prepare_cached(
+            "INSERT INTO messages (id, conversation_id, parent_id, role, content, model, status,              finish_reason, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        )?
+        .execute(params![
+            id,
+            conv.id,
+            parent,
+            m.role,
+            m.content,
+            m.model,
+            status,
+            m.finish_reason,
+            m.created_at.unwrap_or(now)
+        ])?;
+        if ids.insert(m.id.as_str(), id).is_some() {
+            return Ok(Err(format!("messages[{i}].id appears twice")));
+        }
+    }
+    let leaf = match active_leaf {
+        Some(old) => ids.get(old).cloned(),
+        None => messages
+            .last()
+            .and_then(|m| ids.get(m.id.as_str()).cloned()),
+    };
+    tx.prepare_cached("UPDATE conversations SET active_leaf = ?2 WHERE id = ?1")?
+        .execute(params![conv.id, leaf])?;
+    let conv = get_conversation(&tx, owner, &conv.id)?.ok_or(StoreError::NotFound)?;
+    tx.commit()?;
+    Ok(Ok(conv))
+}
+
 /// At startup: answers that were streaming when the server stopped are `interrupted`, with
 /// the text they had. Returns how many.
 pub fn interrupt_streaming(conn: &Connection) -> Result<usize, StoreError> {
@@ -597,6 +692,27 @@ impl Store {
     pub async fn finish_message(&self, id: String, f: Finished) -> Result<(), StoreError> {
         self.run(move |c| finish_message(c, &id, &f, unix_now()))
             .await
+    }
+
+    /// See [`import_conversation`].
+    pub async fn import_conversation(
+        &self,
+        owner: i64,
+        new: NewConversation,
+        messages: Vec<ImportedMessage>,
+        active_leaf: Option<String>,
+    ) -> Result<Result<Conversation, String>, StoreError> {
+        self.run(move |c| {
+            import_conversation(
+                c,
+                owner,
+                &new,
+                &messages,
+                active_leaf.as_deref(),
+                unix_now(),
+            )
+        })
+        .await
     }
 
     /// See [`set_active_leaf`].

@@ -96,6 +96,11 @@ async fn conversations_are_owner_only_on_every_route() {
         (Method::GET, format!("/api/messages/{msg}"), None),
         (Method::GET, format!("/api/messages/{msg}/stream"), None),
         (Method::POST, format!("/api/messages/{msg}/cancel"), None),
+        (
+            Method::GET,
+            format!("/api/conversations/{conv}/export"),
+            None,
+        ),
         (Method::DELETE, format!("/api/conversations/{conv}"), None),
     ];
     for (method, path, body) in &routes {
@@ -261,6 +266,65 @@ async fn turns_stream_are_stored_and_branch_on_regenerate_edit_and_switch() {
         found["data"].is_array(),
         "FTS syntax in q is only text: {found}"
     );
+
+    // Export and import keep the whole tree and the active branch.
+    let (s, export) = app
+        .get_json(&format!("/api/conversations/{conv}/export"), Some(&t))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(export["format"], "hearth.conversation.v1");
+    let (s, imported) = app
+        .post_json("/api/conversations/import", Some(&t), &export)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{imported}");
+    let copy = imported["id"].as_str().expect("id");
+    assert_ne!(copy, conv);
+    assert_eq!(imported["title"], "Capitals");
+    let (_, copied_tree) = app
+        .get_json(
+            &format!("/api/conversations/{copy}/messages?tree=true"),
+            Some(&t),
+        )
+        .await;
+    assert_eq!(copied_tree["data"].as_array().map(Vec::len), Some(7));
+    let contents = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (_, original) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&t))
+        .await;
+    let (_, copied) = app
+        .get_json(&format!("/api/conversations/{copy}/messages"), Some(&t))
+        .await;
+    assert_eq!(contents(&copied), contents(&original));
+    let md = app
+        .client
+        .get(app.url(&format!("/api/conversations/{conv}/export?format=markdown")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("send");
+    assert!(md.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/markdown"));
+    let md = md.text().await.expect("text");
+    assert!(md.starts_with("# Capitals"), "{md}");
+    assert!(
+        md.contains("**User:**\n\nWhat is the capital of Spain?"),
+        "{md}"
+    );
+    let mut broken = export.clone();
+    broken["messages"][1]["parent_id"] = json!("msg_nowhere");
+    let (s, v) = app
+        .post_json("/api/conversations/import", Some(&t), &broken)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
     // Bad input: unknown parameters are refused, a message that cannot fit is a 400.
     let (s, v) = app
