@@ -114,6 +114,7 @@ impl ChatService {
 
     /// Start a turn of `req.conversation` for `caller` (its owner).
     pub async fn start_turn(&self, caller: &Caller, req: TurnRequest) -> Result<Turn, TurnError> {
+        let began = Instant::now();
         let owner = req.conversation.owner_id;
         let conv_id = req.conversation.id.clone();
         let store = &self.inner.store;
@@ -226,6 +227,9 @@ impl ChatService {
             // Regenerating asks for another answer, not the same one again.
             cache: req.regenerate.is_none(),
         };
+        // Hearth's own work on the turn before it goes to the backend: reading the branch,
+        // counting and fitting it, building the prompt.
+        let prepare_ms = began.elapsed().as_secs_f64() * 1000.0;
         let run = self.start(caller, ask, &|| {}).await?;
         // Only now is anything stored: a refused turn leaves the conversation as it was.
         let user_message = match content {
@@ -270,6 +274,7 @@ impl ChatService {
                         "messages": included,
                         "dropped": fitted.dropped,
                         "system_tokens": system_tokens,
+                        "prepare_ms": prepare_ms,
                         "estimated_tokens": fitted.estimated_tokens,
                         "budget": fitted.budget,
                     })),
