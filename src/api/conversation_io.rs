@@ -36,17 +36,8 @@ pub async fn export_conversation(
     Path(id): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound("No such conversation".into());
-    let conv = state
-        .store
-        .conversation(owner.user_id, id.clone())
-        .await?
-        .ok_or_else(not_found)?;
-    let messages = state
-        .store
-        .messages(owner.user_id, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (conv, messages) =
+        super::conversations::conversation_with_messages(&state, owner.user_id, id).await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
             let body = json!({

@@ -140,6 +140,19 @@ fn not_found() -> ApiError {
     ApiError::NotFound("No such conversation".into())
 }
 
+/// `owner`'s conversation `id` and its messages, or 404.
+pub(crate) async fn conversation_with_messages(
+    state: &AppState,
+    owner: i64,
+    id: String,
+) -> Result<(Conversation, Vec<Message>), ApiError> {
+    state
+        .store
+        .conversation_with_messages(owner, id)
+        .await?
+        .ok_or_else(not_found)
+}
+
 /// `POST /api/conversations` → 201 with the conversation.
 pub async fn create_conversation(
     State(state): State<AppState>,
@@ -310,16 +323,7 @@ pub async fn list_messages(
     Path(id): Path<String>,
     Query(q): Query<MessagesParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let conv = state
-        .store
-        .conversation(owner.user_id, id.clone())
-        .await?
-        .ok_or_else(not_found)?;
-    let all = state
-        .store
-        .messages(owner.user_id, id)
-        .await?
-        .ok_or_else(not_found)?;
+    let (conv, all) = conversation_with_messages(&state, owner.user_id, id).await?;
     let shown = if q.tree.unwrap_or(false) {
         all.clone()
     } else {
@@ -357,11 +361,7 @@ pub async fn switch_branch(
     body: Result<Json<SwitchBranch>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body?;
-    let all = state
-        .store
-        .messages(owner.user_id, id.clone())
-        .await?
-        .ok_or_else(not_found)?;
+    let (_, all) = conversation_with_messages(&state, owner.user_id, id.clone()).await?;
     if !all.iter().any(|m| m.id == req.message_id) {
         return Err(ApiError::NotFound(
             "No such message in this conversation".into(),
@@ -579,6 +579,7 @@ fn done_frame(message_id: &str, e: &Ended) -> Value {
         "finish_reason": e.finish_reason,
         "error": e.error,
         "model": e.model,
+        "stopped_by": e.stopped_by,
         "usage": {
             "prompt_tokens": e.prompt_tokens,
             "completion_tokens": e.completion_tokens,

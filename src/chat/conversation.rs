@@ -353,9 +353,10 @@ impl ChatService {
                             unsaved = 0;
                         }
                     }
-                    Some(Output::Done { summary, .. }) => {
+                    Some(Output::Done { summary, stopped_by, .. }) => {
                         let mut e = Ended::new("done", Some(run.model().to_string()), run.usage());
                         e.finish_reason = Some(super::finish_str(summary.finish_reason).into());
+                        e.stopped_by = stopped_by.map(str::to_string);
                         break (e, Some(summary));
                     }
                     Some(Output::Failed(err)) => {
@@ -441,6 +442,7 @@ impl ChatService {
             model: message.model.clone(),
             prompt_tokens: message.prompt_tokens.unwrap_or(0) as usize,
             completion_tokens: message.completion_tokens.unwrap_or(0) as usize,
+            stopped_by: None,
         };
         let sub = Subscription::finished(&message.content, offset, ended);
         Ok((message, sub))

@@ -29,6 +29,8 @@ pub struct Ended {
     pub prompt_tokens: usize,
     /// Tokens generated.
     pub completion_tokens: usize,
+    /// The guard that ended it (`repetition`, `filter`), if one did.
+    pub stopped_by: Option<String>,
 }
 
 impl Ended {
@@ -41,6 +43,7 @@ impl Ended {
             model,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            stopped_by: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod cache;
 pub mod context;
 pub mod conversation;
+pub mod guard;
 pub mod live;
 pub mod models;
 mod run;
@@ -117,6 +118,7 @@ struct Inner {
     live: LiveRegistry,
     policy: models::PolicyCell,
     prefs: models::PreferenceCache,
+    guards: Arc<guard::Guards>,
 }
 
 /// The generation service (cheap to clone).
@@ -141,6 +143,7 @@ impl ChatService {
                 chat: config.chat.clone(),
                 live: Mutex::new(HashMap::new()),
                 policy: Default::default(),
+                guards: Arc::new(guard::Guards::new(&config.guard, &config.filters)),
                 prefs: moka::sync::Cache::builder()
                     .max_capacity(100_000)
                     .time_to_live(std::time::Duration::from_secs(3600))
@@ -237,6 +240,7 @@ impl ChatService {
             generations,
             ask.n,
             inner.cache.max_entry_bytes(),
+            inner.guards.clone(),
             finisher,
         ))
     }

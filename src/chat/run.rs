@@ -4,12 +4,14 @@
 //! went away (which cancels what is still generating).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{self, BoxStream, SelectAll, StreamExt};
 
 use super::admission::{Identity, RateStatus, Ticket};
 use super::cache::{CachedAnswer, CachedChoice, Key, Piece};
+use super::guard::{ChoiceGuard, Guards, Stopped};
 use super::ChatService;
 use crate::auth::Principal;
 use crate::backends::{BackendError, Event, Generation, TokenLogprobs};
@@ -35,6 +37,8 @@ pub enum Output {
         choice: usize,
         /// Its totals, timings and whole text.
         summary: Summary,
+        /// Set when a guard ended it (`repetition`, `filter`); `finish_reason` is then `stop`.
+        stopped_by: Option<&'static str>,
     },
     /// The run failed after its first token; nothing follows.
     Failed(BackendError),
@@ -72,6 +76,9 @@ struct Choice {
     sampled: usize,
     done: Option<Summary>,
     pieces: Vec<Piece>,
+    guard: ChoiceGuard,
+    /// Ends this choice's generation early (a guard stopped it).
+    stop: Option<futures::channel::oneshot::Sender<()>>,
 }
 
 enum Source {
@@ -94,6 +101,10 @@ pub struct Run {
     recording: bool,
     recorded_bytes: u64,
     max_entry_bytes: u64,
+    guards: Arc<Guards>,
+    /// A choice's end that waits for the text released with it.
+    pending_done: Option<(usize, Summary)>,
+    pending_stop: Option<&'static str>,
     finisher: Option<Finisher>,
 }
 
@@ -102,24 +113,31 @@ impl Run {
         generations: Vec<Generation>,
         n: usize,
         max_entry_bytes: u64,
+        guards: Arc<Guards>,
         finisher: Finisher,
     ) -> Self {
         let model = generations
             .first()
             .map_or_else(|| finisher.asked.clone(), |g| g.model.clone());
         let from_asked_model = generations.iter().all(|g| g.model == finisher.asked);
-        let choices = generations
-            .iter()
-            .map(|g| Choice {
+        let mut choices: Vec<Choice> = Vec::with_capacity(generations.len());
+        let mut streams = Vec::with_capacity(generations.len());
+        for (i, g) in generations.into_iter().enumerate() {
+            let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+            choices.push(Choice {
                 prompt_tokens: g.prompt_tokens,
+                stop: Some(stop),
                 ..Choice::default()
-            })
-            .collect();
-        let merged = stream::select_all(generations.into_iter().enumerate().map(|(i, g)| {
-            stream::unfold(g, |mut g| async move { g.recv().await.map(|ev| (ev, g)) })
-                .map(move |ev| (i, ev))
-                .boxed()
-        }));
+            });
+            // A guard's stop ends the stream, which drops (cancels) the generation.
+            streams.push(
+                stream::unfold(g, |mut g| async move { g.recv().await.map(|ev| (ev, g)) })
+                    .take_until(stopped)
+                    .map(move |ev| (i, ev))
+                    .boxed(),
+            );
+        }
+        let merged = stream::select_all(streams);
         Self {
             model,
             cache_hit: false,
@@ -131,6 +149,9 @@ impl Run {
             recording: finisher.cache_key.is_some(),
             recorded_bytes: 0,
             max_entry_bytes,
+            guards,
+            pending_done: None,
+            pending_stop: None,
             finisher: Some(finisher),
         }
     }
@@ -155,6 +176,7 @@ impl Run {
             outputs.push_back(Output::Done {
                 choice: i,
                 summary: summary.clone(),
+                stopped_by: None,
             });
             choices.push(Choice {
                 prompt_tokens: summary.prompt_tokens,
@@ -174,6 +196,9 @@ impl Run {
             recording: false,
             recorded_bytes: 0,
             max_entry_bytes: 0,
+            guards: Arc::new(Guards::default()),
+            pending_done: None,
+            pending_stop: None,
             finisher: Some(finisher),
         }
     }
@@ -226,6 +251,10 @@ impl Run {
 
     /// The next output; `None` once every choice is done (or after `Failed`).
     pub async fn next(&mut self) -> Option<Output> {
+        if let Some((i, summary)) = self.pending_done.take() {
+            let stopped_by = self.pending_stop.take();
+            return Some(self.end_choice(i, summary, stopped_by));
+        }
         loop {
             let item = match &mut self.source {
                 Source::Ended => return None,
@@ -240,6 +269,9 @@ impl Run {
                 self.finish(true);
                 return None;
             };
+            if self.choices.get(i).is_none_or(|c| c.done.is_some()) {
+                continue; // a guard already ended this choice; its last events are dropped
+            }
             match event {
                 Event::Started => {}
                 Event::Token {
@@ -247,44 +279,128 @@ impl Run {
                     logprobs,
                     sampled_at,
                 } => {
-                    if let Some(c) = self.choices.get_mut(i) {
-                        c.sampled += 1;
+                    self.choices[i].sampled += 1;
+                    if let Some(out) = self.guarded(i, text, logprobs, Some(sampled_at), false) {
+                        return Some(out);
                     }
-                    if text.is_empty() && logprobs.is_none() {
-                        continue;
-                    }
-                    self.keep(i, &text, &logprobs);
-                    return Some(Output::Piece {
-                        choice: i,
-                        text,
-                        logprobs,
-                        sampled_at: Some(sampled_at),
-                    });
                 }
                 Event::Text(text) => {
-                    if text.is_empty() {
-                        continue;
+                    if let Some(out) = self.guarded(i, text, None, None, false) {
+                        return Some(out);
                     }
-                    self.keep(i, &text, &None);
-                    return Some(Output::Piece {
-                        choice: i,
-                        text,
-                        logprobs: None,
-                        sampled_at: None,
-                    });
                 }
-                Event::Done(summary) => {
-                    if let Some(c) = self.choices.get_mut(i) {
-                        c.sampled = 0;
-                        c.done = Some(summary.clone());
+                Event::Done(mut summary) => {
+                    // What filters still held back goes out before the end.
+                    if self.guards.active() {
+                        let rest = self.choices[i].guard.push(&self.guards, "", true);
+                        self.count_actions(&rest.actions);
+                        if self.guards.filtering() {
+                            summary.text = self.choices[i].guard.released.clone();
+                        }
+                        if !rest.text.is_empty() {
+                            self.keep(i, &rest.text, &None);
+                            self.pending_done = Some((i, summary));
+                            return Some(Output::Piece {
+                                choice: i,
+                                text: rest.text,
+                                logprobs: None,
+                                sampled_at: None,
+                            });
+                        }
                     }
-                    return Some(Output::Done { choice: i, summary });
+                    return Some(self.end_choice(i, summary, None));
                 }
                 Event::Error(e) => {
                     self.source = Source::Ended;
                     self.finish(false);
                     return Some(Output::Failed(e));
                 }
+            }
+        }
+    }
+
+    /// Pass a choice's new text through the guards: what may be shown now (`None`: nothing
+    /// yet), or its end when a guard stopped it.
+    fn guarded(
+        &mut self,
+        i: usize,
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+        sampled_at: Option<Instant>,
+        last: bool,
+    ) -> Option<Output> {
+        let (text, stopped) = if self.guards.active() {
+            let r = self.choices[i].guard.push(&self.guards, &text, last);
+            self.count_actions(&r.actions);
+            (r.text, r.stopped)
+        } else {
+            (text, None)
+        };
+        if !text.is_empty() {
+            self.keep(i, &text, &logprobs);
+        }
+        if let Some(stopped) = stopped {
+            let c = &mut self.choices[i];
+            if let Some(stop) = c.stop.take() {
+                let _ = stop.send(());
+            }
+            let summary = Summary {
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.sampled,
+                text: c.guard.released.clone(),
+                ..Summary::default()
+            };
+            if let Some(f) = &self.finisher {
+                f.service.inner.metrics.chat_event(match stopped {
+                    Stopped::Repetition => "guard_repetition",
+                    Stopped::Filter => "filter_stop",
+                });
+            }
+            // The text released with the stop goes out first.
+            if !text.is_empty() {
+                self.pending_done = Some((i, summary));
+                self.pending_stop = Some(stopped.label());
+                return Some(Output::Piece {
+                    choice: i,
+                    text,
+                    logprobs,
+                    sampled_at,
+                });
+            }
+            return Some(self.end_choice(i, summary, Some(stopped.label())));
+        }
+        if text.is_empty() && logprobs.is_none() {
+            return None;
+        }
+        Some(Output::Piece {
+            choice: i,
+            text,
+            logprobs,
+            sampled_at,
+        })
+    }
+
+    fn end_choice(
+        &mut self,
+        i: usize,
+        summary: Summary,
+        stopped_by: Option<&'static str>,
+    ) -> Output {
+        if let Some(c) = self.choices.get_mut(i) {
+            c.sampled = 0;
+            c.done = Some(summary.clone());
+        }
+        Output::Done {
+            choice: i,
+            summary,
+            stopped_by,
+        }
+    }
+
+    fn count_actions(&self, actions: &[&'static str]) {
+        if let Some(f) = &self.finisher {
+            for a in actions {
+                f.service.inner.metrics.chat_event(a);
             }
         }
     }

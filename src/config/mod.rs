@@ -13,7 +13,9 @@ use crate::engine::loader::DeviceChoice;
 mod backends;
 mod playground;
 pub use backends::{BackendKind, BackendSettings};
-pub use playground::{CacheSettings, ChatSettings, LimitsSettings};
+pub use playground::{
+    CacheSettings, ChatSettings, FilterAction, FilterSettings, GuardSettings, LimitsSettings,
+};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,10 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Conversations: detached generations, context fitting, partial saves.
     pub chat: ChatSettings,
+    /// The repetition guard.
+    pub guard: GuardSettings,
+    /// `[[filters]]`: content filters on generated text.
+    pub filters: Vec<FilterSettings>,
     /// `[[backends]]`: where requests for each model go, and where they fail over to. Empty: the
     /// local model only.
     pub backends: Vec<BackendSettings>,
@@ -414,6 +420,14 @@ impl Config {
         for (key, value) in positive {
             if value == 0 {
                 return invalid(key, "must be at least 1".into());
+            }
+        }
+        for f in &self.filters {
+            if let Err(e) = regex::Regex::new(&f.pattern) {
+                return invalid("filters.pattern", format!("`{}`: {e}", f.name));
+            }
+            if f.max_match_chars == 0 {
+                return invalid("filters.max_match_chars", "must be at least 1".into());
             }
         }
         let g = &self.generation;

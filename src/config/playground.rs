@@ -75,3 +75,68 @@ impl Default for ChatSettings {
         }
     }
 }
+
+/// `[guard]`: the repetition guard (small models loop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardSettings {
+    /// End an answer whose text has turned into one unit repeated over and over.
+    pub repetition: bool,
+    /// How many times in a row the unit must repeat at the end of the text.
+    pub repetition_repeats: usize,
+    /// The longest unit looked for, in characters.
+    pub repetition_max_period: usize,
+    /// The repeated run must be at least this many characters.
+    pub repetition_min_chars: usize,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            repetition: true,
+            repetition_repeats: 4,
+            repetition_max_period: 128,
+            repetition_min_chars: 64,
+        }
+    }
+}
+
+/// What a content filter does with a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterAction {
+    /// Let it through, but mark the answer (and count it).
+    Flag,
+    /// Replace it with `replacement`.
+    Redact,
+    /// End the answer before it (like a stop string: none of it is sent).
+    Stop,
+}
+
+/// `[[filters]]`: a regular expression applied to generated text as it streams. Text that
+/// could still become a match is held back (up to `max_match_chars`), so no part of a match
+/// ever reaches a client before the filter has decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSettings {
+    /// A name for metrics and flags.
+    pub name: String,
+    /// The regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    /// `flag`, `redact` or `stop`.
+    pub action: FilterAction,
+    /// What a redacted match becomes.
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+    /// The longest text a match can span, in characters (how much is held back).
+    #[serde(default = "default_max_match_chars")]
+    pub max_match_chars: usize,
+}
+
+fn default_replacement() -> String {
+    "[redacted]".into()
+}
+
+fn default_max_match_chars() -> usize {
+    64
+}

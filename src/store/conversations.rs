@@ -671,6 +671,22 @@ impl Store {
         self.run(move |c| messages(c, owner, &id)).await
     }
 
+    /// `owner`'s conversation `id` and all its messages, in one read; `None` if there is no
+    /// such conversation.
+    pub async fn conversation_with_messages(
+        &self,
+        owner: i64,
+        id: String,
+    ) -> Result<Option<(Conversation, Vec<Message>)>, StoreError> {
+        self.run(move |c| {
+            let Some(conv) = get_conversation(c, owner, &id)? else {
+                return Ok(None);
+            };
+            Ok(messages(c, owner, &id)?.map(|m| (conv, m)))
+        })
+        .await
+    }
+
     /// See [`message`].
     pub async fn message(&self, owner: i64, id: String) -> Result<Option<Message>, StoreError> {
         self.run(move |c| message(c, owner, &id)).await

@@ -834,3 +834,72 @@ async fn models_preferences_and_memories_shape_turns_and_stay_private() {
         .await;
     assert_eq!(s, StatusCode::OK, "admins may use every model: {v}");
 }
+
+#[tokio::test]
+async fn guards_stop_loops_and_filters_never_leak_a_match() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| {
+        c.filters = vec![hearth::config::FilterSettings {
+            name: "vowels".into(),
+            pattern: "[aeiouAEIOU]".into(),
+            action: hearth::config::FilterAction::Redact,
+            replacement: "*".into(),
+            max_match_chars: 1,
+        }];
+        // Stream and plain answers are compared: no prefix reuse (see tests/server.rs).
+        c.server.prefix_cache_mb = 0;
+    });
+    // A looping answer: one token forced at every step.
+    let (s, v) = app
+        .post_json("/tokenize", None, &json!({"content": " yes"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let yes = v["tokens"][0].as_u64().expect("token id");
+    let looping = json!({
+        "messages": [{"role": "user", "content": "Say yes."}],
+        "max_tokens": 200, "logit_bias": {yes.to_string(): 100}, "cache": false,
+    });
+    let (s, v) = app.post_json("/v1/chat/completions", None, &looping).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert_eq!(v["choices"][0]["stopped_by"], "repetition", "{v}");
+    let n = v["usage"]["completion_tokens"].as_u64().expect("n");
+    assert!(n < 200, "stopped early: {n}");
+    // The redaction applies to every piece of a stream and to the final text.
+    let ask = json!({
+        "messages": [{"role": "user", "content": "Describe the sea in two sentences."}],
+        "max_tokens": 40, "stream": true, "cache": false, "temperature": 0,
+    });
+    let sse = app
+        .sse(Method::POST, "/v1/chat/completions", None, Some(&ask))
+        .await;
+    let text: String = sse
+        .frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.contains('*'), "{text}");
+    assert!(!text.chars().any(|c| "aeiouAEIOU".contains(c)), "{text}");
+    let mut plain = ask.clone();
+    plain["stream"] = json!(false);
+    let (_, v) = app.post_json("/v1/chat/completions", None, &plain).await;
+    let content = v["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("text");
+    assert_eq!(
+        content, text,
+        "the same greedy answer, redacted the same way"
+    );
+    let redactions = common::metric(
+        app.addr,
+        "hearth_chat_events_total{event=\"filter_redact\"}",
+    )
+    .await;
+    assert!(redactions > 0.0);
+    let loops = common::metric(
+        app.addr,
+        "hearth_chat_events_total{event=\"guard_repetition\"}",
+    )
+    .await;
+    assert_eq!(loops, 1.0);
+}

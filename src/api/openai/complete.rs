@@ -24,6 +24,7 @@ use crate::engine::scheduler::Summary;
 struct Choice {
     summary: Summary,
     tokens: Vec<TokenLogprobs>,
+    stopped_by: Option<&'static str>,
 }
 
 /// Every choice of a run, in index order, or the run's error.
@@ -42,9 +43,14 @@ async fn collect(mut run: Run) -> Result<(Vec<Choice>, Run), ApiError> {
                 }
             }
             Output::Piece { .. } => {}
-            Output::Done { choice, summary } => {
+            Output::Done {
+                choice,
+                summary,
+                stopped_by,
+            } => {
                 if let Some(slot) = choices.get_mut(choice) {
                     *slot = Some(Choice {
+                        stopped_by,
                         summary,
                         tokens: std::mem::take(&mut tokens[choice]),
                     });
@@ -125,6 +131,7 @@ pub async fn create_chat_completion(
             },
             logprobs: plan.logprobs.then(|| ChatLogprobs::from_tokens(&c.tokens)),
             finish_reason: finish_str(c.summary.finish_reason),
+            stopped_by: c.stopped_by,
         })
         .collect::<Vec<_>>();
     Ok(whole(&state, &run, id, "chat.completion", choices))
@@ -210,6 +217,7 @@ pub async fn create_completion(
                     .then(|| TextLogprobs::from_tokens(&c.tokens, echo.chars().count())),
                 text: format!("{echo}{}", c.summary.text),
                 finish_reason: finish_str(c.summary.finish_reason),
+                stopped_by: c.stopped_by,
             }
         })
         .collect::<Vec<_>>();

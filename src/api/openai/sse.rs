@@ -69,6 +69,7 @@ impl Encoder {
         text: String,
         finish: Option<&'static str>,
         logprobs: Option<ChatLogprobs>,
+        stopped_by: Option<&'static str>,
     ) -> ChunkChoice {
         if self.meta.chat {
             ChunkChoice::Chat {
@@ -79,6 +80,7 @@ impl Encoder {
                 },
                 logprobs,
                 finish_reason: finish,
+                stopped_by,
             }
         } else {
             ChunkChoice::Text {
@@ -86,6 +88,7 @@ impl Encoder {
                 text,
                 logprobs: None,
                 finish_reason: finish,
+                stopped_by,
             }
         }
     }
@@ -104,6 +107,7 @@ impl Encoder {
                             },
                             logprobs: None,
                             finish_reason: None,
+                            stopped_by: None,
                         }],
                         None,
                     )
@@ -115,7 +119,7 @@ impl Encoder {
             .iter()
             .enumerate()
             .filter(|(_, e)| !e.is_empty())
-            .map(|(i, e)| self.chunk(vec![self.choice(i, e.clone(), None, None)], None))
+            .map(|(i, e)| self.chunk(vec![self.choice(i, e.clone(), None, None, None)], None))
             .collect()
     }
 
@@ -135,15 +139,19 @@ impl Encoder {
                     return (Vec::new(), false);
                 }
                 (
-                    vec![self.chunk(vec![self.choice(choice, text, None, lp)], None)],
+                    vec![self.chunk(vec![self.choice(choice, text, None, lp, None)], None)],
                     false,
                 )
             }
-            Output::Done { choice, summary } => {
+            Output::Done {
+                choice,
+                summary,
+                stopped_by,
+            } => {
                 let finish = finish_str(summary.finish_reason);
                 (
                     vec![self.chunk(
-                        vec![self.choice(choice, String::new(), Some(finish), None)],
+                        vec![self.choice(choice, String::new(), Some(finish), None, stopped_by)],
                         None,
                     )],
                     false,

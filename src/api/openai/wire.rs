@@ -159,6 +159,9 @@ pub struct ChatChoice {
     pub logprobs: Option<ChatLogprobs>,
     /// `stop` or `length`.
     pub finish_reason: &'static str,
+    /// Extension: the guard that ended it (`repetition`, `filter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<&'static str>,
 }
 
 /// One choice of a text completion.
@@ -172,6 +175,9 @@ pub struct TextChoice {
     pub logprobs: Option<TextLogprobs>,
     /// `stop` or `length`.
     pub finish_reason: &'static str,
+    /// Extension: the guard that ended it (`repetition`, `filter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<&'static str>,
 }
 
 /// A whole (non-streamed) completion, chat or text.
@@ -218,6 +224,9 @@ pub enum ChunkChoice {
         logprobs: Option<ChatLogprobs>,
         /// Set on the choice's last chunk.
         finish_reason: Option<&'static str>,
+        /// Extension, on the last chunk: the guard that ended it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stopped_by: Option<&'static str>,
     },
     /// `text_completion`.
     Text {
@@ -229,6 +238,9 @@ pub enum ChunkChoice {
         logprobs: Option<TextLogprobs>,
         /// Set on the choice's last chunk.
         finish_reason: Option<&'static str>,
+        /// Extension, on the last chunk: the guard that ended it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stopped_by: Option<&'static str>,
     },
 }
 

@@ -77,8 +77,12 @@ pub(super) async fn generation(
             "usage": UsageBody::from(usage),
             "timings": null,
         }),
-        Some(Ok((summary, model, cache_hit))) => {
-            done_frame(&id, &summary, usage, &model, cache_hit)
+        Some(Ok((summary, model, cache_hit, stopped_by))) => {
+            let mut frame = done_frame(&id, &summary, usage, &model, cache_hit);
+            if let Some(by) = stopped_by {
+                frame["stopped_by"] = json!(by);
+            }
+            frame
         }
         Some(Err(err)) => api_error_frame(&id, &err),
     };
@@ -87,7 +91,8 @@ pub(super) async fn generation(
 }
 
 /// Validate, start through the generation service, and forward outputs until the run ends.
-/// Returns the summary, the answering model and whether the cache answered.
+/// Returns the summary, the answering model, whether the cache answered and which guard
+/// stopped it, if one did.
 async fn drive(
     state: &AppState,
     caller: &crate::chat::Caller,
@@ -95,7 +100,7 @@ async fn drive(
     frame: Value,
     out: &Outbox,
     slot: &mut Option<Run>,
-) -> Result<(Summary, String, bool), ApiError> {
+) -> Result<(Summary, String, bool, Option<&'static str>), ApiError> {
     let GenerateFrame {
         timestamps,
         mut chat,
@@ -156,8 +161,17 @@ async fn drive(
                 }
                 send(out, frame);
             }
-            Output::Done { summary, .. } => {
-                return Ok((summary, run.model().to_string(), run.cache_hit()))
+            Output::Done {
+                summary,
+                stopped_by,
+                ..
+            } => {
+                return Ok((
+                    summary,
+                    run.model().to_string(),
+                    run.cache_hit(),
+                    stopped_by,
+                ))
             }
             Output::Failed(e) => return Err(e.into()),
         }

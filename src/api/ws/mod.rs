@@ -17,6 +17,14 @@
 //!   `logit_bias`, `response_format`, `logprobs`/`top_logprobs`, ...). `stream` and
 //!   `stream_options` are ignored (a socket always streams); `n` must be 1 (send one frame per
 //!   choice). `"timestamps": true` adds `sampled_at_us` to token frames.
+//! - `{"type": "generate", "id", "conversation_id", "content", "parent_id"?, "model"?}` (or
+//!   `"regenerate": message_id` instead of `content`): a turn of one of the socket user's
+//!   conversations ([`conversation`]): frames `{"type": "message", "id", "user_message",
+//!   "message"}`, then `token` frames with `message_id`, then `{"type": "done", "id",
+//!   "message_id", "status", "finish_reason", "model", "usage"}`. The answer outlives the socket
+//!   (for `chat.detach_grace_secs`); a `cancel` stops the answer itself.
+//! - `{"type": "resume", "message_id", "offset", "id"?}`: follow an answer from character
+//!   `offset` (the stored text, then live tokens, then `done`); `id` defaults to the message id.
 //! - `{"type": "cancel", "id"}`: stop that generation. It ends with a `done` frame whose
 //!   `finish_reason` is `"cancelled"`; no token frame of that id follows it. Cancelling an id
 //!   already being cancelled is a no-op; an id not in flight gets an `unknown_id` error.
@@ -47,7 +55,8 @@
 //!   `id` null), `binary_not_supported` (`id` null), `unknown_type`, `missing_id`,
 //!   `duplicate_id`, `unknown_id`, `id_too_long` (over `server.ws_max_id_bytes`; `id` null,
 //!   never echoed). A `generate` while `server.ws_max_generations` are in flight gets
-//!   `too_many_generations` with status 429. The socket stays open after any of them.
+//!   `too_many_generations` with status 429. A per-caller limit (`[limits]`) refuses with
+//!   `rate_limited`, status 429 and `retry_after` (seconds). The socket stays open after any of them.
 //!
 //! The upgrade request is authenticated like `/v1` ([`super::auth::authenticate`]): the static
 //! `server.api_key`, a user's API key or a user's access token, as `Authorization: Bearer` or,
