@@ -127,9 +127,9 @@ impl App {
             metrics.clone(),
             scheduler.engine().clone(),
         );
-        chat.load_policy()
+        chat.load_settings()
             .await
-            .context("loading the model policy")?;
+            .context("loading the model policy and limit overrides")?;
         let state = AppState {
             chat,
             store,

@@ -662,7 +662,7 @@ pub async fn cancel_message(
 /// limit is off.
 pub async fn rate_limit(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let (rate, tokens) = state.chat.limits_status(&caller).await;
-    let limits = state.chat.limits();
+    let limits = state.chat.limits_for(&caller);
     Json(json!({
         "requests": rate.map(|r| json!({
             "limit": r.limit, "remaining": r.remaining, "reset_secs": r.reset_secs,

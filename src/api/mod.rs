@@ -155,6 +155,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users/{id}", patch(admin::update_user))
         .route("/admin/usage", get(admin::usage))
         .route(
+            "/admin/users/{id}/limits",
+            get(preferences::get_user_limits).put(preferences::put_user_limits),
+        )
+        .route(
             "/admin/models",
             get(preferences::get_model_policy).patch(preferences::update_model_policy),
         )

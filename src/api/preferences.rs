@@ -16,7 +16,7 @@ use super::error::{clip, ApiError};
 use super::AppState;
 use crate::chat::models::ModelPolicy;
 use crate::chat::Caller;
-use crate::store::preferences::Preferences;
+use crate::store::preferences::{LimitOverride, Preferences};
 use crate::store::StoreError;
 
 /// The most memories a user keeps, and the longest one.
@@ -267,4 +267,54 @@ pub async fn update_model_policy(
     }
     state.chat.set_policy(policy.clone()).await?;
     Ok(Json(policy))
+}
+
+/// `GET /api/admin/users/{id}/limits`: the user's overrides of `[limits]` (`null`: the
+/// server's setting).
+pub async fn get_user_limits(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+) -> Result<Json<LimitOverride>, ApiError> {
+    state
+        .store
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("No such user".into()))?;
+    Ok(Json(state.chat.limit_override(id)))
+}
+
+/// `PUT /api/admin/users/{id}/limits {requests_per_minute, concurrent_generations,
+/// tokens_per_day}`: the user's own limits (0: unlimited; `null` or absent: the server's).
+pub async fn put_user_limits(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+    body: Result<Json<LimitOverrideBody>, JsonRejection>,
+) -> Result<Json<LimitOverride>, ApiError> {
+    let Json(req) = body?;
+    state
+        .store
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("No such user".into()))?;
+    let o = LimitOverride {
+        requests_per_minute: req.requests_per_minute,
+        concurrent_generations: req.concurrent_generations,
+        tokens_per_day: req.tokens_per_day,
+    };
+    state.chat.set_limit_override(id, o).await?;
+    Ok(Json(o))
+}
+
+/// `PUT /api/admin/users/{id}/limits` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrideBody {
+    #[serde(default)]
+    requests_per_minute: Option<u32>,
+    #[serde(default)]
+    concurrent_generations: Option<u32>,
+    #[serde(default)]
+    tokens_per_day: Option<u64>,
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::config::LimitsSettings;
+use crate::store::preferences::LimitOverride;
 use crate::store::usage::utc_day;
 use crate::store::{unix_now, Store};
 
@@ -127,6 +128,8 @@ struct Books {
 #[derive(Debug, Clone)]
 pub struct Admission {
     settings: LimitsSettings,
+    /// Admins' per-user overrides, all in memory (loaded at start, replaced on write).
+    overrides: Arc<std::sync::RwLock<HashMap<i64, LimitOverride>>>,
     books: Arc<Mutex<Books>>,
     store: Store,
 }
@@ -169,21 +172,73 @@ impl Admission {
     pub fn new(settings: LimitsSettings, store: Store) -> Self {
         Self {
             settings,
+            overrides: Default::default(),
             books: Arc::new(Mutex::new(Books::default())),
             store,
         }
     }
 
-    fn refill(&self, b: Bucket, now: Instant) -> f64 {
-        let cap = f64::from(self.settings.requests_per_minute);
+    /// Load the stored per-user overrides (at start).
+    pub async fn load_overrides(&self) -> Result<(), crate::store::StoreError> {
+        let all = self.store.limit_overrides().await?;
+        *self
+            .overrides
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = all.into_iter().collect();
+        Ok(())
+    }
+
+    /// Store and apply `user_id`'s overrides.
+    pub async fn set_override(
+        &self,
+        user_id: i64,
+        o: LimitOverride,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store.put_limit_override(user_id, o).await?;
+        let mut map = self
+            .overrides
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if o == LimitOverride::default() {
+            map.remove(&user_id);
+        } else {
+            map.insert(user_id, o);
+        }
+        Ok(())
+    }
+
+    /// `user_id`'s overrides.
+    pub fn override_of(&self, user_id: i64) -> LimitOverride {
+        self.overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The limits that apply to `identity`: the server's, with a user's overrides on top.
+    pub fn limits_for(&self, identity: &Identity) -> LimitsSettings {
+        let mut s = self.settings.clone();
+        if let Identity::User(id) = identity {
+            let o = self.override_of(*id);
+            s.requests_per_minute = o.requests_per_minute.unwrap_or(s.requests_per_minute);
+            s.concurrent_generations = o.concurrent_generations.unwrap_or(s.concurrent_generations);
+            s.tokens_per_day = o.tokens_per_day.unwrap_or(s.tokens_per_day);
+        }
+        s
+    }
+
+    fn refill(s: &LimitsSettings, b: Bucket, now: Instant) -> f64 {
+        let cap = f64::from(s.requests_per_minute);
         let secs = now.saturating_duration_since(b.at).as_secs_f64();
         (b.tokens + secs * cap / 60.0).min(cap)
     }
 
-    fn rate_status(&self, tokens: f64) -> RateStatus {
-        let cap = f64::from(self.settings.requests_per_minute);
+    fn rate_status(s: &LimitsSettings, tokens: f64) -> RateStatus {
+        let cap = f64::from(s.requests_per_minute);
         RateStatus {
-            limit: self.settings.requests_per_minute,
+            limit: s.requests_per_minute,
             remaining: tokens.floor().max(0.0) as u32,
             reset_secs: ((cap - tokens).max(0.0) * 60.0 / cap).ceil() as u64,
         }
@@ -227,7 +282,7 @@ impl Admission {
     /// Admit one generation for `identity`, or say which budget is spent. Nothing is taken
     /// from any budget when one refuses.
     pub async fn admit(&self, identity: &Identity) -> Result<Ticket, Refusal> {
-        let s = &self.settings;
+        let s = &self.limits_for(identity);
         if s.requests_per_minute == 0 && s.concurrent_generations == 0 && s.tokens_per_day == 0 {
             return Ok(Ticket {
                 identity: identity.clone(),
@@ -266,7 +321,7 @@ impl Admission {
             let tokens = books
                 .buckets
                 .get(identity)
-                .map_or(cap, |&b| self.refill(b, now));
+                .map_or(cap, |&b| Self::refill(s, b, now));
             if tokens < 1.0 {
                 return Err(Refusal::Requests {
                     limit: s.requests_per_minute,
@@ -280,7 +335,7 @@ impl Admission {
                     at: now,
                 },
             );
-            rate = Some(self.rate_status(tokens - 1.0));
+            rate = Some(Self::rate_status(s, tokens - 1.0));
         }
         *books.running.entry(identity.clone()).or_insert(0) += 1;
         Ok(Ticket {
@@ -292,7 +347,7 @@ impl Admission {
 
     /// Count a finished generation's tokens against today's quota.
     pub fn charge(&self, identity: &Identity, tokens: u64) {
-        if self.settings.tokens_per_day == 0 || tokens == 0 {
+        if self.limits_for(identity).tokens_per_day == 0 || tokens == 0 {
             return;
         }
         let today = utc_day(unix_now());
@@ -317,14 +372,14 @@ impl Admission {
     /// Where `identity` stands now, without spending anything: the request budget and the
     /// daily tokens (each `None` when that limit is off).
     pub async fn status(&self, identity: &Identity) -> (Option<RateStatus>, Option<TokenStatus>) {
-        let s = &self.settings;
+        let s = &self.limits_for(identity);
         let rate = (s.requests_per_minute > 0).then(|| {
             let cap = f64::from(s.requests_per_minute);
             let tokens = lock(&self.books)
                 .buckets
                 .get(identity)
-                .map_or(cap, |&b| self.refill(b, Instant::now()));
-            self.rate_status(tokens)
+                .map_or(cap, |&b| Self::refill(s, b, Instant::now()));
+            Self::rate_status(s, tokens)
         });
         let tokens = if s.tokens_per_day > 0 {
             let now = unix_now();
@@ -340,14 +395,9 @@ impl Admission {
         (rate, tokens)
     }
 
-    /// The limits in force.
-    pub fn settings(&self) -> &LimitsSettings {
-        &self.settings
-    }
-
     fn prune(&self, books: &mut Books, now: Instant, today: &str) {
-        let cap = f64::from(self.settings.requests_per_minute);
-        books.buckets.retain(|_, b| {
+        books.buckets.retain(|id, b| {
+            let cap = f64::from(self.limits_for(id).requests_per_minute);
             b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * cap / 60.0 < cap
         });
         books.days.retain(|_, d| d.day == today);

@@ -169,9 +169,23 @@ impl ChatService {
         self.inner.admission.status(&caller.identity()).await
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> &crate::config::LimitsSettings {
-        self.inner.admission.settings()
+    /// The limits that apply to `caller` (the server's, with a user's overrides on top).
+    pub fn limits_for(&self, caller: &Caller) -> crate::config::LimitsSettings {
+        self.inner.admission.limits_for(&caller.identity())
+    }
+
+    /// An admin's overrides of `[limits]` for `user_id`.
+    pub fn limit_override(&self, user_id: i64) -> crate::store::preferences::LimitOverride {
+        self.inner.admission.override_of(user_id)
+    }
+
+    /// Store and apply `user_id`'s overrides.
+    pub async fn set_limit_override(
+        &self,
+        user_id: i64,
+        o: crate::store::preferences::LimitOverride,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.admission.set_override(user_id, o).await
     }
 
     /// Admit, then answer from the cache or start every choice. Returns once each choice has

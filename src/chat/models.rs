@@ -48,8 +48,9 @@ impl ChatService {
             .clone()
     }
 
-    /// Load the stored policy (at startup).
-    pub async fn load_policy(&self) -> Result<(), StoreError> {
+    /// Load what admins set at run time (at startup): the model policy and per-user limits.
+    pub async fn load_settings(&self) -> Result<(), StoreError> {
+        self.inner.admission.load_overrides().await?;
         if let Some(v) = self.inner.store.setting(POLICY_KEY).await? {
             if let Ok(p) = serde_json::from_value::<ModelPolicy>(v) {
                 *self

@@ -141,6 +141,65 @@ pub fn delete_memory(conn: &Connection, user_id: i64, id: i64) -> Result<bool, S
         > 0)
 }
 
+/// An admin's override of `[limits]` for one user (`None`: the server's setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitOverride {
+    /// Generation requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Generations at once.
+    pub concurrent_generations: Option<u32>,
+    /// Tokens per UTC day.
+    pub tokens_per_day: Option<u64>,
+}
+
+/// Every user's limit overrides.
+pub fn limit_overrides(conn: &Connection) -> Result<Vec<(i64, LimitOverride)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, requests_per_minute, concurrent_generations, tokens_per_day \
+         FROM user_limits",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            LimitOverride {
+                requests_per_minute: r.get(1)?,
+                concurrent_generations: r.get(2)?,
+                tokens_per_day: r.get(3)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Set `user_id`'s overrides (all `None`: removed). [`StoreError::MissingReference`] when
+/// there is no such user.
+pub fn put_limit_override(
+    conn: &Connection,
+    user_id: i64,
+    o: &LimitOverride,
+    now: i64,
+) -> Result<(), StoreError> {
+    if *o == LimitOverride::default() {
+        conn.execute("DELETE FROM user_limits WHERE user_id = ?1", [user_id])?;
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO user_limits (user_id, requests_per_minute, concurrent_generations, \
+         tokens_per_day, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (user_id) DO UPDATE \
+         SET requests_per_minute = excluded.requests_per_minute, \
+         concurrent_generations = excluded.concurrent_generations, \
+         tokens_per_day = excluded.tokens_per_day, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        user_id,
+        o.requests_per_minute,
+        o.concurrent_generations,
+        o.tokens_per_day,
+        now
+    ])?;
+    Ok(())
+}
+
 /// The setting `key` (JSON), if set.
 pub fn setting(conn: &Connection, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
     let text: Option<String> = conn
@@ -197,6 +256,21 @@ impl Store {
     /// See [`delete_memory`].
     pub async fn delete_memory(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
         self.run(move |c| delete_memory(c, user_id, id)).await
+    }
+
+    /// See [`limit_overrides`].
+    pub async fn limit_overrides(&self) -> Result<Vec<(i64, LimitOverride)>, StoreError> {
+        self.run(|c| limit_overrides(c)).await
+    }
+
+    /// See [`put_limit_override`].
+    pub async fn put_limit_override(
+        &self,
+        user_id: i64,
+        o: LimitOverride,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| put_limit_override(c, user_id, &o, unix_now()))
+            .await
     }
 
     /// See [`setting`].

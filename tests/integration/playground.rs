@@ -903,3 +903,47 @@ async fn guards_stop_loops_and_filters_never_leak_a_match() {
     .await;
     assert_eq!(loops, 1.0);
 }
+
+#[tokio::test]
+async fn admins_override_a_users_limits() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| {
+        open_registration(c);
+        c.limits.requests_per_minute = 1;
+    });
+    let root = app.user("root").await;
+    let amy = app.user("amy").await;
+    let ben = app.user("ben").await;
+    let (_, me) = app.get_json("/api/me", Some(&amy)).await;
+    let amy_id = me["user"]["id"].as_i64().expect("id");
+    let limits = json!({"requests_per_minute": 3});
+    let path = format!("/api/admin/users/{amy_id}/limits");
+    let (s, _, _) = app
+        .call(Method::PUT, &path, Some(&amy), Some(&limits))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "users cannot raise their own");
+    let (s, _, v) = app
+        .call(Method::PUT, &path, Some(&root), Some(&limits))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app.get_json(&path, Some(&root)).await;
+    assert_eq!(v["requests_per_minute"], 3, "{v}");
+    let hi =
+        json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "cache": false});
+    for _ in 0..3 {
+        let (s, v) = app.post_json("/v1/chat/completions", Some(&amy), &hi).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, _) = app.post_json("/v1/chat/completions", Some(&amy), &hi).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let (s, _) = app.post_json("/v1/chat/completions", Some(&ben), &hi).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app.post_json("/v1/chat/completions", Some(&ben), &hi).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the server's limit for everyone else"
+    );
+    let (_, v) = app.get_json("/api/rate-limit", Some(&amy)).await;
+    assert_eq!(v["requests"]["limit"], 3, "{v}");
+}

@@ -100,3 +100,12 @@ CREATE TABLE settings (
     value      TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 ) STRICT;
+
+-- Per-user overrides of `[limits]` set by admins; NULL: the server's setting.
+CREATE TABLE user_limits (
+    user_id                INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    requests_per_minute    INTEGER,
+    concurrent_generations INTEGER,
+    tokens_per_day         INTEGER,
+    updated_at             INTEGER NOT NULL
+) STRICT;
