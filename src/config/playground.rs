@@ -140,3 +140,31 @@ fn default_replacement() -> String {
 fn default_max_match_chars() -> usize {
     64
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, FilterAction};
+
+    #[test]
+    fn the_readme_filter_example_parses_and_validates() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("[[filters]]").expect("example");
+        let end = start + readme[start..].find("```").expect("end of example");
+        let config: Config = toml::from_str(&readme[start..end]).expect("parses");
+        assert_eq!(config.filters[0].action, FilterAction::Redact);
+        assert_eq!(config.filters[0].max_match_chars, 32);
+        config.validate().expect("valid");
+        let re = regex::Regex::new(&config.filters[0].pattern).expect("regex");
+        assert!(re.is_match("card 4111 1111 1111 1111 ok"));
+    }
+
+    #[test]
+    fn the_readme_shared_server_limits_parse() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("[limits]\nrequests_per_minute").expect("example");
+        let end = start + readme[start..].find("```").expect("end of example");
+        let config: Config = toml::from_str(&readme[start..end]).expect("parses");
+        assert_eq!(config.limits.requests_per_minute, 30);
+        config.validate().expect("valid");
+    }
+}
