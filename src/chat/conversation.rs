@@ -36,6 +36,15 @@ pub struct TurnRequest {
     pub params: Params,
 }
 
+/// A first exchange whose conversation the model will name.
+struct Titling {
+    owner: i64,
+    conversation: String,
+    /// The title given meanwhile (kept if the owner renamed the conversation since).
+    fallback: String,
+    question: String,
+}
+
 /// A started turn.
 pub struct Turn {
     /// The user message stored for it (none when regenerating).
@@ -281,9 +290,18 @@ impl ChatService {
                 },
             )
             .await?;
+        let mut titling = None;
         if req.conversation.title.is_empty() {
             if let Some(m) = &user_message {
-                self.default_title(owner, &conv_id, &m.content).await;
+                let fallback = self.default_title(owner, &conv_id, &m.content).await;
+                if self.inner.chat.auto_title {
+                    titling = Some(Titling {
+                        owner,
+                        conversation: conv_id.clone(),
+                        fallback,
+                        question: m.content.clone(),
+                    });
+                }
             }
         }
         let live = LiveMessage::new(owner);
@@ -292,7 +310,8 @@ impl ChatService {
         let (rate, cache_hit) = (run.rate(), run.cache_hit());
         // The answer outlives this request, but its logs keep the request's id.
         tokio::spawn(tracing::Instrument::instrument(
-            self.clone().follow_through(run, message.id.clone(), live),
+            self.clone()
+                .follow_through(run, message.id.clone(), live, titling),
             tracing::Span::current(),
         ));
         Ok(Turn {
@@ -305,14 +324,15 @@ impl ChatService {
     }
 
     /// Until a title is written, the first line of the first question names the conversation.
-    async fn default_title(&self, owner: i64, conv_id: &str, content: &str) {
+    /// Returns that title.
+    async fn default_title(&self, owner: i64, conv_id: &str, content: &str) -> String {
         let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let mut title: String = line.trim().chars().take(60).collect();
         if line.trim().chars().count() > 60 {
             title.push('…');
         }
         let update = crate::store::conversations::ConversationUpdate {
-            title: Some(title),
+            title: Some(title.clone()),
             ..Default::default()
         };
         if let Err(e) = self
@@ -323,11 +343,92 @@ impl ChatService {
         {
             tracing::warn!(error = %e, "setting a conversation's title failed");
         }
+        title
+    }
+
+    /// After the first answer, the model writes a short title (in the background, never
+    /// delaying the answer), unless the owner renamed the conversation meanwhile.
+    async fn write_title(&self, t: Titling, model: String) {
+        let prompt = Prompt::Chat(vec![
+            ChatMessage {
+                role: "system".into(),
+                content: "You write short, plain titles.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: format!(
+                    "Write a title of at most six words for a conversation that starts with \
+                     this message. Reply with the title only.\n\n{}",
+                    t.question.chars().take(2000).collect::<String>()
+                ),
+            },
+        ]);
+        let mut params = Params {
+            max_tokens: 16,
+            ..Params::default()
+        };
+        params.sampling.temperature = 0.0;
+        let req = crate::backends::BackendRequest {
+            prompt,
+            params,
+            logprobs: false,
+            stream: false,
+        };
+        let Ok(mut generation) = self.inner.router.start(&model, &req, &|| {}).await else {
+            return;
+        };
+        let mut text = String::new();
+        while let Some(ev) = generation.recv().await {
+            match ev {
+                crate::backends::Event::Done(s) => text = s.text,
+                crate::backends::Event::Error(_) => return,
+                _ => {}
+            }
+        }
+        let title: String = text
+            .lines()
+            .map(|l| {
+                l.trim()
+                    .trim_matches(|c| matches!(c, '"' | '\'' | '*' | '#'))
+                    .trim()
+            })
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .trim_start_matches("Title:")
+            .trim()
+            .chars()
+            .take(60)
+            .collect();
+        if title.is_empty() {
+            return;
+        }
+        let store = &self.inner.store;
+        match store.conversation(t.owner, t.conversation.clone()).await {
+            Ok(Some(c)) if c.title == t.fallback => {
+                let update = crate::store::conversations::ConversationUpdate {
+                    title: Some(title),
+                    ..Default::default()
+                };
+                if let Err(e) = store
+                    .update_conversation(t.owner, t.conversation, update)
+                    .await
+                {
+                    tracing::warn!(error = %e, "saving a written title failed");
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Drive a turn's run to its end whoever is watching: publish text, save it as it comes,
     /// cancel after the detach grace, write the end.
-    async fn follow_through(self, mut run: Run, id: String, live: Arc<LiveMessage>) {
+    async fn follow_through(
+        self,
+        mut run: Run,
+        id: String,
+        live: Arc<LiveMessage>,
+        titling: Option<Titling>,
+    ) {
         let settings = self.inner.chat.clone();
         let store = self.inner.store.clone();
         let grace = Duration::from_secs(settings.detach_grace_secs);
@@ -408,6 +509,9 @@ impl ChatService {
         }
         live.end(end.clone());
         super::lock_live(&self.inner.live).remove(&id);
+        if let (Some(t), "done", Some(model)) = (titling, end.status.as_str(), end.model.clone()) {
+            self.write_title(t, model).await;
+        }
     }
 
     /// Follow `owner`'s message `id` from character `offset`: live while it generates, else

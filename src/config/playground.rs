@@ -63,6 +63,9 @@ pub struct ChatSettings {
     pub save_interval_ms: u64,
     /// …and after at most this many tokens.
     pub save_every_tokens: usize,
+    /// After a conversation's first answer, have the model write its title (in the
+    /// background; the first line of the question names it until then).
+    pub auto_title: bool,
 }
 
 impl Default for ChatSettings {
@@ -72,6 +75,7 @@ impl Default for ChatSettings {
             context_reserve_tokens: 64,
             save_interval_ms: 250,
             save_every_tokens: 32,
+            auto_title: true,
         }
     }
 }
@@ -161,7 +165,9 @@ mod tests {
     #[test]
     fn the_readme_shared_server_limits_parse() {
         let readme = include_str!("../../README.md");
-        let start = readme.find("[limits]\nrequests_per_minute").expect("example");
+        let start = readme
+            .find("[limits]\nrequests_per_minute")
+            .expect("example");
         let end = start + readme[start..].find("```").expect("end of example");
         let config: Config = toml::from_str(&readme[start..end]).expect("parses");
         assert_eq!(config.limits.requests_per_minute, 30);
