@@ -36,6 +36,16 @@ pub struct TurnRequest {
     pub params: Params,
 }
 
+/// Messages dropped from a turn's context, for the running summary.
+struct Summarizing {
+    owner: i64,
+    conversation: String,
+    /// The summary the turn used and the last message it covers.
+    previous: Option<(String, String)>,
+    /// The branch's messages that did not fit, oldest first.
+    dropped: Vec<Entry>,
+}
+
 /// A first exchange whose conversation the model will name.
 struct Titling {
     owner: i64,
@@ -186,35 +196,39 @@ impl ChatService {
                 message: "an answer must follow a user message".into(),
             });
         }
-        let system = req.conversation.system_prompt.clone().unwrap_or_default();
+        let mut system = req.conversation.system_prompt.clone().unwrap_or_default();
+        let local = self.inner.router.is_local(&req.model);
+        let summarize = local && self.inner.memory.summarize;
+        // A summary counts only for the branch it was written for.
+        let summary = req
+            .conversation
+            .summary
+            .clone()
+            .zip(req.conversation.summary_through.clone())
+            .filter(|(_, through)| summarize && branch.iter().any(|e| &e.id == through));
+        let mut fitted = self.fit_turn(&branch, &system, local, req.params.max_tokens)?;
+        let mut used_summary = false;
+        if let (true, Some((text, _))) = (fitted.dropped > 0, &summary) {
+            let sep = if system.is_empty() { "" } else { "\n\n" };
+            let with = format!("{system}{sep}Summary of the conversation so far: {text}");
+            // A summary too long to leave room for the question is left out.
+            if let Ok(f) = self.fit_turn(&branch, &with, local, req.params.max_tokens) {
+                system = with;
+                fitted = f;
+                used_summary = true;
+            }
+        }
         let system_tokens = if system.is_empty() {
             0
         } else {
             self.count_tokens(&system)
         };
-        let local = self.inner.router.is_local(&req.model);
-        let fitted = if local {
-            let context = self.inner.engine.model().config().context_length;
-            fit(
-                &branch,
-                system_tokens,
-                context,
-                req.params.max_tokens,
-                self.inner.chat.context_reserve_tokens,
-            )
-            .map_err(|e: FitError| TurnError::Invalid {
-                param: "content",
-                message: e.to_string(),
-            })?
-        } else {
-            // A remote model's context is not known here: the whole branch goes.
-            super::context::Fitted {
-                estimated_tokens: 0,
-                budget: 0,
-                dropped: 0,
-                included: branch.clone(),
-            }
-        };
+        let summarizing = (summarize && fitted.dropped > 0).then(|| Summarizing {
+            owner,
+            conversation: conv_id.clone(),
+            previous: summary.clone(),
+            dropped: branch[..fitted.dropped].to_vec(),
+        });
         let mut prompt: Vec<ChatMessage> = Vec::new();
         if !system.is_empty() {
             prompt.push(ChatMessage {
@@ -283,6 +297,7 @@ impl ChatService {
                         "messages": included,
                         "dropped": fitted.dropped,
                         "system_tokens": system_tokens,
+                        "summary": used_summary,
                         "prepare_ms": prepare_ms,
                         "estimated_tokens": fitted.estimated_tokens,
                         "budget": fitted.budget,
@@ -311,7 +326,7 @@ impl ChatService {
         // The answer outlives this request, but its logs keep the request's id.
         tokio::spawn(tracing::Instrument::instrument(
             self.clone()
-                .follow_through(run, message.id.clone(), live, titling),
+                .follow_through(run, message.id.clone(), live, titling, summarizing),
             tracing::Span::current(),
         ));
         Ok(Turn {
@@ -349,7 +364,7 @@ impl ChatService {
     /// After the first answer, the model writes a short title (in the background, never
     /// delaying the answer), unless the owner renamed the conversation meanwhile.
     async fn write_title(&self, t: Titling, model: String) {
-        let prompt = Prompt::Chat(vec![
+        let messages = vec![
             ChatMessage {
                 role: "system".into(),
                 content: "You write short, plain titles.".into(),
@@ -362,29 +377,10 @@ impl ChatService {
                     t.question.chars().take(2000).collect::<String>()
                 ),
             },
-        ]);
-        let mut params = Params {
-            max_tokens: 16,
-            ..Params::default()
-        };
-        params.sampling.temperature = 0.0;
-        let req = crate::backends::BackendRequest {
-            prompt,
-            params,
-            logprobs: false,
-            stream: false,
-        };
-        let Ok(mut generation) = self.inner.router.start(&model, &req, &|| {}).await else {
+        ];
+        let Some(text) = self.complete_quietly(&model, messages, 16).await else {
             return;
         };
-        let mut text = String::new();
-        while let Some(ev) = generation.recv().await {
-            match ev {
-                crate::backends::Event::Done(s) => text = s.text,
-                crate::backends::Event::Error(_) => return,
-                _ => {}
-            }
-        }
         let title: String = text
             .lines()
             .map(|l| {
@@ -428,6 +424,7 @@ impl ChatService {
         id: String,
         live: Arc<LiveMessage>,
         titling: Option<Titling>,
+        summarizing: Option<Summarizing>,
     ) {
         let settings = self.inner.chat.clone();
         let store = self.inner.store.clone();
@@ -509,8 +506,132 @@ impl ChatService {
         }
         live.end(end.clone());
         super::lock_live(&self.inner.live).remove(&id);
-        if let (Some(t), "done", Some(model)) = (titling, end.status.as_str(), end.model.clone()) {
-            self.write_title(t, model).await;
+        if let (Some(t), "done", Some(model)) = (titling, end.status.as_str(), &end.model) {
+            self.write_title(t, model.clone()).await;
+        }
+        if let (Some(s), Some(model)) = (summarizing, &end.model) {
+            self.write_summary(s, model.clone()).await;
+        }
+    }
+
+    /// Fit a turn to the local model's context (a remote model's is not known: the whole
+    /// branch goes).
+    fn fit_turn(
+        &self,
+        branch: &[Entry],
+        system: &str,
+        local: bool,
+        max_tokens: usize,
+    ) -> Result<super::context::Fitted, TurnError> {
+        if !local {
+            return Ok(super::context::Fitted {
+                estimated_tokens: 0,
+                budget: 0,
+                dropped: 0,
+                included: branch.to_vec(),
+            });
+        }
+        let system_tokens = if system.is_empty() {
+            0
+        } else {
+            self.count_tokens(system)
+        };
+        fit(
+            branch,
+            system_tokens,
+            self.inner.engine.model().config().context_length,
+            max_tokens,
+            self.inner.chat.context_reserve_tokens,
+        )
+        .map_err(|e: FitError| TurnError::Invalid {
+            param: "content",
+            message: e.to_string(),
+        })
+    }
+
+    /// A short greedy answer from `model`, outside any caller's budget (titles, summaries).
+    async fn complete_quietly(
+        &self,
+        model: &str,
+        messages: Vec<ChatMessage>,
+        max_tokens: usize,
+    ) -> Option<String> {
+        let mut params = Params {
+            max_tokens,
+            ..Params::default()
+        };
+        params.sampling.temperature = 0.0;
+        let req = crate::backends::BackendRequest {
+            prompt: Prompt::Chat(messages),
+            params,
+            logprobs: false,
+            stream: false,
+        };
+        let mut generation = self.inner.router.start(model, &req, &|| {}).await.ok()?;
+        while let Some(ev) = generation.recv().await {
+            match ev {
+                crate::backends::Event::Done(s) => return Some(s.text),
+                crate::backends::Event::Error(_) => return None,
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Fold the messages that no longer fit into the conversation's running summary.
+    async fn write_summary(&self, s: Summarizing, model: String) {
+        let (previous, through) = match &s.previous {
+            Some((text, through)) => (Some(text.as_str()), Some(through.as_str())),
+            None => (None, None),
+        };
+        // Only what the summary does not cover yet.
+        let start = through
+            .and_then(|t| s.dropped.iter().position(|e| e.id == t))
+            .map_or(0, |i| i + 1);
+        let new = &s.dropped[start..];
+        let Some(last) = new.last() else { return };
+        let mut transcript = String::new();
+        for e in new {
+            let who = if e.role == "user" {
+                "User"
+            } else {
+                "Assistant"
+            };
+            transcript.push_str(&format!("{who}: {}\n", e.content));
+        }
+        let transcript: String = transcript.chars().take(12_000).collect();
+        let earlier = previous
+            .map(|p| format!("Summary so far: {p}\n\n"))
+            .unwrap_or_default();
+        let messages = vec![
+            ChatMessage {
+                role: "system".into(),
+                content: "You summarise conversations briefly and accurately.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: format!(
+                    "{earlier}What was said next:\n{transcript}\nWrite the updated summary of the \
+                     whole conversation in at most five sentences. Keep names, facts and requests \
+                     the user gave."
+                ),
+            },
+        ];
+        let max = self.inner.memory.summary_max_tokens;
+        let Some(text) = self.complete_quietly(&model, messages, max).await else {
+            return;
+        };
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .inner
+            .store
+            .set_summary(s.owner, s.conversation, text, last.id.clone())
+            .await
+        {
+            tracing::warn!(error = %e, "saving a conversation summary failed");
         }
     }
 

@@ -115,6 +115,7 @@ struct Inner {
     /// The local model's tokenizer and context length, for fitting conversation turns.
     engine: Arc<Engine>,
     chat: ChatSettings,
+    memory: crate::config::MemorySettings,
     live: LiveRegistry,
     policy: models::PolicyCell,
     prefs: models::PreferenceCache,
@@ -141,6 +142,7 @@ impl ChatService {
                 router,
                 engine,
                 chat: config.chat.clone(),
+                memory: config.memory.clone(),
                 live: Mutex::new(HashMap::new()),
                 policy: Default::default(),
                 guards: Arc::new(guard::Guards::new(&config.guard, &config.filters)),

@@ -15,6 +15,7 @@ mod playground;
 pub use backends::{BackendKind, BackendSettings};
 pub use playground::{
     CacheSettings, ChatSettings, FilterAction, FilterSettings, GuardSettings, LimitsSettings,
+    MemorySettings,
 };
 
 /// Why the configuration is unusable.
@@ -57,6 +58,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Conversations: detached generations, context fitting, partial saves.
     pub chat: ChatSettings,
+    /// Running summaries of what no longer fits a conversation's context.
+    pub memory: MemorySettings,
     /// The repetition guard.
     pub guard: GuardSettings,
     /// `[[filters]]`: content filters on generated text.

@@ -80,6 +80,26 @@ impl Default for ChatSettings {
     }
 }
 
+/// `[memory]`: what a conversation keeps of messages that no longer fit the context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySettings {
+    /// Replace dropped messages with a running summary the model writes (after a turn, in
+    /// the background) and the conversation keeps; off: they are simply left out.
+    pub summarize: bool,
+    /// The longest summary, in tokens.
+    pub summary_max_tokens: usize,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            summarize: false,
+            summary_max_tokens: 160,
+        }
+    }
+}
+
 /// `[guard]`: the repetition guard (small models loop).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -33,6 +33,11 @@ pub struct Conversation {
     pub archived: bool,
     /// The newest message of the active branch.
     pub active_leaf: Option<String>,
+    /// The model's summary of early messages that no longer fit the context
+    /// (`memory.summarize`).
+    pub summary: Option<String>,
+    /// The last message the summary covers.
+    pub summary_through: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds of the last change (a message counts).
@@ -163,7 +168,7 @@ pub struct Finished {
 }
 
 const CONVERSATION_COLUMNS: &str = "id, owner_id, title, model, system_prompt, params, pinned, \
-     archived, active_leaf, created_at, updated_at";
+     archived, active_leaf, created_at, updated_at, summary, summary_through";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, parent_id, role, content, model, \
      finish_reason, status, error, prompt_tokens, completion_tokens, content_tokens, timings, \
      context, created_at, updated_at";
@@ -185,6 +190,8 @@ fn conversation_from_row(r: &Row<'_>) -> rusqlite::Result<Conversation> {
         active_leaf: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
+        summary: r.get(11)?,
+        summary_through: r.get(12)?,
     })
 }
 
@@ -606,6 +613,22 @@ pub fn import_conversation(
     Ok(Ok(conv))
 }
 
+/// Keep the model's summary of `owner`'s conversation `id` through message `through`.
+pub fn set_summary(
+    conn: &Connection,
+    owner: i64,
+    id: &str,
+    summary: &str,
+    through: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE conversations SET summary = ?3, summary_through = ?4 \
+         WHERE id = ?1 AND owner_id = ?2",
+    )?
+    .execute(params![id, owner, summary, through])?;
+    Ok(())
+}
+
 /// At startup: answers that were streaming when the server stopped are `interrupted`, with
 /// the text they had. Returns how many.
 pub fn interrupt_streaming(conn: &Connection) -> Result<usize, StoreError> {
@@ -729,6 +752,18 @@ impl Store {
             )
         })
         .await
+    }
+
+    /// See [`set_summary`].
+    pub async fn set_summary(
+        &self,
+        owner: i64,
+        id: String,
+        summary: String,
+        through: String,
+    ) -> Result<(), StoreError> {
+        self.run(move |c| set_summary(c, owner, &id, &summary, &through))
+            .await
     }
 
     /// See [`set_active_leaf`].

@@ -963,3 +963,59 @@ async fn admins_override_a_users_limits() {
     let (_, v) = app.get_json("/api/rate-limit", Some(&amy)).await;
     assert_eq!(v["requests"]["limit"], 3, "{v}");
 }
+
+#[tokio::test]
+async fn with_summaries_on_messages_that_no_longer_fit_become_a_running_summary() {
+    let _model = common::serial();
+    let app = TestApp::spawn(|c| {
+        open_registration(c);
+        c.memory.summarize = true;
+        c.chat.auto_title = false;
+        c.memory.summary_max_tokens = 60;
+        // A small window: 8192 − 16 (max_tokens) − reserve leaves 240 tokens for the turn.
+        c.chat.context_reserve_tokens = 8192 - 16 - 240;
+    });
+    let t = app.user("zed").await;
+    let conv = new_conversation(&app, &t, json!({"max_tokens": 16, "temperature": 0})).await;
+    ask(&app, &t, &conv, "My name is Zed and I live in Oslo.").await;
+    let mut dropped = 0;
+    for i in 2..20 {
+        let v = ask(
+            &app,
+            &t,
+            &conv,
+            &format!("Tell me one short fact about the number {i}."),
+        )
+        .await;
+        let ctx = &v["message"]["context"];
+        assert!(ctx["estimated_tokens"].as_u64().expect("n") <= 240, "{ctx}");
+        dropped = ctx["dropped"].as_u64().expect("dropped");
+        if dropped > 0 {
+            break;
+        }
+    }
+    assert!(dropped > 0, "the window is small enough to drop messages");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let summary = loop {
+        let (_, c) = app
+            .get_json(&format!("/api/conversations/{conv}"), Some(&t))
+            .await;
+        if let Some(s) = c["summary"].as_str().filter(|s| !s.is_empty()) {
+            assert!(c["summary_through"].is_string(), "{c}");
+            break s.to_string();
+        }
+        assert!(Instant::now() < deadline, "no summary was written: {c}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let next = ask(&app, &t, &conv, "What is my name?").await;
+    let ctx = &next["message"]["context"];
+    assert_eq!(
+        ctx["summary"], true,
+        "the summary stands in for what was dropped: {ctx}"
+    );
+    assert!(
+        ctx["system_tokens"].as_u64().expect("n") > 0,
+        "{ctx} / {summary}"
+    );
+    assert!(ctx["estimated_tokens"].as_u64().expect("n") <= 240, "{ctx}");
+}

@@ -15,6 +15,10 @@ CREATE TABLE conversations (
     archived      INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1)),
     -- The newest message of the branch being shown and continued.
     active_leaf   TEXT,
+    -- With memory.summarize: the model's summary of the messages that no longer fit the
+    -- context, up to and including `summary_through` (a message of the branch it summarises).
+    summary         TEXT,
+    summary_through TEXT,
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 ) STRICT;
