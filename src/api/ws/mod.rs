@@ -44,7 +44,9 @@
 //!   (for a cancelled one it counts the prompt and the tokens sampled before the cancel, and
 //!   `timings` is null); `timings` has `queued_ms`, `prompt_ms`, `decode_ms`,
 //!   `prompt_tokens_per_s` (prompt tokens computed, cached ones excluded) and
-//!   `decode_tokens_per_s` (decode steps after the first token).
+//!   `decode_tokens_per_s` (decode steps after the first token). `model` names the model that
+//!   answered, `cached` says whether the response cache did (its timings are then zero), and
+//!   `stopped_by` (`repetition`, `filter`) is there when an output guard ended it.
 //! - `{"type": "error", "id", "message", "code", "param", "status"}`: `status` is the HTTP status
 //!   the same failure gets on `/v1` (400, 404, 429, 500, 503, 504). For a request the chat
 //!   endpoint would refuse, `message` and `param` are its, and `code` is its OpenAI `code` when it
