@@ -124,7 +124,7 @@ impl LocalBackend {
                         }
                     }
                     scheduler::Event::Text(text) => Event::Text(text),
-                    scheduler::Event::Done(summary) => Event::Done(summary),
+                    scheduler::Event::Done(summary) => Event::Done(summary.into()),
                     scheduler::Event::Error { kind, message } => {
                         let kind = match kind {
                             JobErrorKind::InvalidRequest => ErrorKind::InvalidRequest,

@@ -14,13 +14,13 @@ pub mod remote;
 pub mod router;
 
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 
+use crate::engine::generate::FinishReason;
 use crate::engine::generate::{GenerateRequest, OutputFormat};
 use crate::engine::sampler::SamplingParams;
-use crate::engine::scheduler::Summary;
 use crate::engine::template::ChatMessage;
 
 pub use router::{Generation, ModelEntry, Router};
@@ -78,6 +78,45 @@ pub struct BackendRequest {
     /// Whether the client streams. Remote backends then stream too; otherwise they make one
     /// plain request.
     pub stream: bool,
+}
+
+/// How a generation ended, whichever backend ran it: totals, the whole visible text, and
+/// timings measured where they can be — on the model thread for the local model; at Hearth's
+/// end for a remote one (the time to its first chunk as `prompt_time`, the rest as
+/// `decode_time`, nothing queued here).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Prompt tokens (a remote model's own count; 0 when it reports none).
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV was reused.
+    pub cached_prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// The whole visible text.
+    pub text: String,
+    /// Time spent waiting for a slot.
+    pub queued: Duration,
+    /// Time to process the prompt (remote: to the first chunk).
+    pub prompt_time: Duration,
+    /// Time from the end of the prompt to the last token.
+    pub decode_time: Duration,
+}
+
+impl From<crate::engine::scheduler::Summary> for Summary {
+    fn from(s: crate::engine::scheduler::Summary) -> Self {
+        Self {
+            finish_reason: s.finish_reason,
+            prompt_tokens: s.prompt_tokens,
+            cached_prompt_tokens: s.cached_prompt_tokens,
+            completion_tokens: s.completion_tokens,
+            text: s.text,
+            queued: s.queued,
+            prompt_time: s.prompt_time,
+            decode_time: s.decode_time,
+        }
+    }
 }
 
 /// A sampled token's log-probability and its top alternatives, as text.

@@ -28,9 +28,9 @@ use async_openai::Client;
 use futures::{Stream, StreamExt};
 
 use super::{BackendError, BackendRequest, ErrorKind, Event, EventStream, Prompt, TokenLogprobs};
+use crate::backends::Summary;
 use crate::config::BackendSettings;
 use crate::engine::generate::{FinishReason, OutputFormat};
-use crate::engine::scheduler::Summary;
 
 /// One OpenAI-compatible server.
 pub struct RemoteBackend {

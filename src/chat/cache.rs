@@ -17,9 +17,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::admission::Identity;
+use crate::backends::Summary;
 use crate::backends::{Params, Prompt, TokenLogprobs};
 use crate::config::CacheSettings;
-use crate::engine::scheduler::Summary;
 
 /// One piece of a cached choice, as it was streamed.
 #[derive(Debug, Clone)]

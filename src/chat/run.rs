@@ -14,8 +14,8 @@ use super::cache::{CachedAnswer, CachedChoice, Key, Piece};
 use super::guard::{ChoiceGuard, Guards, Stopped};
 use super::ChatService;
 use crate::auth::Principal;
+use crate::backends::Summary;
 use crate::backends::{BackendError, Event, Generation, TokenLogprobs};
-use crate::engine::scheduler::Summary;
 
 /// What a run produces, for transports to encode.
 #[derive(Debug, Clone)]

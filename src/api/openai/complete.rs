@@ -16,9 +16,9 @@ use super::{now_secs, ChatRequest, CompletionRequest, PromptSpec};
 use crate::api::error::ApiError;
 use crate::api::headers::add_run_headers;
 use crate::api::AppState;
+use crate::backends::Summary;
 use crate::backends::{Prompt, TokenLogprobs};
 use crate::chat::{Caller, Output, Run};
-use crate::engine::scheduler::Summary;
 
 /// One finished choice.
 struct Choice {

@@ -14,9 +14,9 @@ use crate::api::openai::wire::UsageBody;
 use crate::api::openai::{chat_messages, chat_plan, finish_str, ChatRequest};
 use crate::api::AppState;
 use crate::backends::Prompt;
+use crate::backends::Summary;
 use crate::chat::{Output, Run, Usage};
 use crate::engine::generate::{rate, FinishReason};
-use crate::engine::scheduler::Summary;
 
 /// A `generate` frame: the chat request plus the socket's own options.
 #[derive(Debug, Deserialize)]
