@@ -840,6 +840,15 @@ async fn models_preferences_and_memories_shape_turns_and_stay_private() {
     let (_, v) = app.get_json("/api/models", Some(&ben)).await;
     assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(v["default"], "smol");
+    let (_, v) = app.get_json("/v1/models", Some(&ben)).await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["data"][0]["id"], "smol");
+    let (_, v) = app.get_json("/v1/models", Some(&root)).await;
+    assert_eq!(
+        v["data"].as_array().map(Vec::len),
+        Some(2),
+        "admins see every model: {v}"
+    );
     let hi =
         json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
     let (s, v) = app.post_json("/v1/chat/completions", Some(&ben), &hi).await;

@@ -26,7 +26,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::ApiError;
+use super::error::{clip, ApiError};
 use super::AppState;
 
 /// `stop`: one string or several.
@@ -197,12 +197,18 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET /v1/models`: every model of every backend whose circuit breaker is not open.
-pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
+/// `GET /v1/models`: every model of every backend whose circuit breaker is not open, that the
+/// caller may use (`/api/admin/models`).
+pub async fn list_models(
+    State(state): State<AppState>,
+    principal: crate::api::auth::Principal,
+) -> Json<Value> {
+    let allowed = state.chat.allowed_models(&principal);
     let data: Vec<Value> = state
         .router
         .list_models()
         .into_iter()
+        .filter(|m| allowed.contains(&m.id))
         .map(|m| {
             json!({
                 "id": m.id,
@@ -215,13 +221,19 @@ pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
-/// `GET /v1/models/{id}`.
+/// `GET /v1/models/{id}` (404 for a model the caller may not use, as for one that does not
+/// exist).
 pub async fn get_model(
     State(state): State<AppState>,
+    principal: crate::api::auth::Principal,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let Some(owner) = state.router.owner(&id) else {
-        return Err(ApiError::ModelNotFound(id));
+    let owner = state
+        .router
+        .owner(&id)
+        .filter(|_| state.chat.check_allowed(&principal, &id).is_ok());
+    let Some(owner) = owner else {
+        return Err(ApiError::ModelNotFound(clip(&id, 256)));
     };
     Ok(Json(json!({
         "id": id,
