@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create (if missing) the Python venv at .venv with the pinned OpenAI SDK that tests/openai_sdk.rs
-# drives the server with. Idempotent: when .venv already has the pinned version, pip is not run.
+# Create (if missing) the Python venv at .venv with the packages pinned in tests/python/requirements.txt:
+# the OpenAI SDK that tests/openai_sdk.rs drives the server with, and Playwright for the browser
+# tests (scripts/browser-env.sh). Idempotent: when .venv already has every pinned version, pip is
+# not run.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,14 +16,23 @@ if [ -z "$want" ]; then
   exit 1
 fi
 
+# True when .venv has every exact `name==X.Y.Z` pin of the requirements file installed (so adding or
+# bumping a pin there makes a stale venv reinstall).
 has_pinned() {
   [ -x "$venv/bin/python" ] &&
-    "$venv/bin/python" -c 'import sys, openai; sys.exit(openai.__version__ != sys.argv[1])' "$want" \
-      >/dev/null 2>&1
+    "$venv/bin/python" - "$req" >/dev/null 2>&1 <<'PY'
+import re, sys
+from importlib.metadata import version
+pins = [m.groups() for m in (re.match(r"([A-Za-z0-9_.-]+)==([0-9][0-9.]*)\s*$", l) for l in open(sys.argv[1])) if m]
+sys.exit(not pins or any(version(name) != want for name, want in pins))
+PY
 }
 
+# The pins, for messages: "openai 2.54.0, playwright 1.65.2".
+pins="$(sed -n 's/^\([A-Za-z0-9_.-]*\)==\([0-9][0-9.]*\)[[:space:]]*$/\1 \2/p' "$req" | paste -sd, - | sed 's/,/, /g')"
+
 if has_pinned; then
-  echo "python env ready: $venv (openai $want)"
+  echo "python env ready: $venv ($pins)"
   exit 0
 fi
 
@@ -40,14 +51,14 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 
-echo "installing openai==$want into $venv ..."
+echo "installing $pins into $venv ..."
 if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"; then
   echo "error: pip install -r $req failed: is the network (PyPI) reachable?" >&2
   exit 1
 fi
 
 if ! has_pinned; then
-  echo "error: $venv still lacks openai==$want after pip install" >&2
+  echo "error: $venv still lacks a pinned version ($pins) after pip install -r $req" >&2
   exit 1
 fi
-echo "python env ready: $venv (openai $want)"
+echo "python env ready: $venv ($pins)"

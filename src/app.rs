@@ -148,6 +148,8 @@ impl App {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
+        // Compress the web UI's files now rather than on the first page load.
+        api::web::warm();
         Ok(Self {
             listener,
             router: api::router(state),

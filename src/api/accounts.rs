@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::auth::Session;
 use super::error::ApiError;
+use super::session_cookie;
 use super::AppState;
 use crate::auth::{key_prefix, new_api_key, new_refresh_token, secret_hash};
 use crate::config::{AuthSettings, Registration};
@@ -38,12 +39,23 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// `{refresh_token}`: refresh and logout.
+/// `{refresh_token}`: refresh and logout. A browser session sends `{}` and has the token in
+/// its cookie ([`super::session_cookie`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
-    pub refresh_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+impl RefreshRequest {
+    /// The token presented: the body's, else a browser session's cookie; 400 for neither.
+    fn token(self, headers: &HeaderMap) -> Result<String, ApiError> {
+        self.refresh_token
+            .or_else(|| session_cookie::refresh_token(headers))
+            .ok_or_else(|| ApiError::invalid("refresh_token", "`refresh_token` is required"))
+    }
 }
 
 /// `POST /api/me/password` body.
@@ -245,7 +257,7 @@ async fn token_pair(
     user: &User,
     refresh_token: String,
 ) -> Result<Value, ApiError> {
-    wait_until_after_second(user.password_changed_at).await;
+    wait_until_after_second(user.tokens_valid_after()).await;
     let access_token = state.jwt.issue(user.id, user.role.as_str(), unix_now())?;
     Ok(json!({
         "access_token": access_token,
@@ -312,6 +324,7 @@ pub async fn register(
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     body: Result<Json<Credentials>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(c) = body?;
@@ -336,29 +349,32 @@ pub async fn login(
     };
     let tokens = issue_tokens(&state, &user).await?;
     tracing::info!(user_id = user.id, "logged in");
-    Ok(Json(tokens).into_response())
+    Ok(tokens_response(&state, &headers, tokens))
 }
 
 /// `POST /api/auth/refresh {refresh_token}` → a new pair; the presented token is used up. A
 /// token presented a second time revokes its whole session (someone else has a copy).
 pub async fn refresh(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<RefreshRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(r) = body?;
+    let presented = r.token(&headers)?;
     let refresh_token = new_refresh_token();
     let rotation = state
         .store
         .rotate_refresh(
-            &secret_hash(&r.refresh_token),
+            &secret_hash(&presented),
             &secret_hash(&refresh_token),
             refresh_expiry(&state),
             unix_now(),
         )
         .await?;
-    match rotation {
+    let refused = match rotation {
         Rotation::Rotated(user) => {
-            Ok(Json(token_pair(&state, &user, refresh_token).await?).into_response())
+            let tokens = token_pair(&state, &user, refresh_token).await?;
+            return Ok(tokens_response(&state, &headers, tokens));
         }
         Rotation::Refused(ConsumeOutcome::Reused { user_id, family_id }) => {
             tracing::warn!(
@@ -366,24 +382,90 @@ pub async fn refresh(
                 family_id,
                 "a used refresh token was presented again; its session is revoked"
             );
-            Err(ApiError::BadRefreshToken)
+            ApiError::BadRefreshToken
         }
-        Rotation::Refused(_) => Err(ApiError::BadRefreshToken),
+        Rotation::Refused(_) => ApiError::BadRefreshToken,
+    };
+    let mut response = refused.into_response();
+    if session_cookie::is_browser_session(&headers) {
+        let clear = session_cookie::clear(state.config.auth.secure_cookies);
+        response.headers_mut().insert(header::SET_COOKIE, clear);
     }
+    Ok(response)
+}
+
+/// A token pair as the response: the JSON as it is, or for a browser session
+/// ([`session_cookie`]) the refresh token moved out of the body into its cookie.
+fn tokens_response(state: &AppState, headers: &HeaderMap, mut tokens: Value) -> Response {
+    if !session_cookie::is_browser_session(headers) {
+        return Json(tokens).into_response();
+    }
+    let refresh = tokens
+        .as_object_mut()
+        .and_then(|o| o.remove("refresh_token"))
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let auth = &state.config.auth;
+    let cookie = session_cookie::set(&refresh, auth.refresh_token_ttl_secs, auth.secure_cookies);
+    ([(header::SET_COOKIE, cookie)], Json(tokens)).into_response()
 }
 
 /// `POST /api/auth/logout {refresh_token}` → 204: the session (every token of its family) is
 /// revoked. Unknown tokens get the same answer.
 pub async fn logout(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<RefreshRequest>, JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let Json(r) = body?;
-    state
-        .store
-        .revoke_by_hash(&secret_hash(&r.refresh_token))
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let browser = session_cookie::is_browser_session(&headers);
+    match r.token(&headers) {
+        Ok(token) => {
+            state.store.revoke_by_hash(&secret_hash(&token)).await?;
+        }
+        // A browser session whose cookie is already gone is logged out.
+        Err(_) if browser => {}
+        Err(e) => return Err(e),
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if browser {
+        let clear = session_cookie::clear(state.config.auth.secure_cookies);
+        response.headers_mut().insert(header::SET_COOKIE, clear);
+    }
+    Ok(response)
+}
+
+/// `POST /api/auth/logout-all` → 204: sign out everywhere. Every refresh token of the caller
+/// is revoked and every access token issued until now stops working (open WebSockets close at
+/// their next check); API keys are not sessions and keep working.
+pub async fn logout_all(
+    State(state): State<AppState>,
+    Session { user }: Session,
+) -> Result<Response, ApiError> {
+    let revoked = state.store.revoke_sessions(user.id).await?;
+    tracing::info!(user_id = user.id, revoked, "signed out everywhere");
+    let clear = session_cookie::clear(state.config.auth.secure_cookies);
+    Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
+}
+
+/// `GET /api/auth/policy` → `{registration, first_run, username_min_len, username_max_len,
+/// password_min_len, password_max_len}`: what a sign-up page shows before anyone logs in.
+pub async fn policy(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let auth = &state.config.auth;
+    let first_run = state.store.count_users().await? == 0;
+    let registration = match auth.registration {
+        Registration::Open => "open",
+        Registration::FirstAdmin => "first_admin",
+        Registration::Closed => "closed",
+    };
+    Ok(Json(json!({
+        "registration": registration,
+        "first_run": first_run,
+        "username_min_len": auth.username_min_len,
+        "username_max_len": auth.username_max_len,
+        "password_min_len": auth.password_min_len,
+        "password_max_len": auth.password_max_len,
+    })))
 }
 
 /// `GET /api/me` → `{user, usage}`.

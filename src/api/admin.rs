@@ -1,9 +1,9 @@
 //! The admin API (`/api/admin/*`): list, create, disable/enable and re-role users, usage per
-//! user, and online backups. Every handler takes an [`Admin`]: 401 without a session, 403 for
+//! user (and per day), the backends with their breakers, and online backups. Every handler takes an [`Admin`]: 401 without a session, 403 for
 //! a user who is not an admin.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +14,7 @@ use super::accounts::{check_password, check_username, usage_json, user_json, use
 use super::auth::Admin;
 use super::error::ApiError;
 use super::AppState;
+use crate::backends::breaker::BreakerState;
 use crate::store::{AccountUpdate, Role, StoreError};
 
 /// `POST /api/admin/users` body.
@@ -134,14 +135,67 @@ pub async fn update_user(
     }
 }
 
-/// `GET /api/admin/usage` → `{data: [{user_id, username, usage}]}`, every user, all time.
-pub async fn usage(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
+/// `GET /api/admin/usage` query.
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    /// `day`: one row per user and UTC day.
+    #[serde(default)]
+    by: Option<String>,
+    /// With `by=day`: how many days back, today included (default 30, at most 366).
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+/// `GET /api/admin/usage` → `{data: [{user_id, username, usage}]}`, every user, all time;
+/// `?by=day[&days=N]` → `{data: [{user_id, username, day, usage}]}`, newest day first.
+pub async fn usage(
+    State(state): State<AppState>,
+    _admin: Admin,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("by", e.body_text()))?;
+    match q.by.as_deref() {
+        None => {}
+        Some("day") => {
+            let days = q.days.unwrap_or(30).clamp(1, 366);
+            let rows = state.store.usage_by_day(days).await?;
+            let data: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!({"user_id": r.user_id, "username": r.username, "day": r.day,
+                           "usage": usage_json(&r.usage)})
+                })
+                .collect();
+            return Ok(Json(json!({"data": data})));
+        }
+        Some(_) => return Err(ApiError::invalid("by", "`by` must be `day` when given")),
+    }
     let rows = state.store.usage_by_user().await?;
     let data: Vec<Value> = rows
         .iter()
         .map(|r| json!({"user_id": r.user_id, "username": r.username, "usage": usage_json(&r.usage)}))
         .collect();
     Ok(Json(json!({"data": data})))
+}
+
+/// `GET /api/admin/backends` → `{data: [{name, local, breaker, models, failover}]}`: every
+/// backend with its circuit breaker (`closed`, `open`, `half_open`).
+pub async fn backends(State(state): State<AppState>, _admin: Admin) -> Json<Value> {
+    let data: Vec<Value> = state
+        .router
+        .backends()
+        .into_iter()
+        .map(|b| {
+            let breaker = match b.breaker {
+                BreakerState::Closed => "closed",
+                BreakerState::Open => "open",
+                BreakerState::HalfOpen => "half_open",
+            };
+            json!({"name": b.name, "local": b.local, "breaker": breaker, "models": b.models,
+                   "failover": b.failover})
+        })
+        .collect();
+    Json(json!({"data": data}))
 }
 
 /// `POST /api/admin/backup` → 201 `{path, bytes}`: a consistent online copy of the database in

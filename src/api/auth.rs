@@ -172,7 +172,7 @@ pub async fn user_of_access_token(state: &AppState, token: &str) -> Result<User,
         || ApiError::Unauthorized("The access token is no longer valid; log in again".into());
     let id = claims.user_id().map_err(|_| revoked())?;
     let user = state.store.user_by_id(id).await?.ok_or_else(revoked)?;
-    if user.disabled || claims.iat <= user.password_changed_at {
+    if user.disabled || claims.iat <= user.tokens_valid_after() {
         return Err(revoked());
     }
     Ok(user)

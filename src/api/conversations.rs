@@ -71,8 +71,10 @@ impl From<TurnError> for ApiError {
     }
 }
 
-/// The sampling keys a conversation may keep.
+/// The keys a conversation's `params` may hold: sampling, and `memory` (a boolean: this
+/// conversation's turns carry the owner's memories, overriding the preference).
 const PARAM_KEYS: &[&str] = &[
+    "memory",
     "temperature",
     "top_p",
     "top_k",
@@ -106,7 +108,16 @@ fn turn_plan(
             ),
         ));
     }
-    let mut common: CommonParams = serde_json::from_value(params.clone())
+    let mut sampling = obj.clone();
+    if let Some(memory) = sampling.remove("memory") {
+        if !memory.is_boolean() {
+            return Err(ApiError::invalid(
+                "params",
+                "`memory` must be true or false",
+            ));
+        }
+    }
+    let mut common: CommonParams = serde_json::from_value(Value::Object(sampling))
         .map_err(|e| ApiError::invalid("params", clip(&e.to_string(), 256)))?;
     common.model = model.map(str::to_string);
     let plan = super::openai::plan_params(state, &common)?;
@@ -493,7 +504,8 @@ pub(crate) async fn start_turn(
     if conversation.system_prompt.is_none() {
         conversation.system_prompt = prefs.system_prompt.clone();
     }
-    if prefs.memory {
+    let memory = conversation.params.get("memory").and_then(Value::as_bool);
+    if memory.unwrap_or(prefs.memory) {
         let memories = state.store.memories(owner).await?;
         if !memories.is_empty() {
             let notes: Vec<String> = memories
@@ -563,10 +575,17 @@ async fn turn(
     Ok(response)
 }
 
-/// The frame of one live event.
-pub(crate) fn event_frame(message_id: &str, ev: LiveEvent) -> Value {
+/// The frame of one live event; with `timestamps`, token frames of sampled text carry
+/// `sampled_at_us` (as on `/ws` generations).
+pub(crate) fn event_frame(message_id: &str, ev: LiveEvent, timestamps: bool) -> Value {
     match ev {
-        LiveEvent::Text(text) => json!({"type": "token", "message_id": message_id, "text": text}),
+        LiveEvent::Text(text, at) => {
+            let mut frame = json!({"type": "token", "message_id": message_id, "text": text});
+            if let (true, Some(at)) = (timestamps, at) {
+                frame["sampled_at_us"] = json!(at);
+            }
+            frame
+        }
         LiveEvent::End(e) => done_frame(message_id, &e),
     }
 }
@@ -580,6 +599,8 @@ fn done_frame(message_id: &str, e: &Ended) -> Value {
         "error": e.error,
         "model": e.model,
         "stopped_by": e.stopped_by,
+        "cached": e.cached,
+        "timings": e.timings,
         "usage": {
             "prompt_tokens": e.prompt_tokens,
             "completion_tokens": e.completion_tokens,
@@ -599,7 +620,7 @@ fn sse_response(
         stream::iter(first.map(|f| Ok::<_, Infallible>(SseEvent::default().data(f.to_string()))));
     let body = stream::unfold((subscription, message_id), |(mut sub, id)| async move {
         let ev = sub.next().await?;
-        let frame = event_frame(&id, ev);
+        let frame = event_frame(&id, ev, false);
         Some((Ok(SseEvent::default().data(frame.to_string())), (sub, id)))
     });
     Sse::new(futures::StreamExt::chain(head, body))

@@ -10,7 +10,9 @@ pub mod error;
 mod headers;
 pub mod openai;
 pub mod preferences;
+pub mod session_cookie;
 pub mod tokens;
+pub mod web;
 pub mod ws;
 
 use std::sync::Arc;
@@ -144,6 +146,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(accounts::login))
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
+        .route("/auth/logout-all", post(accounts::logout_all))
+        .route("/auth/policy", get(accounts::policy))
         .route("/me", get(accounts::me))
         .route("/me/password", post(accounts::change_password))
         .route("/keys", get(accounts::list_keys).post(accounts::create_key))
@@ -154,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/admin/users/{id}", patch(admin::update_user))
         .route("/admin/usage", get(admin::usage))
+        .route("/admin/backends", get(admin::backends))
         .route(
             "/admin/users/{id}/limits",
             get(preferences::get_user_limits).put(preferences::put_user_limits),
@@ -178,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/ws", get(ws::handler))
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(body_limit))

@@ -62,6 +62,21 @@ impl Slot {
     }
 }
 
+/// A backend as the admin page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Its configured name.
+    pub name: String,
+    /// Whether it is the in-process model.
+    pub local: bool,
+    /// Its circuit breaker now.
+    pub breaker: super::breaker::BreakerState,
+    /// The model ids it answers.
+    pub models: Vec<String>,
+    /// The backends tried after it, in order.
+    pub failover: Vec<String>,
+}
+
 /// A model as `GET /v1/models` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelEntry {
@@ -185,6 +200,24 @@ impl Router {
                     matches!(s.backend, Backend::Local(_)),
                     s.breaker.is_available(now),
                 )
+            })
+            .collect()
+    }
+
+    /// Every backend with its breaker state, in configuration order.
+    pub fn backends(&self) -> Vec<BackendStatus> {
+        self.slots
+            .iter()
+            .map(|s| BackendStatus {
+                name: s.name.clone(),
+                local: matches!(s.backend, Backend::Local(_)),
+                breaker: s.breaker.state(),
+                models: s.models.clone(),
+                failover: s
+                    .failover
+                    .iter()
+                    .map(|&i| self.slots[i].name.clone())
+                    .collect(),
             })
             .collect()
     }

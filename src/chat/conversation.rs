@@ -440,8 +440,8 @@ impl ChatService {
         let mut ended = loop {
             tokio::select! {
                 out = run.next() => match out {
-                    Some(Output::Piece { text, .. }) => {
-                        live.push(&text);
+                    Some(Output::Piece { text, sampled_at, .. }) => {
+                        live.push(&text, sampled_at.and_then(super::run::unix_micros));
                         unsaved += 1;
                         if unsaved >= settings.save_every_tokens || last_save.elapsed() >= save_every {
                             if let Err(e) = store.save_partial(id.clone(), live.text()).await {
@@ -477,16 +477,25 @@ impl ChatService {
                 }
             }
         };
+        let cached = run.cache_hit();
         // Cancel what still generates (and count it) before the last write.
         drop(run);
         let (end, summary) = &mut ended;
         let timings = summary.as_ref().map(|s| {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            let decode_steps = s.completion_tokens.saturating_sub(1) as f64;
+            let decode_secs = s.decode_time.as_secs_f64();
             json!({
-                "queued_ms": s.queued.as_secs_f64() * 1000.0,
-                "prompt_ms": s.prompt_time.as_secs_f64() * 1000.0,
-                "decode_ms": s.decode_time.as_secs_f64() * 1000.0,
+                "queued_ms": ms(s.queued),
+                "prompt_ms": ms(s.prompt_time),
+                "decode_ms": ms(s.decode_time),
+                "first_token_ms": ms(s.queued + s.prompt_time),
+                "decode_tokens_per_s": (decode_secs > 0.0).then(|| decode_steps / decode_secs),
+                "cached": cached,
             })
         });
+        end.cached = cached;
+        end.timings = timings.clone();
         let finished = Finished {
             content: live.text(),
             status: match end.status.as_str() {
@@ -668,6 +677,13 @@ impl ChatService {
             prompt_tokens: message.prompt_tokens.unwrap_or(0) as usize,
             completion_tokens: message.completion_tokens.unwrap_or(0) as usize,
             stopped_by: None,
+            cached: message
+                .timings
+                .as_ref()
+                .and_then(|t| t.get("cached"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            timings: message.timings.clone(),
         };
         let sub = Subscription::finished(&message.content, offset, ended);
         Ok((message, sub))
@@ -690,7 +706,7 @@ pub async fn collect(mut sub: Subscription) -> (String, Option<Ended>) {
     let mut text = String::new();
     while let Some(ev) = sub.next().await {
         match ev {
-            LiveEvent::Text(t) => text.push_str(&t),
+            LiveEvent::Text(t, _) => text.push_str(&t),
             LiveEvent::End(e) => return (text, Some(e)),
         }
     }

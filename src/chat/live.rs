@@ -31,6 +31,11 @@ pub struct Ended {
     pub completion_tokens: usize,
     /// The guard that ended it (`repetition`, `filter`), if one did.
     pub stopped_by: Option<String>,
+    /// Whether the response cache answered.
+    pub cached: bool,
+    /// `queued_ms`, `prompt_ms`, `decode_ms`, `first_token_ms`, `decode_tokens_per_s`, for an
+    /// answer that finished.
+    pub timings: Option<serde_json::Value>,
 }
 
 impl Ended {
@@ -44,6 +49,8 @@ impl Ended {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             stopped_by: None,
+            cached: false,
+            timings: None,
         }
     }
 }
@@ -51,8 +58,9 @@ impl Ended {
 /// What a follower of an answer receives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveEvent {
-    /// More text.
-    Text(String),
+    /// More text, and when its token was sampled (Unix µs; none for text read back from what
+    /// was saved).
+    Text(String, Option<u64>),
     /// The answer ended (the last event).
     End(Ended),
 }
@@ -99,12 +107,14 @@ impl LiveMessage {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Append text and tell the followers.
-    pub fn push(&self, text: &str) {
+    /// Append text (sampled at `sampled_at_us`, Unix µs) and tell the followers.
+    pub fn push(&self, text: &str, sampled_at_us: Option<u64>) {
         let mut s = self.lock();
         s.text.push_str(text);
         // No follower is fine: the text is kept for whoever comes back.
-        let _ = self.tx.send(LiveEvent::Text(text.to_string()));
+        let _ = self
+            .tx
+            .send(LiveEvent::Text(text.to_string(), sampled_at_us));
     }
 
     /// The text so far.
@@ -182,7 +192,7 @@ impl Subscription {
             }
             if let Some(backlog) = self.backlog.take() {
                 if !backlog.is_empty() {
-                    return Some(LiveEvent::Text(backlog));
+                    return Some(LiveEvent::Text(backlog, None));
                 }
             }
             let Some(rx) = self.rx.as_mut() else {
@@ -190,9 +200,9 @@ impl Subscription {
                 return self.end.take().map(LiveEvent::End);
             };
             match rx.recv().await {
-                Ok(LiveEvent::Text(t)) => {
+                Ok(LiveEvent::Text(t, at)) => {
                     self.sent += t.chars().count();
-                    return Some(LiveEvent::Text(t));
+                    return Some(LiveEvent::Text(t, at));
                 }
                 Ok(LiveEvent::End(e)) => {
                     self.finished = true;
@@ -227,7 +237,7 @@ mod tests {
         let mut text = String::new();
         while let Some(ev) = s.next().await {
             match ev {
-                LiveEvent::Text(t) => text.push_str(&t),
+                LiveEvent::Text(t, _) => text.push_str(&t),
                 LiveEvent::End(e) => return (text, Some(e)),
             }
         }
@@ -237,9 +247,9 @@ mod tests {
     #[tokio::test]
     async fn a_follower_joining_mid_answer_gets_the_rest_exactly_once() {
         let live = LiveMessage::new(1);
-        live.push("Héllo");
+        live.push("Héllo", None);
         let late = live.subscribe(2);
-        live.push(", world");
+        live.push(", world", None);
         live.end(ended());
         let (text, end) = drain(late).await;
         assert_eq!(text, "llo, world");
@@ -254,7 +264,7 @@ mod tests {
         for i in 0..(BUFFER * 3) {
             let piece = format!("{i} ");
             expected.push_str(&piece);
-            live.push(&piece);
+            live.push(&piece, None);
         }
         live.end(ended());
         let (text, end) = drain(slow).await;

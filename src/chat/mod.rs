@@ -16,7 +16,7 @@ pub mod conversation;
 pub mod guard;
 pub mod live;
 pub mod models;
-mod run;
+pub mod run;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

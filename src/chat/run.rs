@@ -44,6 +44,13 @@ pub enum Output {
     Failed(BackendError),
 }
 
+/// Unix time in microseconds of an instant in the past (a token's sampling instant on the wire).
+pub fn unix_micros(at: Instant) -> Option<u64> {
+    let then = std::time::SystemTime::now().checked_sub(at.elapsed())?;
+    let since = then.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_micros()).ok()
+}
+
 /// Tokens of a run: what the OpenAI `usage` object reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

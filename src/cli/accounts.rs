@@ -510,6 +510,7 @@ mod tests {
             disabled,
             created_at: 1_700_000_000,
             password_changed_at: 1_700_000_000,
+            sessions_revoked_at: 0,
         };
         let table = users_table(&[
             user(1, "root", Role::Admin, false),

@@ -119,6 +119,9 @@ pub struct AuthSettings {
     /// With `require_auth` (or `server.api_key`), `/metrics` needs a credential too. false:
     /// `/metrics` is always public (for a scraper that cannot send a token).
     pub metrics_require_auth: bool,
+    /// Mark the web UI's session cookie `Secure` (sent over HTTPS only). Turn it on when Hearth
+    /// is reached through TLS (a reverse proxy); over plain HTTP browsers would drop the cookie.
+    pub secure_cookies: bool,
 }
 
 impl Default for AuthSettings {
@@ -137,6 +140,7 @@ impl Default for AuthSettings {
             login_per_username_per_minute: 5,
             max_concurrent_hashes: 4,
             metrics_require_auth: true,
+            secure_cookies: false,
         }
     }
 }

@@ -55,6 +55,23 @@ pub fn change_password(
     Ok(deleted)
 }
 
+/// "Sign out everywhere": refuse the user's access tokens issued up to `now` and revoke every
+/// refresh token of theirs, in one transaction. Returns how many refresh tokens were revoked.
+/// API keys are not sessions and keep working. [`StoreError::NotFound`] if there is no such
+/// user.
+pub fn revoke_sessions(conn: &mut Connection, user_id: i64, now: i64) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx
+        .prepare_cached("UPDATE users SET sessions_revoked_at = ?2 WHERE id = ?1")?
+        .execute((user_id, now))?;
+    if changed == 0 {
+        return Err(StoreError::NotFound);
+    }
+    let revoked = revoke_all_for_user(&tx, user_id, now)?;
+    tx.commit()?;
+    Ok(revoked)
+}
+
 /// What presenting a refresh token to [`rotate_refresh`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
@@ -196,6 +213,12 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let password_hash = password_hash.to_owned();
         self.run(move |c| change_password(c, user_id, &password_hash, keep_api_keys, unix_now()))
+            .await
+    }
+
+    /// See [`revoke_sessions`].
+    pub async fn revoke_sessions(&self, user_id: i64) -> Result<usize, StoreError> {
+        self.run(move |c| revoke_sessions(c, user_id, unix_now()))
             .await
     }
 

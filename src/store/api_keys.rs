@@ -115,7 +115,8 @@ pub fn api_key_by_hash(
 ) -> Result<Option<(ApiKey, User)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS}, \
-                o.id, o.username, o.role, o.disabled, o.created_at, o.password_changed_at \
+                o.id, o.username, o.role, o.disabled, o.created_at, o.password_changed_at, \
+                o.sessions_revoked_at \
          FROM api_keys k JOIN users o ON o.id = k.user_id WHERE k.key_hash = ?1"
     ))?;
     Ok(stmt

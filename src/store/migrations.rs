@@ -37,6 +37,7 @@ macro_rules! migration {
 pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_accounts"),
     migration!(2, "0002_conversations"),
+    migration!(3, "0003_sessions"),
 ];
 
 /// The schema version this build writes: the last migration's number.

@@ -63,7 +63,7 @@ pub use api_keys::{ApiKey, ApiKeyWithUsage};
 pub use backup::{backup_file_name, prune_backups, restore, spawn_scheduled_backups};
 pub use refresh_tokens::ConsumeOutcome;
 pub use rusqlite::Connection;
-pub use usage::{Usage, UserUsage};
+pub use usage::{DailyUsage, Usage, UserUsage};
 pub use users::{Role, User};
 
 /// Why a store call failed.

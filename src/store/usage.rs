@@ -103,6 +103,43 @@ pub fn usage_for_user(conn: &Connection, user_id: i64) -> Result<UserUsage, Stor
     Ok(stmt.query_row([user_id], user_usage_from_row)?)
 }
 
+/// One user's usage on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    /// The user.
+    pub user_id: i64,
+    /// Their name.
+    pub username: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Their totals that day, every key and web session together.
+    pub usage: Usage,
+}
+
+/// Usage per user and UTC day from `since_day` (`YYYY-MM-DD`) on, newest day first, then by
+/// user; days without requests are absent.
+pub fn usage_by_day(conn: &Connection, since_day: &str) -> Result<Vec<DailyUsage>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT us.id, us.username, d.day, sum(d.requests), sum(d.prompt_tokens), \
+                sum(d.completion_tokens) \
+         FROM usage_daily d JOIN users us ON us.id = d.user_id \
+         WHERE d.day >= ?1 GROUP BY us.id, d.day ORDER BY d.day DESC, us.id",
+    )?;
+    let rows = stmt.query_map([since_day], |r| {
+        Ok(DailyUsage {
+            user_id: r.get(0)?,
+            username: r.get(1)?,
+            day: r.get(2)?,
+            usage: Usage {
+                requests: r.get(3)?,
+                prompt_tokens: r.get(4)?,
+                completion_tokens: r.get(5)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Prompt plus completion tokens `user_id` used on the UTC day `day` (`YYYY-MM-DD`), every key
 /// and web session together: what `limits.tokens_per_day` counts.
 pub fn tokens_on_day(conn: &Connection, user_id: i64, day: &str) -> Result<u64, StoreError> {
@@ -144,6 +181,13 @@ impl Store {
     /// See [`usage_by_user`].
     pub async fn usage_by_user(&self) -> Result<Vec<UserUsage>, StoreError> {
         self.run(|c| usage_by_user(c)).await
+    }
+
+    /// See [`usage_by_day`]: the last `days` UTC days, today included.
+    pub async fn usage_by_day(&self, days: u32) -> Result<Vec<DailyUsage>, StoreError> {
+        let back = i64::from(days.saturating_sub(1)) * 86_400;
+        let since = utc_day(unix_now().saturating_sub(back));
+        self.run(move |c| usage_by_day(c, &since)).await
     }
 
     /// See [`usage_for_user`].

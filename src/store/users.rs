@@ -82,12 +82,24 @@ pub struct User {
     /// Unix seconds of the last password change (creation counts): tokens issued before it
     /// should be refused.
     pub password_changed_at: i64,
+    /// Unix seconds of the last "sign out everywhere" (0: never): tokens issued up to then are
+    /// refused too.
+    pub sessions_revoked_at: i64,
+}
+
+impl User {
+    /// Access tokens issued in this Unix second or before are refused: the later of the last
+    /// password change and the last "sign out everywhere".
+    pub fn tokens_valid_after(&self) -> i64 {
+        self.password_changed_at.max(self.sessions_revoked_at)
+    }
 }
 
 /// Columns read by [`user_from_row`], in order.
-const USER_COLUMNS: &str = "id, username, role, disabled, created_at, password_changed_at";
+const USER_COLUMNS: &str =
+    "id, username, role, disabled, created_at, password_changed_at, sessions_revoked_at";
 
-/// A [`User`] from six columns of `row` starting at `at`, laid out as [`USER_COLUMNS`].
+/// A [`User`] from seven columns of `row` starting at `at`, laid out as [`USER_COLUMNS`].
 pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(at)?,
@@ -96,6 +108,7 @@ pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> 
         disabled: row.get(at + 3)?,
         created_at: row.get(at + 4)?,
         password_changed_at: row.get(at + 5)?,
+        sessions_revoked_at: row.get(at + 6)?,
     })
 }
 
@@ -125,7 +138,7 @@ pub fn user_by_username(
         "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1"
     ))?;
     Ok(stmt
-        .query_row([username], |r| Ok((user_from_row(r, 0)?, r.get(6)?)))
+        .query_row([username], |r| Ok((user_from_row(r, 0)?, r.get(7)?)))
         .optional()?)
 }
 

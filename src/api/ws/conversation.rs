@@ -16,7 +16,7 @@ use crate::api::AppState;
 use crate::chat::live::{LiveEvent, Subscription};
 use crate::chat::Caller;
 
-/// A conversation `generate` frame.
+/// A conversation `generate` frame (`timestamps` is read before it is parsed).
 #[derive(Debug, Deserialize)]
 struct TurnFrame {
     conversation_id: String,
@@ -109,6 +109,7 @@ pub(super) async fn follow(
     registry: Registry,
     mut cancel: oneshot::Receiver<()>,
 ) {
+    let timestamps = frame.get("timestamps").and_then(Value::as_bool) == Some(true);
     let opened = tokio::select! {
         biased;
         _ = &mut cancel => None,
@@ -147,7 +148,7 @@ pub(super) async fn follow(
         };
         let Some(ev) = ev else { break };
         let last = matches!(ev, LiveEvent::End(_));
-        let mut frame = event_frame(&message_id, ev);
+        let mut frame = event_frame(&message_id, ev, timestamps);
         frame["id"] = json!(id);
         if last {
             lock(&registry).remove(&id);

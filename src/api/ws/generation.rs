@@ -2,7 +2,7 @@
 //! backend router to its last frame (`done` or `error`); the frames it sends in between.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -149,7 +149,7 @@ async fn drive(
             } => {
                 let mut frame = json!({"type": "token", "id": id, "text": text});
                 if let (true, Some(at)) = (timestamps, sampled_at) {
-                    frame["sampled_at_us"] = json!(unix_micros(at));
+                    frame["sampled_at_us"] = json!(crate::chat::run::unix_micros(at));
                 }
                 if let Some(lp) = logprobs.filter(|_| plan.logprobs) {
                     frame["logprob"] = json!(lp.logprob);
@@ -177,13 +177,6 @@ async fn drive(
         }
     }
     Err(ApiError::Internal("the backend dropped a request".into()))
-}
-
-/// Unix time in microseconds of an instant in the past.
-fn unix_micros(at: Instant) -> Option<u64> {
-    let then = SystemTime::now().checked_sub(at.elapsed())?;
-    let since = then.duration_since(UNIX_EPOCH).ok()?;
-    u64::try_from(since.as_micros()).ok()
 }
 
 fn millis(d: Duration) -> f64 {
