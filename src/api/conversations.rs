@@ -472,6 +472,7 @@ pub(crate) async fn start_turn(
     caller: &Caller,
     owner: i64,
     ask: TurnAsk,
+    on_started: &(dyn Fn() + Send + Sync),
 ) -> Result<Turn, ApiError> {
     let conversation = state
         .store
@@ -532,6 +533,7 @@ pub(crate) async fn start_turn(
                 model,
                 params,
             },
+            on_started,
         )
         .await?)
 }
@@ -542,7 +544,7 @@ async fn turn(
     ask: TurnAsk,
     stream: bool,
 ) -> Result<Response, ApiError> {
-    let t = start_turn(state, &owner.caller, owner.user_id, ask).await?;
+    let t = start_turn(state, &owner.caller, owner.user_id, ask, &|| {}).await?;
     let Turn {
         user_message,
         message,

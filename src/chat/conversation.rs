@@ -132,7 +132,12 @@ impl ChatService {
     }
 
     /// Start a turn of `req.conversation` for `caller` (its owner).
-    pub async fn start_turn(&self, caller: &Caller, req: TurnRequest) -> Result<Turn, TurnError> {
+    pub async fn start_turn(
+        &self,
+        caller: &Caller,
+        req: TurnRequest,
+        on_started: &(dyn Fn() + Send + Sync),
+    ) -> Result<Turn, TurnError> {
         let began = Instant::now();
         let owner = req.conversation.owner_id;
         let conv_id = req.conversation.id.clone();
@@ -253,7 +258,7 @@ impl ChatService {
         // Hearth's own work on the turn before it goes to the backend: reading the branch,
         // counting and fitting it, building the prompt.
         let prepare_ms = began.elapsed().as_secs_f64() * 1000.0;
-        let run = self.start(caller, ask, &|| {}).await?;
+        let run = self.start(caller, ask, on_started).await?;
         // Only now is anything stored: a refused turn leaves the conversation as it was.
         let user_message = match content {
             Some(content) => Some(

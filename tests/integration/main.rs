@@ -28,4 +28,5 @@ mod server;
 mod store;
 mod template_reference;
 mod tokenizer_reference;
+mod web;
 mod ws;

@@ -430,17 +430,36 @@ async fn an_answer_outlives_its_client_and_resumes_to_the_uninterrupted_text() {
     let mut ws = app.ws(Some(&t)).await;
     ws_send(
         &mut ws,
-        json!({"type": "generate", "id": "g", "conversation_id": conv, "content": question}),
+        json!({"type": "generate", "id": "g", "conversation_id": conv, "content": question,
+               "timestamps": true}),
     )
     .await;
+    // The typing indicator's frames come first, as for plain generations.
+    for state in ["queued", "thinking"] {
+        let f = ws_next(&mut ws).await;
+        assert_eq!(
+            (&f["type"], &f["state"]),
+            (&json!("status"), &json!(state)),
+            "{f}"
+        );
+    }
     let first = ws_next(&mut ws).await;
     assert_eq!(first["type"], "message", "{first}");
     let id = first["message"]["id"].as_str().expect("id").to_string();
     let mut seen = String::new();
+    let now_us = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
     while seen.chars().count() < 5 {
         let f = ws_next(&mut ws).await;
         assert_eq!(f["type"], "token", "{f}");
         assert_eq!(f["message_id"], id.as_str());
+        // `timestamps`: when the token was sampled, in the recent past.
+        let at = f["sampled_at_us"].as_u64().expect("sampled_at_us");
+        assert!(at <= now_us() && now_us() - at < 60_000_000, "{f}");
         seen.push_str(f["text"].as_str().expect("text"));
     }
     drop(ws);
@@ -455,6 +474,17 @@ async fn an_answer_outlives_its_client_and_resumes_to_the_uninterrupted_text() {
         assert_eq!(f["id"], id.as_str(), "a resume goes by the message id: {f}");
         if f["type"] == "done" {
             assert_eq!(f["status"], "done", "{f}");
+            // The per-message stats the UI shows.
+            let t = &f["timings"];
+            assert!(
+                t["first_token_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+                "{f}"
+            );
+            assert!(
+                t["decode_tokens_per_s"].as_f64().is_some_and(|r| r > 0.0),
+                "{f}"
+            );
+            assert_eq!(f["cached"], false, "{f}");
             break;
         }
         seen.push_str(f["text"].as_str().expect("text"));

@@ -72,6 +72,15 @@ async fn open(
     if t.regenerate.is_none() && t.content.as_deref().is_none_or(|c| c.trim().is_empty()) {
         return Err(ApiError::invalid("content", "`content` must not be empty"));
     }
+    // As for plain generations: `queued` now, `thinking` once a backend starts on it. Both come
+    // before the `message` frame, which goes out with the first token.
+    send(out, json!({"type": "status", "id": id, "state": "queued"}));
+    let thinking = || {
+        send(
+            out,
+            json!({"type": "status", "id": id, "state": "thinking"}),
+        )
+    };
     let turn = start_turn(
         state,
         caller,
@@ -83,6 +92,7 @@ async fn open(
             regenerate: t.regenerate,
             model: t.model,
         },
+        &thinking,
     )
     .await?;
     send(
