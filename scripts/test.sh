@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/fetch-model.sh
-# The OpenAI SDK tests (tests/openai_sdk.rs) run Python from .venv with the pinned openai package.
+# The OpenAI SDK and browser tests run Python from .venv with the pinned packages (openai,
+# playwright); the browser tests drive Debian's Chromium, which browser-env.sh installs with apt.
 ./scripts/python-env.sh
+./scripts/browser-env.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Tests that run the model share one engine per test binary and take a lock, so they never

@@ -7,18 +7,14 @@
 //! tests/integration/common/fake_openai.rs), to show the SDK sees no difference. Then against a server that
 //! requires `server.api_key`, with that key.
 //!
-//! The Python comes from HEARTH_TEST_PYTHON, else the repo's .venv (made by
-//! scripts/python-env.sh, which pins the SDK version).
+//! The Python comes from HEARTH_TEST_PYTHON, else the repo's .venv (`common::python`).
 
 use crate::common;
-use crate::common::fake_openai;
+use crate::common::{fake_openai, python};
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth::config::{BackendKind, BackendSettings};
 
@@ -66,22 +62,6 @@ fn spawn_server(api_key: Option<&'static str>) -> SocketAddr {
     })
 }
 
-/// HEARTH_TEST_PYTHON, else the repo's .venv Python.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEARTH_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        return venv;
-    }
-    panic!(
-        "no Python for the OpenAI SDK tests: {} is missing. Run ./scripts/python-env.sh \
-         (creates .venv with the pinned openai package) or set HEARTH_TEST_PYTHON",
-        venv.display()
-    );
-}
-
 #[test]
 fn the_official_openai_python_sdk_works_against_a_default_server_with_a_dummy_key() {
     let _model = common::serial();
@@ -103,87 +83,18 @@ fn the_sdk_suite_passes_against_a_server_that_requires_its_key() {
 /// Run the Python suite against `model` on the server at `addr`, with `key`, and expect it to
 /// pass.
 fn run_suite(addr: SocketAddr, model: &str, key: &str, key_required: bool) {
-    let python = python();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let script = root.join("tests/python/test_openai_sdk.py");
-
-    // stdout and stderr (where unittest reports) share one pipe, so lines keep their order.
-    let (reader, writer) = std::io::pipe().expect("pipe");
-    let mut command = Command::new(&python);
-    command
-        .arg(&script)
-        .arg("-v")
-        .current_dir(&root)
-        .env("HEARTH_BASE_URL", format!("http://{addr}/v1"))
-        .env("HEARTH_API_KEY", key)
-        .env("HEARTH_KEY_REQUIRED", if key_required { "1" } else { "0" })
-        .env("HEARTH_MODEL", model)
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone().expect("clone pipe"))
-        .stderr(writer);
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "OPENAI_ORG_ID",
-        "OPENAI_PROJECT_ID",
-    ] {
-        command.env_remove(var);
-    }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", python.display()));
-    // The Command still holds the pipe's write ends; drop them so the reader sees EOF.
-    drop(command);
-
-    // Echo Python's output as it comes (shown with --nocapture, and on failure) and keep it.
-    let echo = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(reader).lines() {
-            let line = line.unwrap_or_else(|e| format!("<unreadable output: {e}>"));
-            println!("{line}");
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-
-    let deadline = Instant::now() + PYTHON_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the OpenAI SDK tests ({model}) ran past {} s and were killed",
-                PYTHON_TIMEOUT.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let output = echo.join().expect("output reader");
-    assert!(
-        status.success(),
-        "the OpenAI SDK tests with {model} failed ({status}); the summary is above:\n{}",
-        output
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
+    python::run(
+        &["tests/python/test_openai_sdk.py", "-v"],
+        &[
+            ("HEARTH_BASE_URL", format!("http://{addr}/v1")),
+            ("HEARTH_API_KEY", key.to_string()),
+            (
+                "HEARTH_KEY_REQUIRED",
+                (if key_required { "1" } else { "0" }).to_string(),
+            ),
+            ("HEARTH_MODEL", model.to_string()),
+        ],
+        PYTHON_TIMEOUT,
+        &format!("the OpenAI SDK tests ({model})"),
     );
 }

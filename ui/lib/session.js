@@ -8,6 +8,9 @@
 // others over a BroadcastChannel, so they usually need no refresh of their own.
 
 const CSRF = { "x-hearth-csrf": "1" };
+// Set while this browser has a session cookie (which scripts cannot see), so that a first
+// visit does not ask for a refresh it cannot get.
+const HINT = "hearth.session";
 const LOCK = "hearth-session-refresh";
 const channel = typeof BroadcastChannel === "function" ? new BroadcastChannel("hearth-session") : null;
 
@@ -27,6 +30,7 @@ function notify(signedIn) {
 }
 
 function setAccess(token, expiresIn, broadcast) {
+  localStorage.setItem(HINT, "1");
   access = token;
   expiresAt = Date.now() + expiresIn * 1000;
   clearTimeout(refreshTimer);
@@ -37,6 +41,7 @@ function setAccess(token, expiresIn, broadcast) {
 }
 
 function clearAccess() {
+  localStorage.removeItem(HINT);
   access = null;
   expiresAt = 0;
   clearTimeout(refreshTimer);
@@ -106,6 +111,7 @@ export async function register(username, password) {
 export async function refresh(stale = access) {
   const run = async () => {
     if (access && access !== stale && expiresAt - Date.now() > 30000) return true;
+    if (!access && !localStorage.getItem(HINT)) return false;
     try {
       const t = await authCall("/api/auth/refresh", {});
       const had = !!access;

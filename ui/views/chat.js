@@ -71,6 +71,8 @@ export function ChatPage({ conversationId }) {
   const [following, setFollowing] = useState(true);
   const [draft, setDraft] = useState(localStorage.getItem(draftKey(conversationId)) || "");
   const [loading, setLoading] = useState(false);
+  // A turn sent whose answer has not started: its `status` frames (queued, thinking).
+  const [pending, setPending] = useState(null);
 
   const messagesRef = useRef(messages);
   messagesRef.current = messages;
@@ -82,7 +84,7 @@ export function ChatPage({ conversationId }) {
   const scroller = useRef(null);
   const composer = useRef(null);
 
-  const busy = messages.some((m) => m.status === "streaming");
+  const busy = !!pending || messages.some((m) => m.status === "streaming");
 
   const refreshRate = () => api("GET", "/api/rate-limit").then(setRate).catch(() => {});
   const bumpList = () => setListVersion((v) => v + 1);
@@ -95,10 +97,11 @@ export function ChatPage({ conversationId }) {
     switch (frame.type) {
       case "message":
         followed.current.set(frame.message.id, reqId);
+        setPending(null);
         setMessages((ms) => withTurn(ms, frame.user_message, frame.message));
         break;
       case "status":
-        for (const [mid, rid] of followed.current) if (rid === reqId) patchMessage(mid, (m) => ({ ...m, phase: frame.state }));
+        setPending((p) => (p && p.reqId === reqId ? { reqId, phase: frame.state } : p));
         break;
       case "token":
         patchMessage(frame.message_id, (m) => ({ ...m, content: m.content + frame.text, phase: "writing" }));
@@ -119,11 +122,16 @@ export function ChatPage({ conversationId }) {
         refreshRate();
         bumpList();
         // The model names a new conversation in the background.
-        setTimeout(bumpList, 4000);
+        setTimeout(() => {
+          bumpList();
+          const id = convId.current;
+          if (id) api("GET", `/api/conversations/${encodeURIComponent(id)}`).then((c) => convId.current === id && setConv(c), () => {});
+        }, 4000);
         if (frame.status !== "done" && convId.current) load(convId.current);
         break;
       }
       case "error":
+        setPending((p) => (p && p.reqId === reqId ? null : p));
         for (const [mid, rid] of followed.current) if (rid === reqId) followed.current.delete(mid);
         setError(frame.retry_after ? `${frame.message} (retry in ${frame.retry_after} s)` : frame.message);
         if (frame.status === 429) refreshRate();
@@ -240,9 +248,11 @@ export function ChatPage({ conversationId }) {
         { type: "generate", conversation_id: id, timestamps: true, ...fields },
         {
           onFrame: (f) => onFrame(f, reqId),
-          onDrop: () => {},
+          // The answer may have started: reading the branch again on reconnect finds it.
+          onDrop: () => setPending((p) => (p && p.reqId === reqId ? null : p)),
         },
       );
+      if (reqId) setPending({ reqId, phase: "sending" });
       if (!reqId) {
         setError("Not connected to the server; reconnecting — try again in a moment.");
         return false;
@@ -335,6 +345,10 @@ export function ChatPage({ conversationId }) {
             onSwitch=${switchBranch} onRendered=${() => followRef.current && toBottom()}
             onEdit=${(um, text) => turn({ content: text, parent_id: um.parent_id ?? null })}
             onRegenerate=${(am) => turn({ regenerate: am.id })} />`)}
+          ${pending && html`<div class="msg assistant" data-testid="pending" aria-live="polite">
+            <span class="typing" role="status"><span></span><span></span><span></span>
+              <em class="muted">${pending.phase === "queued" ? "queued…" : pending.phase === "thinking" ? "reading your message…" : "sending…"}</em></span>
+          </div>`}
         </div>
       </div>
       ${!following && html`<button class="jump" type="button" data-testid="jump-to-latest" onClick=${jump}>↓ Jump to latest</button>`}

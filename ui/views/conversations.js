@@ -20,6 +20,7 @@ async function download(conv, format) {
 function Item({ conv, current, onChanged, onError }) {
   const [open, setOpen] = useState(false);
   const act = async (fn) => {
+    setOpen(false);
     try {
       await fn();
       onChanged();

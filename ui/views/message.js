@@ -110,8 +110,7 @@ export class Message extends Component {
     return html`<div class="msg assistant" data-testid="message-assistant" data-message-id=${m.id}
         data-status=${m.status} aria-live=${streaming ? "polite" : "off"} aria-busy=${streaming ? "true" : "false"}>
       <div class="bubble">
-        ${waiting && html`<span class="typing" data-testid="typing" aria-label=${m.phase === "queued" ? "Queued" : "Thinking"}>
-          <span></span><span></span><span></span> <em class="muted">${m.phase === "queued" ? "queued" : ""}</em></span>`}
+        ${waiting && html`<span class="typing" data-testid="typing" aria-label="Writing"><span></span><span></span><span></span></span>`}
         <${Markdown} text=${m.content} onRendered=${onRendered} />
       </div>
       <div class="meta" data-testid="message-stats">

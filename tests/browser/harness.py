@@ -1,0 +1,307 @@
+"""What the browser tests share: the real `hearth` binary started as users start it (the repo's
+config.toml, a fresh data directory, a port of its own), killed and restarted on demand; the
+API called over plain HTTP; Debian's Chromium driven by Playwright; and two stand-ins on
+loopback — a remote OpenAI-compatible service whose answer is chosen by the test, and a server
+that only counts the requests it gets (none must reach it).
+
+Set by tests/integration/browser.rs: HEARTH_BIN, HEARTH_MODEL_PATH, HEARTH_SCREENSHOTS.
+"""
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("HEARTH_CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "correct horse battery"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+# Before any page script: CSP violations, long tasks, and every render of an answer
+# (`data-rendered-chars` changing) with its time, for the tests to read back.
+PAGE_PROBES = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+  e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+window.__longTasks = [];
+try {
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) window.__longTasks.push([e.startTime, e.duration]);
+  }).observe({type: 'longtask', buffered: true});
+} catch (e) {}
+window.__renders = [];
+new MutationObserver(records => {
+  const t = performance.timeOrigin + performance.now();
+  for (const r of records) {
+    const host = r.target.closest && r.target.closest('[data-message-id]');
+    window.__renders.push([t, host ? host.dataset.messageId : null,
+                           Number(r.target.dataset.renderedChars)]);
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-rendered-chars']});
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(base, method, path, token=None, body=None, headers=None):
+    """One API request: (status, parsed JSON or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if body is not None:
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw.decode(errors="replace")
+
+
+class Server:
+    """`hearth serve` on its own port and data directory, with the repo's config.toml plus
+    `extra_config` (TOML appended)."""
+
+    def __init__(self, extra_config=""):
+        self.data_dir = Path(tempfile.mkdtemp(prefix="hearth-ui-"))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.config = self.data_dir / "config.toml"
+        self.config.write_text((ROOT / "config.toml").read_text() + "\n" + extra_config)
+        self.log_path = self.data_dir / "server.log"
+        self.proc = None
+
+    def start(self, timeout=180):
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, HEARTH__STORAGE__DATA_DIR=str(self.data_dir))
+        self.proc = subprocess.Popen(
+            [os.environ["HEARTH_BIN"], "serve", "--config", str(self.config),
+             "--port", str(self.port), "--model", os.environ["HEARTH_MODEL_PATH"]],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hearth exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                status, _ = call(self.base, "GET", "/ready")
+                if status == 200:
+                    return time.time()
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"hearth not ready after {timeout} s:\n{self.log()}")
+
+    def kill(self):
+        """SIGKILL: no shutdown, no last writes."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def user(self, name, admin_token=None):
+        """Register `name` (the first account becomes admin) or, given an admin's token,
+        create it; then log in. Returns the access token."""
+        creds = {"username": name, "password": PASSWORD}
+        if admin_token:
+            status, body = call(self.base, "POST", "/api/admin/users", admin_token, creds)
+        else:
+            status, body = call(self.base, "POST", "/api/auth/register", None, creds)
+        assert status == 201, (status, body)
+        status, body = call(self.base, "POST", "/api/auth/login", None, creds)
+        assert status == 200, (status, body)
+        return body["access_token"]
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _serve(handler):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+class CountingServer:
+    """A server on loopback that answers 200 to anything and counts what it got."""
+
+    def __init__(self):
+        hits = self.hits = []
+
+        class H(_Quiet):
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        self.httpd = _serve(H)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+class FakeOpenAi:
+    """A remote OpenAI-compatible service that streams `answer` (in small chunks) for its one
+    model, whatever it is asked."""
+
+    def __init__(self, model, answer):
+        self.model, self.answer = model, answer
+        fake = self
+
+        class H(_Quiet):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = json.dumps({"object": "list", "data": [
+                    {"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                n = int(self.headers.get("content-length") or 0)
+                req = json.loads(self.rfile.read(n) or b"{}")
+                chunks = [fake.answer[i:i + 12] for i in range(0, len(fake.answer), 12)]
+                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                        "model": fake.model}
+                if not req.get("stream"):
+                    body = json.dumps({
+                        "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+                        "model": fake.model,
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": fake.answer}}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": len(chunks),
+                                  "total_tokens": 5 + len(chunks)}}).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+
+                def event(obj):
+                    self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+                    self.wfile.flush()
+
+                event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+                for c in chunks:
+                    event({**base, "choices": [{"index": 0, "delta": {"content": c}}]})
+                    time.sleep(0.01)
+                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                if (req.get("stream_options") or {}).get("include_usage"):
+                    event({**base, "choices": [], "usage": {
+                        "prompt_tokens": 5, "completion_tokens": len(chunks),
+                        "total_tokens": 5 + len(chunks)}})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.httpd = _serve(H)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def backend_toml(self, name="fake"):
+        return (f'[[backends]]\nname = "{name}"\nkind = "openai"\n'
+                f'base_url = "{self.base_url}"\nmodels = ["{self.model}"]\n')
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def new_context(browser, **kw):
+    ctx = browser.new_context(**kw)
+    ctx.add_init_script(PAGE_PROBES)
+    return ctx
+
+
+def ui_login(page, base, name, password=PASSWORD):
+    page.goto(base + "/")
+    page.get_by_test_id("login-username").fill(name)
+    page.get_by_test_id("login-password").fill(password)
+    page.get_by_test_id("login-submit").click()
+    page.get_by_test_id("composer").wait_for(timeout=20000)
+    wait_online(page)
+
+
+def wait_online(page, timeout=20000):
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=connection]')?.dataset.state === 'online'",
+        timeout=timeout)
+
+
+def percentile(values, p):
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def shots_dir():
+    d = Path(os.environ.get("HEARTH_SCREENSHOTS", ROOT / "target" / "ui-screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def report(name, **figures):
+    """A measured figure, printed for the log (and the issue's note)."""
+    print(f"FIGURE {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)

@@ -1,0 +1,568 @@
+"""The web UI in real Chromium (Debian's, driven by Playwright) against the real `hearth`
+binary and model on the default config. Run by tests/integration/browser.rs; alone:
+
+    HEARTH_BIN=target/debug/hearth HEARTH_MODEL_PATH=models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+      .venv/bin/python -m unittest -v tests/browser/test_ui.py
+"""
+
+import json
+import re
+import sys
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+import harness  # noqa: E402
+from harness import call, report  # noqa: E402
+
+# End-of-turn tokens banned: an answer that runs to its max_tokens.
+ENDLESS = {"temperature": 0.7, "seed": 1, "max_tokens": 400,
+           "logit_bias": {"0": -100, "2": -100}}
+
+pw = None
+browser = None
+
+
+def setUpModule():
+    global pw, browser
+    pw = sync_playwright().start()
+    browser = harness.launch(pw)
+
+
+def tearDownModule():
+    browser.close()
+    pw.stop()
+
+
+class UiTest(unittest.TestCase):
+    """A fresh server per test, a fresh browser context per test; every page is checked for
+    script errors and CSP violations at the end."""
+
+    extra_config = ""
+    context_options = {}
+
+    def setUp(self):
+        self.server = harness.Server(self.extra_config)
+        self.server.start()
+        self.base = self.server.base
+        self.addCleanup(self.server.cleanup)
+        options = {"viewport": {"width": 1280, "height": 800}, **self.context_options}
+        self.ctx = harness.new_context(browser, **options)
+        self.addCleanup(self.ctx.close)
+        self.errors = []
+        self.ctx.on("page", self._watch)
+        self.page = self.ctx.new_page()
+
+    def _watch(self, page):
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    def tearDown(self):
+        for page in self.ctx.pages:
+            try:
+                csp = page.evaluate("() => window.__csp || []")
+            except Exception:  # closed or navigating
+                csp = []
+            self.assertEqual(csp, [], "CSP violations")
+        self.assertEqual(self.errors, [], "script errors")
+
+    def admin(self, name="admin"):
+        return self.server.user(name)
+
+    def conversation(self, token, params=None, **fields):
+        status, conv = call(self.base, "POST", "/api/conversations", token,
+                            {"params": params or {}, **fields})
+        self.assertEqual(status, 201, conv)
+        return conv["id"]
+
+    def open(self, conv_id):
+        self.page.goto(f"{self.base}/#/c/{conv_id}")
+        self.page.get_by_test_id("composer").wait_for()
+        harness.wait_online(self.page)
+
+    def last_answer(self):
+        return self.page.locator("[data-testid=message-assistant]").last
+
+    def rendered_chars(self):
+        v = self.last_answer().locator(".md").get_attribute("data-rendered-chars")
+        return int(v or 0)
+
+
+class FirstRunAndStreaming(UiTest):
+    def test_register_login_send_stream_progressively_then_reload(self):
+        page = self.page
+        frames = []
+        page.on("websocket", lambda ws: ws.on(
+            "framereceived", lambda payload: frames.append(json.loads(payload))))
+        page.goto(self.base + "/")
+        # First run: the page says the first account becomes admin, and shows the rules.
+        expect(page.get_by_role("heading")).to_have_text("Welcome to Hearth")
+        expect(page.locator(".rules")).to_contain_text("8–256 characters")
+        page.get_by_test_id("login-username").fill("alice")
+        page.get_by_test_id("login-password").fill("short")
+        page.get_by_test_id("login-submit").click()
+        # The browser refuses a too-short password before sending it.
+        expect(page.get_by_test_id("composer")).to_have_count(0)
+        page.get_by_test_id("login-password").fill(harness.PASSWORD)
+        page.get_by_test_id("login-submit").click()
+        page.get_by_test_id("composer").wait_for()
+        harness.wait_online(page)
+        # The refresh token is out of the page's reach.
+        self.assertNotIn("hearth_refresh", page.evaluate("() => document.cookie"))
+
+        # Shift+Enter is a new line, Enter sends.
+        composer = page.get_by_test_id("composer")
+        composer.click()
+        composer.type("Tell me about the sea")
+        composer.press("Shift+Enter")
+        composer.type("in three sentences.")
+        self.assertEqual(composer.input_value(), "Tell me about the sea\nin three sentences.")
+        composer.press("Enter")
+        answer = self.last_answer()
+        expect(answer).to_have_attribute("data-status", "done", timeout=120000)
+        expect(composer).to_have_value("")
+
+        # Token to screen: each token frame's sampling time against the first render that
+        # shows all text up to and including it.
+        tokens = [f for f in frames if f.get("type") == "token" and "sampled_at_us" in f]
+        self.assertGreater(len(tokens), 5, frames[:5])
+        message_id = tokens[0]["message_id"]
+        renders = [(t, n) for t, mid, n in page.evaluate("() => window.__renders")
+                   if mid == message_id]
+        latencies, total = [], 0
+        for f in tokens:
+            total += len(f["text"])
+            shown = next((t for t, n in renders if n >= total), None)
+            self.assertIsNotNone(shown, f"text up to {total} chars never rendered")
+            latencies.append(shown - f["sampled_at_us"] / 1000.0)
+        p95 = harness.percentile(latencies, 95)
+        report("token_to_screen_ms", tokens=len(latencies),
+               p50=round(harness.percentile(latencies, 50), 1), p95=round(p95, 1),
+               max=round(max(latencies), 1))
+        self.assertGreater(len({n for _, n in renders}), 3, "rendered progressively")
+        self.assertLessEqual(p95, 100.0, latencies)
+
+        # Stats under the answer: model, tokens, speed, first token.
+        stats = answer.get_by_test_id("message-stats").inner_text()
+        self.assertIn("SmolLM2-135M-Instruct.Q4_1", stats)
+        self.assertRegex(stats, r"\d+ tokens")
+        self.assertRegex(stats, r"tok/s")
+        text = answer.locator(".md").inner_text()
+
+        # Reload: the conversation is listed and shows the same answer.
+        page.reload()
+        page.get_by_test_id("conversation-item").first.wait_for()
+        expect(page.get_by_test_id("conversation-item")).to_have_count(1)
+        expect(self.last_answer().locator(".md")).to_have_text(text)
+        expect(page.get_by_test_id("message-user")).to_have_text(
+            re.compile("Tell me about the sea\nin three sentences."))
+
+
+class ReconnectAndResume(UiTest):
+    def test_an_answer_survives_a_reload_and_a_killed_server(self):
+        token = self.admin()
+        conv = self.conversation(token, ENDLESS)
+        harness.ui_login(self.page, self.base, "admin")
+        self.open(conv)
+        page = self.page
+        page.get_by_test_id("composer").fill("Write a long story about a lighthouse keeper.")
+        page.get_by_test_id("send").click()
+        page.wait_for_function(
+            "() => Number(document.querySelector('[data-testid=message-assistant] .md')"
+            "?.dataset.renderedChars || 0) > 40", timeout=60000)
+
+        # The draft survives a reload too.
+        page.get_by_test_id("composer").fill("a draft")
+        before = self.rendered_chars()
+        page.reload()
+        harness.wait_online(page)
+        expect(page.get_by_test_id("composer")).to_have_value("a draft")
+        # The answer continues after the reload, from where it was.
+        page.wait_for_function(
+            f"() => Number(document.querySelector('[data-testid=message-assistant] .md')"
+            f"?.dataset.renderedChars || 0) > {before + 20}", timeout=60000)
+        expect(self.last_answer()).to_have_attribute("data-status", "streaming")
+
+        # Kill the server mid-answer; restart it.
+        self.server.kill()
+        expect(page.get_by_test_id("connection")).not_to_have_attribute(
+            "data-state", "online", timeout=10000)
+        ready_at = self.server.start()
+        harness.wait_online(page, timeout=15000)
+        reconnect = time.time() - ready_at
+        report("reconnect_after_ready_s", seconds=round(reconnect, 2))
+        self.assertLessEqual(reconnect, 5.0)
+        # The answer is marked interrupted and shows exactly what was stored: nothing repeated.
+        answer = self.last_answer()
+        expect(answer).to_have_attribute("data-status", "interrupted", timeout=15000)
+        expect(answer.get_by_test_id("interrupted")).to_be_visible()
+        status, listing = call(self.base, "GET", f"/api/conversations/{conv}/messages", token)
+        self.assertEqual(status, 200, listing)
+        stored = listing["data"][-1]
+        self.assertEqual(stored["status"], "interrupted")
+        self.assertGreater(len(stored["content"]), 40)
+        self.assertEqual(self.rendered_chars(), len(stored["content"]))
+        squash = lambda s: re.sub(r"[\s*_#`>-]+", "", s)  # noqa: E731
+        self.assertEqual(squash(answer.locator(".md").inner_text()), squash(stored["content"]))
+
+
+class ScrollAndStop(UiTest):
+    context_options = {"viewport": {"width": 1280, "height": 500}}
+
+    def test_scrolling_up_stops_following_and_jump_to_latest_returns(self):
+        token = self.admin()
+        # Long enough to still be streaming after the checks below (Esc stops it).
+        conv = self.conversation(token, {**ENDLESS, "max_tokens": 2000})
+        harness.ui_login(self.page, self.base, "admin")
+        self.open(conv)
+        page = self.page
+        page.get_by_test_id("composer").fill("Write a long story about the sea.")
+        page.get_by_test_id("send").click()
+        box = page.get_by_test_id("messages")
+        # Follows the stream while at the bottom.
+        page.wait_for_function(
+            "() => { const el = document.querySelector('[data-testid=messages]');"
+            " return el.scrollHeight > el.clientHeight + 300; }", timeout=120000)
+        gap = box.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight")
+        self.assertLess(gap, 40)
+        expect(page.get_by_test_id("jump-to-latest")).to_have_count(0)
+
+        box.hover()
+        page.mouse.wheel(0, -250)
+        page.wait_for_timeout(300)
+        top = box.evaluate("el => el.scrollTop")
+        chars = self.rendered_chars()
+        expect(page.get_by_test_id("jump-to-latest")).to_be_visible()
+        page.wait_for_timeout(2000)
+        renders = page.evaluate("() => window.__renders")
+        drops = [(a, b) for a, b in zip(renders, renders[1:]) if b[2] < a[2]]
+        self.assertEqual(drops, [], "the text on screen only grows")
+        self.assertGreater(self.rendered_chars(), chars + 10, "still streaming meanwhile")
+        moved = abs(box.evaluate("el => el.scrollTop") - top)
+        report("scroll_drift_px", px=moved)
+        self.assertLessEqual(moved, 2)
+
+        page.get_by_test_id("jump-to-latest").click()
+        page.wait_for_timeout(500)
+        gap = box.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight")
+        self.assertLess(gap, 40)
+        expect(page.get_by_test_id("jump-to-latest")).to_have_count(0)
+
+        # Esc stops the answer.
+        page.keyboard.press("Escape")
+        expect(self.last_answer()).to_have_attribute("data-status", "interrupted", timeout=15000)
+        expect(page.get_by_test_id("send")).to_be_visible()
+
+
+def long_conversation(n_messages=200, code_blocks=100):
+    messages, parent = [], None
+    for i in range(n_messages):
+        mid = f"m{i}"
+        if i % 2 == 0:
+            content = f"Question {i // 2}: how do I sum a list in Python, variant {i}?"
+            role = "user"
+        else:
+            role = "assistant"
+            content = (f"Answer {i // 2}. Use **sum**, for example:\n\n```python\n"
+                       f"def total_{i}(xs):\n    # adds every item\n    return sum(x * {i} for x in xs)\n"
+                       f"print(total_{i}([1, 2, 3]))\n```\n\nThat prints `{6 * i}`.")
+        messages.append({"id": mid, "parent_id": parent, "role": role, "content": content,
+                         "status": "done"})
+        parent = mid
+    assert sum(m["content"].count("```python") for m in messages) == code_blocks
+    return {"format": "hearth.conversation.v1",
+            "conversation": {"title": "A long chat", "params": {"max_tokens": 120},
+                             "active_leaf": parent},
+            "messages": messages}
+
+
+class LongConversation(UiTest):
+    def test_a_200_message_chat_opens_fast_and_streams_without_long_tasks(self):
+        token = self.admin()
+        status, conv = call(self.base, "POST", "/api/conversations/import", token,
+                            long_conversation())
+        self.assertEqual(status, 201, conv)
+        harness.ui_login(self.page, self.base, "admin")
+        page = self.page
+        all_rendered = ("() => { const a = document.querySelectorAll('[data-testid=message-assistant] .md');"
+                        " return document.querySelectorAll('[data-testid^=message-]').length >= 200 &&"
+                        " a.length >= 100 && a[a.length - 1].dataset.renderedChars; }")
+        # Open it from the list.
+        t0 = page.evaluate("() => performance.now()")
+        page.get_by_test_id("conversation-item").first.locator("a").click()
+        page.wait_for_function(all_rendered, timeout=30000)
+        opened_ms = page.evaluate("() => performance.now()") - t0
+        self.assertEqual(page.locator(".hljs").count(), 100, "every code block highlighted")
+        # And from a cold page load.
+        page.reload()
+        page.wait_for_function(all_rendered, timeout=30000)
+        cold = page.evaluate("() => ({t: performance.now(), fcp: (performance.getEntriesByName("
+                             "'first-contentful-paint')[0] || {}).startTime})")
+        report("long_chat_open_ms", from_list=round(opened_ms), cold_load=round(cold["t"]),
+               first_contentful_paint=round(cold["fcp"] or -1))
+        self.assertLessEqual(opened_ms, 1500)
+        self.assertLessEqual(cold["t"], 1500)
+        harness.wait_online(page)
+
+        # Stream into it: no task over 100 ms while tokens arrive.
+        page.evaluate("() => { window.__longTasks = []; }")
+        page.get_by_test_id("composer").fill("And in Rust?")
+        page.get_by_test_id("send").click()
+        expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
+        tasks = page.evaluate("() => window.__longTasks")
+        worst = max([d for _, d in tasks], default=0)
+        report("long_chat_streaming_long_tasks", count=len(tasks), worst_ms=round(worst))
+        self.assertLessEqual(worst, 100, tasks)
+        # Only the last answer is the one that streamed; the view followed it.
+        box = page.get_by_test_id("messages")
+        self.assertLess(box.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight"), 40)
+
+
+class HostileOutput(UiTest):
+    context_options = {"permissions": ["clipboard-read", "clipboard-write"]}
+    CODE = 'const s = "<script>alert(1)</script>";\nif (a < b && b > c) { return `${s}` & 1; }'
+
+    def setUp(self):
+        self.evil = harness.CountingServer()
+        self.addCleanup(self.evil.close)
+        e = self.evil.origin
+        self.answer = (
+            "Here it comes.\n\n"
+            f'<img src="{e}/raw-img.png" onerror="window.__pwned = 1">\n\n'
+            "<script>window.__pwned = 2</script>\n\n"
+            f"![tracking pixel]({e}/md-img.png)\n\n"
+            "[click me](javascript:window.__pwned=3) and "
+            f'<a href="{e}/a" onclick="window.__pwned=4">a raw link</a>\n\n'
+            f'<iframe src="{e}/frame"></iframe><svg onload="window.__pwned=5"></svg>\n\n'
+            f"<style>body {{ background: url({e}/css.png) }}</style>\n\n"
+            f"```javascript\n{self.CODE}\n```\n\nDone."
+        )
+        self.fake = harness.FakeOpenAi("hostile", self.answer)
+        self.addCleanup(self.fake.close)
+        self.extra_config = self.fake.backend_toml()
+        super().setUp()
+
+    def check_harmless(self, page):
+        self.assertIsNone(page.evaluate("() => window.__pwned ?? null"))
+        answer = self.last_answer()
+        md = answer.locator(".md")
+        # Raw HTML is shown as text, never parsed.
+        expect(md).to_contain_text("<script>window.__pwned = 2</script>")
+        expect(md).to_contain_text("<img src=")
+        self.assertEqual(md.locator("img, script, iframe, svg, style").count(), 0)
+        # The remote image became a placeholder; the javascript: link lost its target.
+        expect(md.locator(".image-placeholder")).to_have_text("[image: tracking pixel]")
+        link = md.get_by_text("click me")
+        self.assertIsNone(link.get_attribute("href"))
+        link.click()
+        page.wait_for_timeout(200)
+        self.assertIsNone(page.evaluate("() => window.__pwned ?? null"))
+        self.assertEqual(self.evil.hits, [])
+
+    def test_hostile_model_output_runs_nothing_and_loads_nothing(self):
+        token = self.admin()
+        requests = []
+        self.page.on("request", lambda r: requests.append(r.url))
+        harness.ui_login(self.page, self.base, "admin")
+        page = self.page
+        page.get_by_test_id("model-picker").select_option("hostile")
+        page.get_by_test_id("composer").fill("Say something nasty.")
+        page.get_by_test_id("send").click()
+        answer = self.last_answer()
+        expect(answer).to_have_attribute("data-status", "done", timeout=60000)
+        expect(answer.get_by_test_id("message-stats")).to_contain_text("hostile")
+        self.check_harmless(page)
+
+        # Copy copies the code exactly.
+        answer.locator(".code-block .copy").click()
+        expect(answer.locator(".code-block .copy")).to_have_text("Copied")
+        self.assertEqual(page.evaluate("() => navigator.clipboard.readText()"), self.CODE)
+
+        # The stored answer renders the same way after a reload.
+        page.reload()
+        self.last_answer().locator(".md").wait_for()
+        self.check_harmless(page)
+        foreign = [u for u in requests if not u.startswith(self.base) and not u.startswith("data:")]
+        self.assertEqual(foreign, [])
+        status, listing = call(self.base, "GET", "/api/conversations", token)
+        self.assertEqual(listing["data"][0]["model"], "hostile")
+
+
+class TwoTabs(UiTest):
+    def at_once(self, tabs, mode):
+        """In every tab at the same instant: `lock` — the page's own refresh (its session
+        module, Web Locks and all), as if its token had just expired; `raw` — a bare
+        refresh request, no lock. The results."""
+        src = self.page.evaluate(
+            "() => document.querySelector('script[type=module]').src.replace('app.js', 'lib/session.js')")
+        at = time.time() * 1000 + 700
+        for p in tabs:
+            p.evaluate(
+                """([src, at, mode]) => {
+                  window.__result = undefined;
+                  import(src).then(m => setTimeout(() => {
+                    const run = mode === 'lock'
+                      ? m.refresh(m.accessToken())
+                      : fetch('/api/auth/refresh', {method: 'POST', body: '{}',
+                          headers: {'x-hearth-csrf': '1', 'content-type': 'application/json'}})
+                          .then(r => r.status);
+                    run.then(r => { window.__result = r; },
+                             e => { window.__result = 'error: ' + e.message; });
+                  }, at - Date.now()));
+                }""",
+                [src, at, mode])
+        for p in tabs:
+            p.wait_for_function("() => window.__result !== undefined", timeout=15000)
+        return [p.evaluate("() => window.__result") for p in tabs]
+
+    def two_tabs(self):
+        self.admin("ada")
+        a = self.page
+        harness.ui_login(a, self.base, "ada")
+        b = self.ctx.new_page()
+        b.goto(self.base + "/")
+        b.get_by_test_id("composer").wait_for()
+        return a, b
+
+    def test_two_tabs_refreshing_at_once_stay_signed_in(self):
+        a, b = self.two_tabs()
+        # Both tabs refresh at the same instant, five times: the lock takes them in turn.
+        for _ in range(5):
+            self.assertEqual(self.at_once([a, b], "lock"), [True, True])
+        for p in (a, b):
+            p.reload()
+            p.get_by_test_id("composer").wait_for()
+        c = self.ctx.new_page()
+        c.goto(self.base + "/")
+        c.get_by_test_id("composer").wait_for()
+
+    def test_without_the_lock_two_tabs_would_sign_each_other_out(self):
+        """The control for the test above: the same race with bare requests (no lock) trips
+        the reuse detection and ends the session."""
+        a, b = self.two_tabs()
+        statuses = self.at_once([a, b], "raw")
+        self.assertIn(401, statuses)
+        c = self.ctx.new_page()
+        c.goto(self.base + "/")
+        c.get_by_test_id("login-username").wait_for()
+
+
+class PagesAndScreenshots(UiTest):
+    context_options = {"permissions": ["clipboard-read", "clipboard-write"]}
+
+    def test_settings_admin_list_and_branches_work_and_fit_a_phone(self):
+        token = self.admin("root")
+        self.server.user("bob", admin_token=token)
+        status, conv = call(self.base, "POST", "/api/conversations/import", token,
+                            long_conversation(8, 4))
+        self.assertEqual(status, 201)
+        page = self.page
+        page.on("dialog", lambda d: d.accept("Renamed chat") if d.type == "prompt" else d.accept())
+        harness.ui_login(page, self.base, "root")
+
+        # The list: search (Ctrl+K), rename, pin, archive.
+        second = self.conversation(token, title="Groceries")
+        page.reload()
+        expect(page.get_by_test_id("conversation-item")).to_have_count(2)
+        page.keyboard.press("Control+k")
+        expect(page.get_by_test_id("search")).to_be_focused()
+        page.keyboard.type("Groceries")
+        expect(page.get_by_test_id("conversation-item")).to_have_count(1)
+        page.get_by_test_id("search").fill("")
+        item = page.locator(f"[data-conversation-id='{conv['id']}']")
+        item.get_by_test_id("conversation-menu").click()
+        page.get_by_test_id("rename").click()
+        expect(item).to_contain_text("Renamed chat")
+        page.locator(f"[data-conversation-id='{second}']").get_by_test_id("conversation-menu").click()
+        page.get_by_test_id("archive").click()
+        expect(page.get_by_test_id("conversation-item")).to_have_count(1)
+
+        # A conversation: regenerate makes a branch; ‹ › switch between them.
+        item.locator("a").click()
+        expect(page.get_by_test_id("message-assistant")).to_have_count(4)
+        first_id = self.last_answer().get_attribute("data-message-id")
+        page.get_by_test_id("regenerate").click()
+        expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
+        expect(self.last_answer().get_by_test_id("branch-position")).to_have_text("2/2")
+        self.last_answer().get_by_role("button", name="Previous version").click()
+        expect(self.last_answer().get_by_test_id("branch-position")).to_have_text("1/2")
+        expect(self.last_answer()).to_have_attribute("data-message-id", first_id)
+        expect(self.last_answer().locator(".md")).to_contain_text("That prints 42.")
+        # Edit the last question: a new branch of the question, answered.
+        user = page.get_by_test_id("message-user").last
+        user.get_by_test_id("edit").click()
+        page.locator(".edit-box textarea").fill("What is 2 + 2?")
+        page.get_by_test_id("edit-save").click()
+        expect(page.get_by_test_id("message-user").last).to_contain_text("What is 2 + 2?")
+        expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
+        expect(page.get_by_test_id("message-user").last.get_by_test_id("branch-position")).to_have_text("2/2")
+        # The settings drawer keeps this conversation's parameters.
+        page.get_by_test_id("open-settings").click()
+        page.get_by_test_id("param-temperature").fill("0.3")
+        page.get_by_test_id("system-prompt").fill("You are terse.")
+        page.get_by_test_id("settings-drawer").get_by_role("button", name="Save").click()
+        expect(page.get_by_test_id("settings-drawer")).to_have_count(0)
+        status, stored = call(self.base, "GET", f"/api/conversations/{conv['id']}", token)
+        self.assertEqual((stored["params"]["temperature"], stored["system_prompt"]), (0.3, "You are terse."))
+        self.shoot("chat")
+
+        # Settings: an API key is shown once, works, and is revoked.
+        page.goto(self.base + "/#/settings")
+        page.locator("#key-name").fill("laptop")
+        page.get_by_test_id("create-key").click()
+        key = page.get_by_test_id("new-key-value").inner_text()
+        self.assertTrue(key.startswith("sk-hearth-"), key)
+        self.assertEqual(call(self.base, "GET", "/v1/models", key)[0], 200)
+        self.shoot("settings")
+        page.get_by_role("button", name="Done").click()
+        expect(page.get_by_test_id("api-key-row")).to_have_count(1)
+        page.get_by_test_id("api-key-row").get_by_role("button", name="Revoke").click()
+        expect(page.get_by_test_id("api-key-row")).to_have_count(0)
+        self.assertEqual(call(self.base, "GET", "/v1/models", key)[0], 401)
+
+        # Admin: users, live metrics, backends, backup.
+        page.goto(self.base + "/#/admin")
+        expect(page.get_by_test_id("user-row")).to_have_count(2)
+        expect(page.get_by_test_id("backend-row")).to_contain_text("local")
+        expect(page.get_by_test_id("queue-depth")).to_have_text(re.compile(r"^\d+$"))
+        page.get_by_test_id("backup").click()
+        expect(page.get_by_role("status").filter(has_text="Saved")).to_be_visible(timeout=20000)
+        self.shoot("admin")
+
+        # A phone: nothing scrolls sideways, inputs are 16 px.
+        for path in ("/#/", f"/#/c/{conv['id']}", "/#/settings", "/#/admin"):
+            page.set_viewport_size({"width": 412, "height": 915})
+            page.goto(self.base + path)
+            page.wait_for_timeout(800)
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            self.assertLessEqual(overflow, 0, path)
+        page.goto(f"{self.base}/#/c/{conv['id']}")
+        self.assertEqual(page.get_by_test_id("composer").evaluate("el => getComputedStyle(el).fontSize"), "16px")
+        self.shoot("chat", sizes=[(412, 915)])
+
+        # Sign out everywhere: this tab is signed out, and so is every other session.
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(self.base + "/#/settings")
+        page.get_by_test_id("sign-out-everywhere").click()
+        page.get_by_test_id("login-username").wait_for()
+        self.assertEqual(call(self.base, "GET", "/api/me", token)[0], 401)
+        self.shoot("login")
+
+    def shoot(self, name, sizes=((1280, 800), (412, 915))):
+        page = self.page
+        keep = page.viewport_size
+        for w, h in sizes:
+            page.set_viewport_size({"width": w, "height": h})
+            for scheme in ("light", "dark"):
+                page.emulate_media(color_scheme=scheme)
+                page.wait_for_timeout(150)
+                page.screenshot(path=str(harness.shots_dir() / f"{name}-{w}x{h}-{scheme}.png"))
+        page.emulate_media(color_scheme="light")
+        page.set_viewport_size(keep)
+
+
+if __name__ == "__main__":
+    unittest.main()
