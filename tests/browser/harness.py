@@ -97,9 +97,16 @@ class Server:
         self.config.write_text((ROOT / "config.toml").read_text() + "\n" + extra_config)
         self.log_path = self.data_dir / "server.log"
         self.proc = None
+        self._log = None
+
+    def _close_log(self):
+        if self._log:
+            self._log.close()
+            self._log = None
 
     def start(self, timeout=180):
-        log = open(self.log_path, "ab")
+        self._close_log()
+        log = self._log = open(self.log_path, "ab")
         env = dict(os.environ, HEARTH__STORAGE__DATA_DIR=str(self.data_dir))
         self.proc = subprocess.Popen(
             [os.environ["HEARTH_BIN"], "serve", "--config", str(self.config),
@@ -140,6 +147,7 @@ class Server:
 
     def cleanup(self):
         self.stop()
+        self._close_log()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def user(self, name, admin_token=None):
@@ -294,6 +302,38 @@ def percentile(values, p):
         return float("nan")
     k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+def token_latencies(page, frames, test):
+    """For every token frame with `sampled_at_us`, the ms from its sampling to the first render
+    of the answer that shows all text up to and including it (`PAGE_PROBES` records renders)."""
+    tokens = [f for f in frames if f.get("type") == "token" and "sampled_at_us" in f]
+    test.assertGreater(len(tokens), 5, frames[:5])
+    message_id = tokens[0]["message_id"]
+    renders = [(t, n) for t, mid, n in page.evaluate("() => window.__renders") if mid == message_id]
+    latencies, total = [], 0
+    for f in tokens:
+        total += len(f["text"])
+        shown = next((t for t, n in renders if n >= total), None)
+        test.assertIsNotNone(shown, f"text up to {total} chars never rendered")
+        latencies.append(shown - f["sampled_at_us"] / 1000.0)
+    test.assertGreater(len({n for _, n in renders}), 3, "rendered progressively")
+    return latencies
+
+
+def record_frames(page):
+    """Every frame the page's WebSockets receive, parsed, in a list that grows."""
+    frames = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda payload: frames.append(json.loads(payload))))
+    return frames
+
+
+def latency_report(name, latencies):
+    p95 = percentile(latencies, 95)
+    report(name, tokens=len(latencies), p50=round(percentile(latencies, 50), 1),
+           p95=round(p95, 1), max=round(max(latencies), 1))
+    return p95
 
 
 def shots_dir():

@@ -5,7 +5,6 @@ binary and model on the default config. Run by tests/integration/browser.rs; alo
       .venv/bin/python -m unittest -v tests/browser/test_ui.py
 """
 
-import json
 import re
 import sys
 import time
@@ -94,9 +93,7 @@ class UiTest(unittest.TestCase):
 class FirstRunAndStreaming(UiTest):
     def test_register_login_send_stream_progressively_then_reload(self):
         page = self.page
-        frames = []
-        page.on("websocket", lambda ws: ws.on(
-            "framereceived", lambda payload: frames.append(json.loads(payload))))
+        frames = harness.record_frames(page)
         page.goto(self.base + "/")
         # First run: the page says the first account becomes admin, and shows the rules.
         expect(page.get_by_role("heading")).to_have_text("Welcome to Hearth")
@@ -127,23 +124,8 @@ class FirstRunAndStreaming(UiTest):
 
         # Token to screen: each token frame's sampling time against the first render that
         # shows all text up to and including it.
-        tokens = [f for f in frames if f.get("type") == "token" and "sampled_at_us" in f]
-        self.assertGreater(len(tokens), 5, frames[:5])
-        message_id = tokens[0]["message_id"]
-        renders = [(t, n) for t, mid, n in page.evaluate("() => window.__renders")
-                   if mid == message_id]
-        latencies, total = [], 0
-        for f in tokens:
-            total += len(f["text"])
-            shown = next((t for t, n in renders if n >= total), None)
-            self.assertIsNotNone(shown, f"text up to {total} chars never rendered")
-            latencies.append(shown - f["sampled_at_us"] / 1000.0)
-        p95 = harness.percentile(latencies, 95)
-        report("token_to_screen_ms", tokens=len(latencies),
-               p50=round(harness.percentile(latencies, 50), 1), p95=round(p95, 1),
-               max=round(max(latencies), 1))
-        self.assertGreater(len({n for _, n in renders}), 3, "rendered progressively")
-        self.assertLessEqual(p95, 100.0, latencies)
+        latencies = harness.token_latencies(page, frames, self)
+        self.assertLessEqual(harness.latency_report("token_to_screen_ms", latencies), 100.0)
 
         # Stats under the answer: model, tokens, speed, first token.
         stats = answer.get_by_test_id("message-stats").inner_text()
@@ -216,6 +198,7 @@ class ScrollAndStop(UiTest):
         token = self.admin()
         # Long enough to still be streaming after the checks below (Esc stops it).
         conv = self.conversation(token, {**ENDLESS, "max_tokens": 2000})
+        frames = harness.record_frames(self.page)
         harness.ui_login(self.page, self.base, "admin")
         self.open(conv)
         page = self.page
@@ -250,6 +233,10 @@ class ScrollAndStop(UiTest):
         gap = box.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight")
         self.assertLess(gap, 40)
         expect(page.get_by_test_id("jump-to-latest")).to_have_count(0)
+
+        # Token to screen over a long answer, while following and while scrolled up.
+        latencies = harness.token_latencies(page, frames, self)
+        self.assertLessEqual(harness.latency_report("token_to_screen_long_answer_ms", latencies), 100.0)
 
         # Esc stops the answer.
         page.keyboard.press("Escape")
