@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::context::{fit, Entry, FitError};
 use super::live::{Ended, LiveEvent, LiveMessage, Subscription};
@@ -437,6 +438,10 @@ impl ChatService {
         let save_every = Duration::from_millis(settings.save_interval_ms);
         let mut last_save = Instant::now();
         let mut unsaved = 0usize;
+        // The partial save in flight, if any: saves run beside the stream (a slow write, a WAL
+        // checkpoint, must not hold back the tokens behind it), one at a time, each with the
+        // whole text so far, so a later save never loses to an earlier one.
+        let mut saving: Option<tokio::task::JoinHandle<()>> = None;
         let mut alone_since: Option<Instant> = None;
         let mut tick = tokio::time::interval(
             Duration::from_millis(250).min(grace.max(Duration::from_millis(10))),
@@ -448,10 +453,14 @@ impl ChatService {
                     Some(Output::Piece { text, sampled_at, .. }) => {
                         live.push(&text, sampled_at.and_then(super::run::unix_micros));
                         unsaved += 1;
-                        if unsaved >= settings.save_every_tokens || last_save.elapsed() >= save_every {
-                            if let Err(e) = store.save_partial(id.clone(), live.text()).await {
-                                tracing::warn!(message = %id, error = %e, "saving partial text failed");
-                            }
+                        let due = unsaved >= settings.save_every_tokens || last_save.elapsed() >= save_every;
+                        if due && saving.as_ref().is_none_or(|s| s.is_finished()) {
+                            let (store, id, text) = (store.clone(), id.clone(), live.text());
+                            saving = Some(tokio::spawn(async move {
+                                if let Err(e) = store.save_partial(id.clone(), text).await {
+                                    tracing::warn!(message = %id, error = %e, "saving partial text failed");
+                                }
+                            }.in_current_span()));
                             last_save = Instant::now();
                             unsaved = 0;
                         }
@@ -485,6 +494,10 @@ impl ChatService {
         let cached = run.cache_hit();
         // Cancel what still generates (and count it) before the last write.
         drop(run);
+        // The last partial save lands before the final write, never after it.
+        if let Some(s) = saving.take() {
+            let _ = s.await;
+        }
         let (end, summary) = &mut ended;
         let timings = summary.as_ref().map(|s| {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;

@@ -77,15 +77,20 @@ const USER_TOTALS: &str = "SELECT us.id, us.username, coalesce(sum(d.requests), 
          coalesce(sum(d.prompt_tokens), 0), coalesce(sum(d.completion_tokens), 0) \
      FROM users us LEFT JOIN usage_daily d ON d.user_id = us.id";
 
+/// A [`Usage`] from three columns of `r` from `at` on: requests, prompt and completion tokens.
+fn usage_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Usage> {
+    Ok(Usage {
+        requests: r.get(at)?,
+        prompt_tokens: r.get(at + 1)?,
+        completion_tokens: r.get(at + 2)?,
+    })
+}
+
 fn user_usage_from_row(r: &Row<'_>) -> rusqlite::Result<UserUsage> {
     Ok(UserUsage {
         user_id: r.get(0)?,
         username: r.get(1)?,
-        usage: Usage {
-            requests: r.get(2)?,
-            prompt_tokens: r.get(3)?,
-            completion_tokens: r.get(4)?,
-        },
+        usage: usage_from_row(r, 2)?,
     })
 }
 
@@ -130,11 +135,7 @@ pub fn usage_by_day(conn: &Connection, since_day: &str) -> Result<Vec<DailyUsage
             user_id: r.get(0)?,
             username: r.get(1)?,
             day: r.get(2)?,
-            usage: Usage {
-                requests: r.get(3)?,
-                prompt_tokens: r.get(4)?,
-                completion_tokens: r.get(5)?,
-            },
+            usage: usage_from_row(r, 3)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

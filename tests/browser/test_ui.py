@@ -244,6 +244,32 @@ class ScrollAndStop(UiTest):
         expect(page.get_by_test_id("send")).to_be_visible()
 
 
+class RateLimit(UiTest):
+    extra_config = "[limits]\nrequests_per_minute = 3\n"
+
+    def test_the_remaining_rate_limit_is_shown_and_warns_before_it_runs_out(self):
+        token = self.admin()
+        conv = self.conversation(token, {"max_tokens": 4})
+        harness.ui_login(self.page, self.base, "admin")
+        self.open(conv)
+        page = self.page
+        badge = page.get_by_test_id("rate-limit")
+        expect(badge).to_have_text("3/3 requests")
+        for left, warned in ((2, False), (1, True), (0, True)):
+            page.get_by_test_id("composer").fill(f"Say {left}.")
+            page.get_by_test_id("send").click()
+            expect(page.get_by_test_id("message-assistant")).to_have_count(3 - left)
+            expect(self.last_answer()).not_to_have_attribute("data-status", "streaming", timeout=60000)
+            expect(badge).to_contain_text(f"{left}/3 requests")
+            self.assertEqual("⚠" in badge.inner_text(), warned)
+        page.get_by_test_id("composer").fill("One more.")
+        page.get_by_test_id("send").click()
+        expect(page.get_by_test_id("chat-error")).to_contain_text("retry in")
+        # Refused before anything was stored; the text is back in the composer.
+        expect(page.get_by_test_id("message-assistant")).to_have_count(3)
+        expect(page.get_by_test_id("composer")).to_have_value("One more.")
+
+
 def long_conversation(n_messages=200, code_blocks=100):
     messages, parent = [], None
     for i in range(n_messages):

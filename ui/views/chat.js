@@ -244,10 +244,18 @@ export function ChatPage({ conversationId }) {
     try {
       const id = await ensureConversation();
       let reqId = null;
+      let started = false;
       reqId = request(
         { type: "generate", conversation_id: id, timestamps: true, ...fields },
         {
-          onFrame: (f) => onFrame(f, reqId),
+          onFrame: (f) => {
+            if (f.type === "message") started = true;
+            // Refused before it started (a limit, a bad parameter): the text is back to send later.
+            if (f.type === "error" && !started && fields.content && fields.parent_id === undefined) {
+              setDraft((d) => d || fields.content);
+            }
+            onFrame(f, reqId);
+          },
           // The answer may have started: reading the branch again on reconnect finds it.
           onDrop: () => setPending((p) => (p && p.reqId === reqId ? null : p)),
         },

@@ -17,14 +17,17 @@
 //!   `logit_bias`, `response_format`, `logprobs`/`top_logprobs`, ...). `stream` and
 //!   `stream_options` are ignored (a socket always streams); `n` must be 1 (send one frame per
 //!   choice). `"timestamps": true` adds `sampled_at_us` to token frames.
-//! - `{"type": "generate", "id", "conversation_id", "content", "parent_id"?, "model"?}` (or
-//!   `"regenerate": message_id` instead of `content`): a turn of one of the socket user's
-//!   conversations ([`conversation`]): frames `{"type": "message", "id", "user_message",
-//!   "message"}`, then `token` frames with `message_id`, then `{"type": "done", "id",
-//!   "message_id", "status", "finish_reason", "model", "usage"}`. The answer outlives the socket
-//!   (for `chat.detach_grace_secs`); a `cancel` stops the answer itself.
-//! - `{"type": "resume", "message_id", "offset", "id"?}`: follow an answer from character
-//!   `offset` (the stored text, then live tokens, then `done`); `id` defaults to the message id.
+//! - `{"type": "generate", "id", "conversation_id", "content", "parent_id"?, "model"?,
+//!   "timestamps"?}` (or `"regenerate": message_id` instead of `content`): a turn of one of the
+//!   socket user's conversations ([`conversation`]): `status` frames (`queued`, `thinking`),
+//!   then `{"type": "message", "id", "user_message", "message"}` (with the first token), then
+//!   `token` frames with `message_id` (and `sampled_at_us` with `timestamps`), then `{"type":
+//!   "done", "id", "message_id", "status", "finish_reason", "model", "usage", "cached",
+//!   "timings"}`. The answer outlives the socket (for `chat.detach_grace_secs`); a `cancel`
+//!   stops the answer itself.
+//! - `{"type": "resume", "message_id", "offset", "id"?, "timestamps"?}`: follow an answer from
+//!   character `offset` (the stored text, then live tokens, then `done`); `id` defaults to the
+//!   message id.
 //! - `{"type": "cancel", "id"}`: stop that generation. It ends with a `done` frame whose
 //!   `finish_reason` is `"cancelled"`; no token frame of that id follows it. Cancelling an id
 //!   already being cancelled is a no-op; an id not in flight gets an `unknown_id` error.
