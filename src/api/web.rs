@@ -36,6 +36,9 @@ pub const UI_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self
 /// Where the page's template says the assets are.
 const ASSETS_PLACEHOLDER: &str = "{{assets}}";
 
+/// Where the page's template wants a `modulepreload` link for every module.
+const PRELOAD_PLACEHOLDER: &str = "{{modulepreload}}";
+
 /// Files smaller than this are sent as they are.
 const COMPRESS_MIN_BYTES: usize = 512;
 
@@ -83,11 +86,21 @@ fn bundle() -> &'static Bundle {
             .filter(|(path, _)| *path != "index.html")
             .map(|(path, bytes)| (*path, asset(path, bytes.to_vec())))
             .collect();
+        // Every module is asked for up front, not one import level at a time: on a distant
+        // server the waterfall would cost a round trip per level.
+        let preload: String = embedded::FILES
+            .iter()
+            .filter(|(path, _)| path.ends_with(".js"))
+            .map(|(path, _)| {
+                format!("<link rel=\"modulepreload\" href=\"/assets/{hash}/{path}\">\n")
+            })
+            .collect();
         let page = embedded::FILES
             .iter()
             .find(|(path, _)| *path == "index.html")
             .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
             .unwrap_or_default()
+            .replace(PRELOAD_PLACEHOLDER, &preload)
             .replace(ASSETS_PLACEHOLDER, &format!("/assets/{hash}"));
         Bundle {
             index: asset("index.html", page.into_bytes()),
@@ -259,7 +272,9 @@ mod tests {
     fn the_page_points_at_the_hashed_assets_it_has() {
         let b = bundle();
         let page = String::from_utf8_lossy(&b.index.body);
-        assert!(!page.contains(ASSETS_PLACEHOLDER));
+        assert!(!page.contains(ASSETS_PLACEHOLDER) && !page.contains(PRELOAD_PLACEHOLDER));
+        let modules = b.files.keys().filter(|p| p.ends_with(".js")).count();
+        assert_eq!(page.matches("rel=\"modulepreload\"").count(), modules);
         let prefix = format!("/assets/{}/", b.hash);
         for part in page.split(&prefix).skip(1) {
             let path = part.split('"').next().unwrap();

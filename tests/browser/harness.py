@@ -304,16 +304,22 @@ def percentile(values, p):
     return s[k]
 
 
-def token_latencies(page, frames, test):
+def token_latencies(page, frames, test, streaming=False):
     """For every token frame with `sampled_at_us`, the ms from its sampling to the first render
-    of the answer that shows all text up to and including it (`PAGE_PROBES` records renders)."""
+    of the answer that shows all text up to and including it (`PAGE_PROBES` records renders).
+    `streaming`: the answer is still coming, so the newest tokens may not be on screen yet (at
+    most the last 200 ms of them); they are left out."""
+    renders_all = page.evaluate("() => window.__renders")
     tokens = [f for f in frames if f.get("type") == "token" and "sampled_at_us" in f]
     test.assertGreater(len(tokens), 5, frames[:5])
     message_id = tokens[0]["message_id"]
-    renders = [(t, n) for t, mid, n in page.evaluate("() => window.__renders") if mid == message_id]
+    renders = [(t, n) for t, mid, n in renders_all if mid == message_id]
+    cutoff = time.time() * 1000 - 200 if streaming else float("inf")
     latencies, total = [], 0
     for f in tokens:
         total += len(f["text"])
+        if f["sampled_at_us"] / 1000.0 > cutoff:
+            break
         shown = next((t for t, n in renders if n >= total), None)
         test.assertIsNotNone(shown, f"text up to {total} chars never rendered")
         latencies.append(shown - f["sampled_at_us"] / 1000.0)

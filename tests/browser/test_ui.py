@@ -97,6 +97,8 @@ class FirstRunAndStreaming(UiTest):
         page.goto(self.base + "/")
         # First run: the page says the first account becomes admin, and shows the rules.
         expect(page.get_by_role("heading")).to_have_text("Welcome to Hearth")
+        paint = page.evaluate("() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime")
+        report("first_page_paint_ms", first_contentful_paint=round(paint or -1))
         expect(page.locator(".rules")).to_contain_text("8–256 characters")
         page.get_by_test_id("login-username").fill("alice")
         page.get_by_test_id("login-password").fill("short")
@@ -235,7 +237,7 @@ class ScrollAndStop(UiTest):
         expect(page.get_by_test_id("jump-to-latest")).to_have_count(0)
 
         # Token to screen over a long answer, while following and while scrolled up.
-        latencies = harness.token_latencies(page, frames, self)
+        latencies = harness.token_latencies(page, frames, self, streaming=True)
         self.assertLessEqual(harness.latency_report("token_to_screen_long_answer_ms", latencies), 100.0)
 
         # Esc stops the answer.
