@@ -81,16 +81,14 @@ pub struct PutPreferences {
     memory: Option<bool>,
 }
 
-fn preferences_json(p: &Preferences) -> Value {
-    json!(p)
-}
-
 /// `GET /api/me/preferences`.
 pub async fn get_preferences(
     State(state): State<AppState>,
     owner: Owner,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(preferences_json(
+) -> Result<Json<Preferences>, ApiError> {
+    // Serialized as it is (not through a `Value`, which would print the f32s as f64s: 0.4
+    // would read 0.4000000059604645).
+    Ok(Json(Preferences::clone(
         &*state.chat.preferences(owner.user_id).await?,
     )))
 }
@@ -101,7 +99,7 @@ pub async fn put_preferences(
     State(state): State<AppState>,
     owner: Owner,
     body: Result<Json<PutPreferences>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Preferences>, ApiError> {
     let Json(req) = body?;
     if let Some(m) = &req.model {
         if let Err(e) = state.chat.check_allowed(&owner.caller.principal, m) {
@@ -136,7 +134,7 @@ pub async fn put_preferences(
         memory: req.memory.unwrap_or(true),
     };
     state.chat.set_preferences(owner.user_id, p.clone()).await?;
-    Ok(Json(preferences_json(&p)))
+    Ok(Json(p))
 }
 
 /// `GET /api/me/memories`.

@@ -7,6 +7,7 @@ that only counts the requests it gets (none must reach it).
 Set by tests/integration/browser.rs: HEARTH_BIN, HEARTH_MODEL_PATH, HEARTH_SCREENSHOTS.
 """
 
+import atexit
 import http.server
 import json
 import os
@@ -17,8 +18,11 @@ import tempfile
 import threading
 import time
 import urllib.error
+import unittest
 import urllib.request
 from pathlib import Path
+
+from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("HEARTH_CHROMIUM", "/usr/bin/chromium")
@@ -87,9 +91,10 @@ def call(base, method, path, token=None, body=None, headers=None):
 
 class Server:
     """`hearth serve` on its own port and data directory, with the repo's config.toml plus
-    `extra_config` (TOML appended)."""
+    `extra_config` (TOML appended) and `extra_env` (e.g. `HEARTH__AUTH__…` overrides)."""
 
-    def __init__(self, extra_config=""):
+    def __init__(self, extra_config="", extra_env=None):
+        self.extra_env = extra_env or {}
         self.data_dir = Path(tempfile.mkdtemp(prefix="hearth-ui-"))
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -107,7 +112,7 @@ class Server:
     def start(self, timeout=180):
         self._close_log()
         log = self._log = open(self.log_path, "ab")
-        env = dict(os.environ, HEARTH__STORAGE__DATA_DIR=str(self.data_dir))
+        env = dict(os.environ, HEARTH__STORAGE__DATA_DIR=str(self.data_dir), **self.extra_env)
         self.proc = subprocess.Popen(
             [os.environ["HEARTH_BIN"], "serve", "--config", str(self.config),
              "--port", str(self.port), "--model", os.environ["HEARTH_MODEL_PATH"]],
@@ -271,8 +276,22 @@ class FakeOpenAi:
         self.httpd.shutdown()
 
 
-def launch(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+_browser = None
+
+
+def browser():
+    """The one Chromium of the test run, started on first use."""
+    global _browser
+    if _browser is None:
+        pw = sync_playwright().start()
+        _browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+        def close():
+            _browser.close()
+            pw.stop()
+
+        atexit.register(close)
+    return _browser
 
 
 def new_context(browser, **kw):
@@ -351,3 +370,84 @@ def shots_dir():
 def report(name, **figures):
     """A measured figure, printed for the log (and the issue's note)."""
     print(f"FIGURE {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
+
+# End-of-turn tokens banned: an answer that runs to its max_tokens.
+ENDLESS = {"temperature": 0.7, "seed": 1, "max_tokens": 400,
+           "logit_bias": {"0": -100, "2": -100}}
+
+
+def long_conversation(n_messages=200, code_blocks=100):
+    messages, parent = [], None
+    for i in range(n_messages):
+        mid = f"m{i}"
+        if i % 2 == 0:
+            content = f"Question {i // 2}: how do I sum a list in Python, variant {i}?"
+            role = "user"
+        else:
+            role = "assistant"
+            content = (f"Answer {i // 2}. Use **sum**, for example:\n\n```python\n"
+                       f"def total_{i}(xs):\n    # adds every item\n    return sum(x * {i} for x in xs)\n"
+                       f"print(total_{i}([1, 2, 3]))\n```\n\nThat prints `{6 * i}`.")
+        messages.append({"id": mid, "parent_id": parent, "role": role, "content": content,
+                         "status": "done"})
+        parent = mid
+    assert sum(m["content"].count("```python") for m in messages) == code_blocks
+    return {"format": "hearth.conversation.v1",
+            "conversation": {"title": "A long chat", "params": {"max_tokens": 120},
+                             "active_leaf": parent},
+            "messages": messages}
+
+
+class UiTest(unittest.TestCase):
+    """A fresh server per test, a fresh browser context per test; every page is checked for
+    script errors and CSP violations at the end."""
+
+    extra_config = ""
+    extra_env = {}
+    context_options = {}
+
+    def setUp(self):
+        self.server = Server(self.extra_config, self.extra_env)
+        self.server.start()
+        self.base = self.server.base
+        self.addCleanup(self.server.cleanup)
+        options = {"viewport": {"width": 1280, "height": 800}, **self.context_options}
+        self.ctx = new_context(browser(), **options)
+        self.addCleanup(self.ctx.close)
+        self.errors = []
+        self.ctx.on("page", self._watch)
+        self.page = self.ctx.new_page()
+
+    def _watch(self, page):
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+
+    def tearDown(self):
+        for page in self.ctx.pages:
+            try:
+                csp = page.evaluate("() => window.__csp || []")
+            except Exception:  # closed or navigating
+                csp = []
+            self.assertEqual(csp, [], "CSP violations")
+        self.assertEqual(self.errors, [], "script errors")
+
+    def admin(self, name="admin"):
+        return self.server.user(name)
+
+    def conversation(self, token, params=None, **fields):
+        status, conv = call(self.base, "POST", "/api/conversations", token,
+                            {"params": params or {}, **fields})
+        self.assertEqual(status, 201, conv)
+        return conv["id"]
+
+    def open(self, conv_id):
+        self.page.goto(f"{self.base}/#/c/{conv_id}")
+        self.page.get_by_test_id("composer").wait_for()
+        wait_online(self.page)
+
+    def last_answer(self):
+        return self.page.locator("[data-testid=message-assistant]").last
+
+    def rendered_chars(self):
+        v = self.last_answer().locator(".md").get_attribute("data-rendered-chars")
+        return int(v or 0)

@@ -1,8 +1,9 @@
 """The web UI in real Chromium (Debian's, driven by Playwright) against the real `hearth`
-binary and model on the default config. Run by tests/integration/browser.rs; alone:
+binary and model on the default config: chat — streaming, reconnecting, scrolling, long
+conversations, hostile output. Run by tests/integration/browser.rs; alone:
 
     HEARTH_BIN=target/debug/hearth HEARTH_MODEL_PATH=models/SmolLM2-135M-Instruct.Q4_1.gguf \\
-      .venv/bin/python -m unittest -v tests/browser/test_ui.py
+      .venv/bin/python -m unittest -v tests.browser.test_ui
 """
 
 import re
@@ -13,81 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 import harness  # noqa: E402
-from harness import call, report  # noqa: E402
-
-# End-of-turn tokens banned: an answer that runs to its max_tokens.
-ENDLESS = {"temperature": 0.7, "seed": 1, "max_tokens": 400,
-           "logit_bias": {"0": -100, "2": -100}}
-
-pw = None
-browser = None
-
-
-def setUpModule():
-    global pw, browser
-    pw = sync_playwright().start()
-    browser = harness.launch(pw)
-
-
-def tearDownModule():
-    browser.close()
-    pw.stop()
-
-
-class UiTest(unittest.TestCase):
-    """A fresh server per test, a fresh browser context per test; every page is checked for
-    script errors and CSP violations at the end."""
-
-    extra_config = ""
-    context_options = {}
-
-    def setUp(self):
-        self.server = harness.Server(self.extra_config)
-        self.server.start()
-        self.base = self.server.base
-        self.addCleanup(self.server.cleanup)
-        options = {"viewport": {"width": 1280, "height": 800}, **self.context_options}
-        self.ctx = harness.new_context(browser, **options)
-        self.addCleanup(self.ctx.close)
-        self.errors = []
-        self.ctx.on("page", self._watch)
-        self.page = self.ctx.new_page()
-
-    def _watch(self, page):
-        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-
-    def tearDown(self):
-        for page in self.ctx.pages:
-            try:
-                csp = page.evaluate("() => window.__csp || []")
-            except Exception:  # closed or navigating
-                csp = []
-            self.assertEqual(csp, [], "CSP violations")
-        self.assertEqual(self.errors, [], "script errors")
-
-    def admin(self, name="admin"):
-        return self.server.user(name)
-
-    def conversation(self, token, params=None, **fields):
-        status, conv = call(self.base, "POST", "/api/conversations", token,
-                            {"params": params or {}, **fields})
-        self.assertEqual(status, 201, conv)
-        return conv["id"]
-
-    def open(self, conv_id):
-        self.page.goto(f"{self.base}/#/c/{conv_id}")
-        self.page.get_by_test_id("composer").wait_for()
-        harness.wait_online(self.page)
-
-    def last_answer(self):
-        return self.page.locator("[data-testid=message-assistant]").last
-
-    def rendered_chars(self):
-        v = self.last_answer().locator(".md").get_attribute("data-rendered-chars")
-        return int(v or 0)
+from harness import ENDLESS, UiTest, call, long_conversation, report  # noqa: E402
 
 
 class FirstRunAndStreaming(UiTest):
@@ -246,54 +176,6 @@ class ScrollAndStop(UiTest):
         expect(page.get_by_test_id("send")).to_be_visible()
 
 
-class RateLimit(UiTest):
-    extra_config = "[limits]\nrequests_per_minute = 3\n"
-
-    def test_the_remaining_rate_limit_is_shown_and_warns_before_it_runs_out(self):
-        token = self.admin()
-        conv = self.conversation(token, {"max_tokens": 4})
-        harness.ui_login(self.page, self.base, "admin")
-        self.open(conv)
-        page = self.page
-        badge = page.get_by_test_id("rate-limit")
-        expect(badge).to_have_text("3/3 requests")
-        for left, warned in ((2, False), (1, True), (0, True)):
-            page.get_by_test_id("composer").fill(f"Say {left}.")
-            page.get_by_test_id("send").click()
-            expect(page.get_by_test_id("message-assistant")).to_have_count(3 - left)
-            expect(self.last_answer()).not_to_have_attribute("data-status", "streaming", timeout=60000)
-            expect(badge).to_contain_text(f"{left}/3 requests")
-            self.assertEqual("⚠" in badge.inner_text(), warned)
-        page.get_by_test_id("composer").fill("One more.")
-        page.get_by_test_id("send").click()
-        expect(page.get_by_test_id("chat-error")).to_contain_text("retry in")
-        # Refused before anything was stored; the text is back in the composer.
-        expect(page.get_by_test_id("message-assistant")).to_have_count(3)
-        expect(page.get_by_test_id("composer")).to_have_value("One more.")
-
-
-def long_conversation(n_messages=200, code_blocks=100):
-    messages, parent = [], None
-    for i in range(n_messages):
-        mid = f"m{i}"
-        if i % 2 == 0:
-            content = f"Question {i // 2}: how do I sum a list in Python, variant {i}?"
-            role = "user"
-        else:
-            role = "assistant"
-            content = (f"Answer {i // 2}. Use **sum**, for example:\n\n```python\n"
-                       f"def total_{i}(xs):\n    # adds every item\n    return sum(x * {i} for x in xs)\n"
-                       f"print(total_{i}([1, 2, 3]))\n```\n\nThat prints `{6 * i}`.")
-        messages.append({"id": mid, "parent_id": parent, "role": role, "content": content,
-                         "status": "done"})
-        parent = mid
-    assert sum(m["content"].count("```python") for m in messages) == code_blocks
-    return {"format": "hearth.conversation.v1",
-            "conversation": {"title": "A long chat", "params": {"max_tokens": 120},
-                             "active_leaf": parent},
-            "messages": messages}
-
-
 class LongConversation(UiTest):
     def test_a_200_message_chat_opens_fast_and_streams_without_long_tasks(self):
         token = self.admin()
@@ -404,179 +286,6 @@ class HostileOutput(UiTest):
         self.assertEqual(foreign, [])
         status, listing = call(self.base, "GET", "/api/conversations", token)
         self.assertEqual(listing["data"][0]["model"], "hostile")
-
-
-class TwoTabs(UiTest):
-    def at_once(self, tabs, mode):
-        """In every tab at the same instant: `lock` — the page's own refresh (its session
-        module, Web Locks and all), as if its token had just expired; `raw` — a bare
-        refresh request, no lock. The results."""
-        src = self.page.evaluate(
-            "() => document.querySelector('script[type=module]').src.replace('app.js', 'lib/session.js')")
-        at = time.time() * 1000 + 700
-        for p in tabs:
-            p.evaluate(
-                """([src, at, mode]) => {
-                  window.__result = undefined;
-                  import(src).then(m => setTimeout(() => {
-                    const run = mode === 'lock'
-                      ? m.refresh(m.accessToken())
-                      : fetch('/api/auth/refresh', {method: 'POST', body: '{}',
-                          headers: {'x-hearth-csrf': '1', 'content-type': 'application/json'}})
-                          .then(r => r.status);
-                    run.then(r => { window.__result = r; },
-                             e => { window.__result = 'error: ' + e.message; });
-                  }, at - Date.now()));
-                }""",
-                [src, at, mode])
-        for p in tabs:
-            p.wait_for_function("() => window.__result !== undefined", timeout=15000)
-        return [p.evaluate("() => window.__result") for p in tabs]
-
-    def two_tabs(self):
-        self.admin("ada")
-        a = self.page
-        harness.ui_login(a, self.base, "ada")
-        b = self.ctx.new_page()
-        b.goto(self.base + "/")
-        b.get_by_test_id("composer").wait_for()
-        return a, b
-
-    def test_two_tabs_refreshing_at_once_stay_signed_in(self):
-        a, b = self.two_tabs()
-        # Both tabs refresh at the same instant, five times: the lock takes them in turn.
-        for _ in range(5):
-            self.assertEqual(self.at_once([a, b], "lock"), [True, True])
-        for p in (a, b):
-            p.reload()
-            p.get_by_test_id("composer").wait_for()
-        c = self.ctx.new_page()
-        c.goto(self.base + "/")
-        c.get_by_test_id("composer").wait_for()
-
-    def test_without_the_lock_two_tabs_would_sign_each_other_out(self):
-        """The control for the test above: the same race with bare requests (no lock) trips
-        the reuse detection and ends the session."""
-        a, b = self.two_tabs()
-        statuses = self.at_once([a, b], "raw")
-        self.assertIn(401, statuses)
-        c = self.ctx.new_page()
-        c.goto(self.base + "/")
-        c.get_by_test_id("login-username").wait_for()
-
-
-class PagesAndScreenshots(UiTest):
-    context_options = {"permissions": ["clipboard-read", "clipboard-write"]}
-
-    def test_settings_admin_list_and_branches_work_and_fit_a_phone(self):
-        token = self.admin("root")
-        self.server.user("bob", admin_token=token)
-        status, conv = call(self.base, "POST", "/api/conversations/import", token,
-                            long_conversation(8, 4))
-        self.assertEqual(status, 201)
-        page = self.page
-        page.on("dialog", lambda d: d.accept("Renamed chat") if d.type == "prompt" else d.accept())
-        harness.ui_login(page, self.base, "root")
-
-        # The list: search (Ctrl+K), rename, pin, archive.
-        second = self.conversation(token, title="Groceries")
-        page.reload()
-        expect(page.get_by_test_id("conversation-item")).to_have_count(2)
-        page.keyboard.press("Control+k")
-        expect(page.get_by_test_id("search")).to_be_focused()
-        page.keyboard.type("Groceries")
-        expect(page.get_by_test_id("conversation-item")).to_have_count(1)
-        page.get_by_test_id("search").fill("")
-        item = page.locator(f"[data-conversation-id='{conv['id']}']")
-        item.get_by_test_id("conversation-menu").click()
-        page.get_by_test_id("rename").click()
-        expect(item).to_contain_text("Renamed chat")
-        page.locator(f"[data-conversation-id='{second}']").get_by_test_id("conversation-menu").click()
-        page.get_by_test_id("archive").click()
-        expect(page.get_by_test_id("conversation-item")).to_have_count(1)
-
-        # A conversation: regenerate makes a branch; ‹ › switch between them.
-        item.locator("a").click()
-        expect(page.get_by_test_id("message-assistant")).to_have_count(4)
-        first_id = self.last_answer().get_attribute("data-message-id")
-        page.get_by_test_id("regenerate").click()
-        expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
-        expect(self.last_answer().get_by_test_id("branch-position")).to_have_text("2/2")
-        self.last_answer().get_by_role("button", name="Previous version").click()
-        expect(self.last_answer().get_by_test_id("branch-position")).to_have_text("1/2")
-        expect(self.last_answer()).to_have_attribute("data-message-id", first_id)
-        expect(self.last_answer().locator(".md")).to_contain_text("That prints 42.")
-        # Edit the last question: a new branch of the question, answered.
-        user = page.get_by_test_id("message-user").last
-        user.get_by_test_id("edit").click()
-        page.locator(".edit-box textarea").fill("What is 2 + 2?")
-        page.get_by_test_id("edit-save").click()
-        expect(page.get_by_test_id("message-user").last).to_contain_text("What is 2 + 2?")
-        expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
-        expect(page.get_by_test_id("message-user").last.get_by_test_id("branch-position")).to_have_text("2/2")
-        # The settings drawer keeps this conversation's parameters.
-        page.get_by_test_id("open-settings").click()
-        page.get_by_test_id("param-temperature").fill("0.3")
-        page.get_by_test_id("system-prompt").fill("You are terse.")
-        page.get_by_test_id("settings-drawer").get_by_role("button", name="Save").click()
-        expect(page.get_by_test_id("settings-drawer")).to_have_count(0)
-        status, stored = call(self.base, "GET", f"/api/conversations/{conv['id']}", token)
-        self.assertEqual((stored["params"]["temperature"], stored["system_prompt"]), (0.3, "You are terse."))
-        self.shoot("chat")
-
-        # Settings: an API key is shown once, works, and is revoked.
-        page.goto(self.base + "/#/settings")
-        page.locator("#key-name").fill("laptop")
-        page.get_by_test_id("create-key").click()
-        key = page.get_by_test_id("new-key-value").inner_text()
-        self.assertTrue(key.startswith("sk-hearth-"), key)
-        self.assertEqual(call(self.base, "GET", "/v1/models", key)[0], 200)
-        self.shoot("settings")
-        page.get_by_role("button", name="Done").click()
-        expect(page.get_by_test_id("api-key-row")).to_have_count(1)
-        page.get_by_test_id("api-key-row").get_by_role("button", name="Revoke").click()
-        expect(page.get_by_test_id("api-key-row")).to_have_count(0)
-        self.assertEqual(call(self.base, "GET", "/v1/models", key)[0], 401)
-
-        # Admin: users, live metrics, backends, backup.
-        page.goto(self.base + "/#/admin")
-        expect(page.get_by_test_id("user-row")).to_have_count(2)
-        expect(page.get_by_test_id("backend-row")).to_contain_text("local")
-        expect(page.get_by_test_id("queue-depth")).to_have_text(re.compile(r"^\d+$"))
-        page.get_by_test_id("backup").click()
-        expect(page.get_by_role("status").filter(has_text="Saved")).to_be_visible(timeout=20000)
-        self.shoot("admin")
-
-        # A phone: nothing scrolls sideways, inputs are 16 px.
-        for path in ("/#/", f"/#/c/{conv['id']}", "/#/settings", "/#/admin"):
-            page.set_viewport_size({"width": 412, "height": 915})
-            page.goto(self.base + path)
-            page.wait_for_timeout(800)
-            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-            self.assertLessEqual(overflow, 0, path)
-        page.goto(f"{self.base}/#/c/{conv['id']}")
-        self.assertEqual(page.get_by_test_id("composer").evaluate("el => getComputedStyle(el).fontSize"), "16px")
-        self.shoot("chat", sizes=[(412, 915)])
-
-        # Sign out everywhere: this tab is signed out, and so is every other session.
-        page.set_viewport_size({"width": 1280, "height": 800})
-        page.goto(self.base + "/#/settings")
-        page.get_by_test_id("sign-out-everywhere").click()
-        page.get_by_test_id("login-username").wait_for()
-        self.assertEqual(call(self.base, "GET", "/api/me", token)[0], 401)
-        self.shoot("login")
-
-    def shoot(self, name, sizes=((1280, 800), (412, 915))):
-        page = self.page
-        keep = page.viewport_size
-        for w, h in sizes:
-            page.set_viewport_size({"width": w, "height": h})
-            for scheme in ("light", "dark"):
-                page.emulate_media(color_scheme=scheme)
-                page.wait_for_timeout(150)
-                page.screenshot(path=str(harness.shots_dir() / f"{name}-{w}x{h}-{scheme}.png"))
-        page.emulate_media(color_scheme="light")
-        page.set_viewport_size(keep)
 
 
 if __name__ == "__main__":

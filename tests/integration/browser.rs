@@ -1,6 +1,6 @@
-//! The web UI in a real browser: tests/browser/test_ui.py drives Debian's Chromium with
-//! Playwright (pinned in tests/python/requirements.txt; scripts/browser-env.sh installs both)
-//! against the real `hearth` binary this build made, started by the suite itself as users start
+//! The web UI in a real browser: tests/browser/test_ui.py and test_pages.py drive Debian's
+//! Chromium with Playwright (pinned in tests/python/requirements.txt; scripts/browser-env.sh
+//! installs both) against the real `hearth` binary this build made, started by the suite itself as users start
 //! it (the repo's config.toml, its own port and data directory) so that it can be SIGKILLed and
 //! restarted mid-answer. Screenshots (1280×800 and 412×915, light and dark) are written to
 //! target/ui-screenshots. The figures the suite measures are printed as `FIGURE …` lines.
@@ -19,7 +19,13 @@ fn the_web_ui_works_in_chromium_against_the_real_server_and_model() {
     let _model = common::serial();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     python::run(
-        &["-m", "unittest", "-v", "tests.browser.test_ui"],
+        &[
+            "-m",
+            "unittest",
+            "-v",
+            "tests.browser.test_ui",
+            "tests.browser.test_pages",
+        ],
         &[
             ("HEARTH_BIN", env!("CARGO_BIN_EXE_hearth").to_string()),
             (

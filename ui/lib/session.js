@@ -18,6 +18,13 @@ let access = null;      // the access token
 let expiresAt = 0;      // ms since the epoch
 let refreshTimer = 0;
 const listeners = new Set();
+const tokenListeners = new Set();
+
+/** Called with each new access token (this tab's refresh or another tab's). */
+export function onTokenChange(fn) {
+  tokenListeners.add(fn);
+  return () => tokenListeners.delete(fn);
+}
 
 /** Called with `true` when signed in, `false` when the session ended. */
 export function onSessionChange(fn) {
@@ -38,6 +45,7 @@ function setAccess(token, expiresIn, broadcast) {
   const wait = Math.max(5000, expiresIn * 1000 - 60000);
   refreshTimer = setTimeout(() => refresh().catch(() => {}), wait);
   if (broadcast && channel) channel.postMessage({ access: token, expiresAt });
+  for (const fn of tokenListeners) fn(token);
 }
 
 function clearAccess() {

@@ -5,8 +5,11 @@
 // the server closed with 1008 (the token expired or was revoked) first gets a fresh token.
 // Frames are routed by their `id` to the handler that sent the request; handlers learn that
 // the socket went (`onDrop`) so that views can resume their answers once it is back.
+// The server checks the socket's credential again and again, so when the page gets a new access
+// token the socket is reopened with it (once nothing is in flight on it), before the old one
+// expires.
 
-import { accessToken, refresh } from "./session.js";
+import { accessToken, onTokenChange, refresh } from "./session.js";
 
 const MAX_BACKOFF_MS = 2000;
 
@@ -16,6 +19,7 @@ let attempts = 0;
 let timer = 0;
 let wanted = false;
 let counter = 0;
+let staleToken = false; // opened with a token the page has since replaced
 const handlers = new Map();      // id -> {onFrame, onDrop}
 const stateListeners = new Set();
 const openListeners = new Set();
@@ -58,16 +62,18 @@ export function disconnect() {
   setState("offline");
 }
 
-function open() {
+/** Open the socket; `quiet`: a planned reopen, not shown as a reconnect. */
+function open(quiet = false) {
   const token = accessToken();
   if (!token) {
     setState("offline");
     return;
   }
-  setState("connecting");
+  if (!quiet) setState("connecting");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const sock = new WebSocket(`${proto}//${location.host}/ws?api_key=${encodeURIComponent(token)}`);
   ws = sock;
+  staleToken = false;
   sock.onopen = () => {
     attempts = 0;
     setState("online");
@@ -85,6 +91,7 @@ function open() {
     const last = frame.type === "done" || (frame.type === "error" && frame.code !== "duplicate_id");
     if (last) handlers.delete(frame.id);
     h.onFrame(frame);
+    if (last) reopenIfStale();
   };
   sock.onclose = async (e) => {
     if (ws !== sock) return;
@@ -106,6 +113,22 @@ function open() {
     timer = setTimeout(() => wanted && !ws && open(), delay);
   };
 }
+
+/** Reopen a socket whose token was replaced, once nothing is in flight on it. */
+function reopenIfStale() {
+  if (!staleToken || handlers.size > 0 || !ws) return;
+  const old = ws;
+  ws = null;
+  old.onclose = null;
+  old.close(1000);
+  open(true);
+}
+
+onTokenChange(() => {
+  if (!ws) return;
+  staleToken = true;
+  reopenIfStale();
+});
 
 /** Reconnect now (e.g. the page became visible again). */
 export function reconnectSoon() {

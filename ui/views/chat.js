@@ -96,6 +96,8 @@ export function ChatPage({ conversationId }) {
   function onFrame(frame, reqId) {
     switch (frame.type) {
       case "message":
+        // A turn sent from a conversation the reader has since left keeps going on the server.
+        if (frame.message.conversation_id !== convId.current) break;
         followed.current.set(frame.message.id, reqId);
         setPending(null);
         setMessages((ms) => withTurn(ms, frame.user_message, frame.message));
@@ -191,6 +193,7 @@ export function ChatPage({ conversationId }) {
       return;
     }
     followed.current.clear();
+    setPending(null);
     followRef.current = true;
     setFollowing(true);
     setMessages([]);
