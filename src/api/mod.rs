@@ -11,6 +11,7 @@ mod headers;
 pub mod openai;
 pub mod preferences;
 pub mod session_cookie;
+pub mod sessions;
 pub mod tokens;
 pub mod web;
 pub mod ws;
@@ -143,10 +144,10 @@ pub fn router(state: AppState) -> Router {
     // registering and logging in need no session.
     let account_api = Router::new()
         .route("/auth/register", post(accounts::register))
-        .route("/auth/login", post(accounts::login))
-        .route("/auth/refresh", post(accounts::refresh))
-        .route("/auth/logout", post(accounts::logout))
-        .route("/auth/logout-all", post(accounts::logout_all))
+        .route("/auth/login", post(sessions::login))
+        .route("/auth/refresh", post(sessions::refresh))
+        .route("/auth/logout", post(sessions::logout))
+        .route("/auth/logout-all", post(sessions::logout_all))
         .route("/auth/policy", get(accounts::policy))
         .route("/me", get(accounts::me))
         .route("/me/password", post(accounts::change_password))

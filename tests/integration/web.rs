@@ -221,9 +221,15 @@ async fn a_browser_session_keeps_its_refresh_token_in_an_http_only_cookie() {
     let (s, _, _) = browser_call(&app, "/api/auth/refresh", Some(&second), true, json!({})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "the whole family is revoked");
 
-    // Logout with the cookie revokes it and clears it.
-    let (_, h, _) = browser_call(&app, "/api/auth/login", None, true, creds).await;
+    // Logging in again with a cookie still there replaces that session.
+    let (_, h, _) = browser_call(&app, "/api/auth/login", None, true, creds.clone()).await;
+    let (replaced, _) = refresh_cookie(&h);
+    let (_, h, _) = browser_call(&app, "/api/auth/login", Some(&replaced), true, creds).await;
     let (third, _) = refresh_cookie(&h);
+    let (s, _, _) = browser_call(&app, "/api/auth/refresh", Some(&replaced), true, json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the replaced session ended");
+
+    // Logout with the cookie revokes it and clears it.
     let (s, h, _) = browser_call(&app, "/api/auth/logout", Some(&third), true, json!({})).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(refresh_cookie(&h).0.is_empty());
