@@ -12,4 +12,10 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Tests that run the model share one engine per test binary and take a lock, so they never
 # oversubscribe the CPU; the binaries themselves run one after another.
-cargo test --all-targets --locked
+# Every target (as `--all-targets`), the browser suite apart: it goes last and alone (the same
+# test binary, already built), since it measures how soon tokens reach the screen, which other
+# tests hashing passwords beside it would skew. (The benches run once each, as tests; their
+# harness takes no `--skip`.)
+cargo test --locked --lib --bins --examples --tests -- --skip browser::
+cargo test --locked --benches
+cargo test --locked --test integration -- browser::

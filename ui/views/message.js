@@ -41,7 +41,8 @@ class Markdown extends Component {
   }
   draw(text) {
     if (!this.el || text === this.shown) return;
-    this.last = performance.now();
+    // An empty answer (the row before its first token) does not hold the first token back.
+    if (text) this.last = performance.now();
     this.shown = text;
     renderMarkdown(this.el, text);
     this.el.dataset.renderedChars = String([...text].length);
