@@ -130,7 +130,9 @@ impl App {
         chat.load_settings()
             .await
             .context("loading the model policy and limit overrides")?;
+        let blog = crate::blog::Blog::new(&config.blog).context("blog templates")?;
         let state = AppState {
+            blog: Arc::new(blog),
             chat,
             store,
             jwt,

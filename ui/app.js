@@ -1,6 +1,6 @@
 // Hearth's web UI: the entry module. Restores the session from its cookie, then shows the
-// sign-in page or the app (chat, settings, admin) by the URL's hash: `#/c/<conversation id>`,
-// `#/settings`, `#/admin`.
+// sign-in page or the app (chat, blog, settings, admin) by the URL's hash: `#/c/<conversation
+// id>`, `#/posts` (the blog's posts), `#/posts/<post id>` (the editor), `#/settings`, `#/admin`.
 
 import { html, render, useEffect, useState } from "./vendor/preact-htm.js";
 import { api, logout, onSessionChange, refresh } from "./lib/session.js";
@@ -8,6 +8,7 @@ import { connect, disconnect, onSocketState } from "./lib/socket.js";
 import { initTheme, toggleTheme } from "./lib/theme.js";
 import { AuthPage } from "./views/auth.js";
 import { ChatPage } from "./views/chat.js";
+import { PostsPage } from "./views/posts.js";
 import { SettingsPage } from "./views/settings.js";
 import { AdminPage } from "./views/admin.js";
 
@@ -23,6 +24,7 @@ if (window.visualViewport) {
 function parseRoute(hash) {
   const parts = hash.replace(/^#\/?/, "").split("/");
   if (parts[0] === "c" && parts[1]) return { page: "chat", id: decodeURIComponent(parts[1]) };
+  if (parts[0] === "posts") return { page: "posts", id: parts[1] ? decodeURIComponent(parts[1]) : null };
   if (parts[0] === "settings") return { page: "settings" };
   if (parts[0] === "admin") return { page: "admin" };
   return { page: "chat", id: null };
@@ -52,6 +54,7 @@ function TopBar({ me, route }) {
     <a class="brand" href="#/">Hearth</a>
     <nav aria-label="Main">
       <a href="#/" aria-current=${current("chat")}>Chat</a>
+      <a href="#/posts" aria-current=${current("posts")} data-testid="nav-blog">Blog</a>
       <a href="#/settings" aria-current=${current("settings")}>Settings</a>
       ${me.role === "admin" && html`<a href="#/admin" aria-current=${current("admin")}>Admin</a>`}
     </nav>
@@ -100,7 +103,8 @@ function App() {
   if (phase === "boot") return html`<p class="boot">Loading Hearth…</p>`;
   if (phase === "out" || !me) return html`<${AuthPage} notice=${notice} />`;
   let page;
-  if (route.page === "settings") page = html`<${SettingsPage} me=${me} />`;
+  if (route.page === "posts") page = html`<${PostsPage} me=${me} postId=${route.id} />`;
+  else if (route.page === "settings") page = html`<${SettingsPage} me=${me} />`;
   else if (route.page === "admin" && me.role === "admin") page = html`<${AdminPage} me=${me} />`;
   else page = html`<${ChatPage} me=${me} conversationId=${route.id} />`;
   return html`<${TopBar} me=${me} route=${route} />${page}`;

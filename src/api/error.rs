@@ -61,6 +61,21 @@ pub enum ApiError {
         /// The machine-readable reason, e.g. `username_taken`, `last_admin`.
         code: &'static str,
     },
+    /// 409 from a save that names an older revision than the stored one: nothing was
+    /// changed; the body carries the stored version as `current`.
+    #[error(
+        "This post was saved elsewhere since the revision you edited: it is at revision \
+         {revision} now. Nothing was overwritten; merge with `current` and save against it."
+    )]
+    StaleRevision {
+        /// The stored revision.
+        revision: i64,
+        /// The stored post, as the API shows it.
+        current: Box<serde_json::Value>,
+    },
+    /// 413: one field is over its configured limit (the message names the setting).
+    #[error("{0}")]
+    TooLarge(String),
     /// 429: a rate limit or quota (login attempts, generation requests, running generations,
     /// daily tokens); the message says which and when to retry.
     #[error("{message}")]
@@ -136,7 +151,8 @@ impl ApiError {
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) | ApiError::NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::StaleRevision { .. } => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -161,6 +177,8 @@ impl ApiError {
             ApiError::Forbidden { code, .. } => ("permission_error", Some(*code)),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             ApiError::Conflict { code, .. } => ("invalid_request_error", Some(*code)),
+            ApiError::StaleRevision { .. } => ("invalid_request_error", Some("revision_conflict")),
+            ApiError::TooLarge(_) => ("invalid_request_error", Some("payload_too_large")),
             ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limited")),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::RouteNotFound(_) => ("invalid_request_error", Some("unknown_url")),
@@ -184,9 +202,14 @@ impl ApiError {
         let param = match self {
             ApiError::InvalidRequest { param, .. } => param.clone(),
             ApiError::ModelNotFound(_) => Some("model".into()),
+            ApiError::StaleRevision { .. } => Some("revision".into()),
             _ => None,
         };
-        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+        let mut body = json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}});
+        if let ApiError::StaleRevision { current, .. } = self {
+            body["current"] = (**current).clone();
+        }
+        body
     }
 }
 

@@ -3,12 +3,15 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod assist;
 pub mod auth;
+pub mod blog_pages;
 pub mod conversation_io;
 pub mod conversations;
 pub mod error;
 mod headers;
 pub mod openai;
+pub mod posts;
 pub mod preferences;
 pub mod session_cookie;
 pub mod sessions;
@@ -65,6 +68,8 @@ pub struct AppState {
     pub started_at: u64,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The blog's templates and caches.
+    pub blog: Arc<crate::blog::Blog>,
 }
 
 /// The whole router.
@@ -134,6 +139,24 @@ pub fn router(state: AppState) -> Router {
             get(preferences::list_memories).post(preferences::add_memory),
         )
         .route("/me/memories/{id}", delete(preferences::delete_memory))
+        .route("/posts", get(posts::list_posts).post(posts::create_post))
+        .route(
+            "/posts/{id}",
+            get(posts::get_post)
+                .patch(posts::update_post)
+                .delete(posts::delete_post),
+        )
+        .route("/posts/{id}/publish", post(posts::publish_post))
+        .route("/posts/{id}/unpublish", post(posts::unpublish_post))
+        .route("/posts/{id}/revisions", get(posts::list_revisions))
+        .route("/posts/{id}/revisions/{revision}", get(posts::get_revision))
+        .route(
+            "/posts/{id}/revisions/{revision}/restore",
+            post(posts::restore_revision),
+        )
+        .route("/posts/{id}/seo", get(posts::seo_report))
+        .route("/posts/{id}/assist", post(assist::assist_post))
+        .route("/render", post(posts::render_markdown))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(authenticated());
     let mut metrics_route = Router::new().route("/metrics", get(metrics));
@@ -185,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/ws", get(ws::handler))
         .merge(web::routes())
+        .merge(blog_pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(RequestBodyLimitLayer::new(body_limit))

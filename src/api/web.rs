@@ -205,6 +205,19 @@ async fn file(Path((hash, path)): Path<(String, String)>, req: Request) -> Respo
     }
 }
 
+/// Whether `If-None-Match` in `req` names `etag` (weakly compared, as GET allows) or `*`.
+pub(crate) fn etag_matches(req: &HeaderMap, etag: &str) -> bool {
+    let bare = etag.strip_prefix("W/").unwrap_or(etag);
+    req.get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.strip_prefix("W/").unwrap_or(t) == bare
+        })
+}
+
 /// The encodings a request accepts, in our order of preference.
 fn accepts(headers: &HeaderMap, coding: &str) -> bool {
     headers
@@ -241,16 +254,7 @@ fn send(asset: &Asset, req: &HeaderMap, cache_control: &'static str) -> Response
     if let Ok(v) = HeaderValue::from_str(&asset.etag) {
         headers.insert(header::ETAG, v);
     }
-    let fresh = req
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            let t = t.trim();
-            t == asset.etag || t == "*" || t.strip_prefix("W/") == Some(asset.etag.as_str())
-        });
-    if fresh {
+    if etag_matches(req, &asset.etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     let (coding, body) = match (&asset.brotli, &asset.gzip) {

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::engine::loader::DeviceChoice;
 
 mod backends;
+mod blog;
 mod playground;
 pub use backends::{BackendKind, BackendSettings};
+pub use blog::{AssistPrompts, BlogSettings};
 pub use playground::{
     CacheSettings, ChatSettings, FilterAction, FilterSettings, GuardSettings, LimitsSettings,
     MemorySettings,
@@ -67,6 +69,8 @@ pub struct Config {
     /// `[[backends]]`: where requests for each model go, and where they fail over to. Empty: the
     /// local model only.
     pub backends: Vec<BackendSettings>,
+    /// The blog: post limits, public pages, the AI writing tools and their prompts.
+    pub blog: BlogSettings,
 }
 
 /// Who may create an account through `POST /api/auth/register`.
@@ -342,6 +346,49 @@ impl StoreSettings {
 }
 
 impl Config {
+    fn validate_blog(&self) -> Result<(), ConfigError> {
+        let b = &self.blog;
+        let invalid =
+            |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        let positive: [(&'static str, u64); 7] = [
+            ("blog.max_body_bytes", b.max_body_bytes as u64),
+            ("blog.max_posts_per_user", b.max_posts_per_user.into()),
+            ("blog.max_revisions", b.max_revisions.into()),
+            ("blog.page_size", b.page_size.into()),
+            ("blog.assist_max_tokens", b.assist_max_tokens as u64),
+            ("blog.assist_input_chars", b.assist_input_chars as u64),
+            ("blog.max_keywords", b.max_keywords as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if b.assist_max_tokens > self.generation.max_tokens_limit {
+            return invalid(
+                "blog.assist_max_tokens",
+                "must not exceed generation.max_tokens_limit".into(),
+            );
+        }
+        if !(0.0..=2.0).contains(&b.assist_temperature) {
+            return invalid("blog.assist_temperature", "must be between 0 and 2".into());
+        }
+        if let Some(url) = &b.public_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.contains(['"', '<', '>', ' ', '\\', '?', '#']);
+            if !ok {
+                return invalid(
+                    "blog.public_url",
+                    format!("must be an http(s) URL without query or fragment, got `{url}`"),
+                );
+            }
+        }
+        if let Err(e) = crate::blog::assist::Prompts::new(&b.prompts) {
+            return invalid("blog.prompts", e.to_string());
+        }
+        Ok(())
+    }
+
     /// Load `path` (if it exists) with `HEARTH__SECTION__KEY` environment overrides on top.
     /// Relative model and storage paths are resolved against the config file's directory.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -429,6 +476,7 @@ impl Config {
                 return invalid(key, "must be at least 1".into());
             }
         }
+        self.validate_blog()?;
         for f in &self.filters {
             if let Err(e) = regex::Regex::new(&f.pattern) {
                 return invalid("filters.pattern", format!("`{}`: {e}", f.name));

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_accounts"),
     migration!(2, "0002_conversations"),
     migration!(3, "0003_sessions"),
+    migration!(4, "0004_posts"),
 ];
 
 /// The schema version this build writes: the last migration's number.

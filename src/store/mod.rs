@@ -37,6 +37,8 @@ pub mod backup;
 pub mod conversations;
 /// Embedded schema migrations.
 pub mod migrations;
+/// Blog posts and their revisions.
+pub mod posts;
 /// Users' preferences and memories; server-wide settings.
 pub mod preferences;
 /// Refresh-token rotation: issue, consume once, detect reuse, revoke.

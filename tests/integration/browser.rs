@@ -25,6 +25,7 @@ fn the_web_ui_works_in_chromium_against_the_real_server_and_model() {
             "-v",
             "tests.browser.test_ui",
             "tests.browser.test_pages",
+            "tests.browser.test_blog",
         ],
         &[
             ("HEARTH_BIN", env!("CARGO_BIN_EXE_hearth").to_string()),

@@ -13,6 +13,7 @@ mod common;
 
 mod accounts;
 mod backends;
+mod blog;
 mod browser;
 mod cli;
 mod cli_accounts;

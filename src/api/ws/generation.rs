@@ -50,6 +50,9 @@ pub(super) async fn generation(
         }
     };
     let resume = frame.get("type").and_then(Value::as_str) == Some("resume");
+    if !resume && frame.get("post_id").is_some() {
+        return super::assist::follow(state, caller, id, frame, out, registry, cancel).await;
+    }
     if resume || frame.get("conversation_id").is_some() {
         return super::conversation::follow(
             state, caller, id, frame, resume, out, registry, cancel,

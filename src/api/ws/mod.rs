@@ -25,6 +25,10 @@
 //!   "done", "id", "message_id", "status", "finish_reason", "model", "usage", "cached",
 //!   "timings"}`. The answer outlives the socket (for `chat.detach_grace_secs`); a `cancel`
 //!   stops the answer itself.
+//! - `{"type": "generate", "id", "post_id", "action", "selection"?, "options"?}`: one of the
+//!   blog's AI writing tools on one of the socket user's posts ([`assist`]; the fields of
+//!   `POST /api/posts/{id}/assist`): `status` frames, `token` frames, then `{"type": "done",
+//!   "id", "action", "text", "titles"?, "keywords"?, "finish_reason", "model", "usage"}`.
 //! - `{"type": "resume", "message_id", "offset", "id"?, "timestamps"?}`: follow an answer from
 //!   character `offset` (the stored text, then live tokens, then `done`); `id` defaults to the
 //!   message id.
@@ -96,6 +100,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 
+mod assist;
 mod conversation;
 mod generation;
 
