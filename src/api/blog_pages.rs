@@ -149,7 +149,8 @@ fn cached(
     if fresh(req, &etag, modified) {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    Ok((StatusCode::OK, headers, render()?).into_response())
+    let page = state.blog.page(&etag, render)?;
+    Ok((StatusCode::OK, headers, page).into_response())
 }
 
 fn respond(state: &AppState, req: &HeaderMap, result: PageResult) -> Response {

@@ -24,6 +24,8 @@ pub struct Blog {
     pub prompts: assist::Prompts,
     /// Rendered post bodies by (post id, revision): a revision's HTML never changes.
     rendered: moka::sync::Cache<(String, i64), Arc<str>>,
+    /// Whole public pages by their ETag (which hashes everything they show).
+    pages_by_etag: moka::sync::Cache<String, bytes::Bytes>,
 }
 
 /// Why the blog could not be set up.
@@ -49,7 +51,27 @@ impl Blog {
                     u32::try_from(k.0.len() + v.len()).unwrap_or(u32::MAX)
                 })
                 .build(),
+            pages_by_etag: moka::sync::Cache::builder()
+                .max_capacity(32 * 1024 * 1024)
+                .weigher(|k: &String, v: &bytes::Bytes| {
+                    u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX)
+                })
+                .build(),
         })
+    }
+
+    /// The page whose ETag is `etag`: from the cache, or `render`ed and kept.
+    pub fn page<E>(
+        &self,
+        etag: &str,
+        render: impl FnOnce() -> Result<String, E>,
+    ) -> Result<bytes::Bytes, E> {
+        if let Some(page) = self.pages_by_etag.get(etag) {
+            return Ok(page);
+        }
+        let page = bytes::Bytes::from(render()?);
+        self.pages_by_etag.insert(etag.to_string(), page.clone());
+        Ok(page)
     }
 
     /// The sanitised HTML of `body` at `(id, revision)`, rendered once.

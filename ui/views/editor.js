@@ -1,6 +1,7 @@
 // The post editor (`#/posts/<id>`): title, Markdown with a live preview, the details (slug,
 // tags, excerpt, meta description, keywords, cover alt), autosave, publishing, history, the
-// AI tools (./assist.js) and the SEO panel (./post_panels.js).
+// AI tools (./assist.js), the preview, the conflict banner, the history and the SEO panel
+// (./post_panels.js).
 //
 // Saving is optimistic concurrency: every PATCH carries the revision this editor last saw, and
 // a stale one is refused (409 revision_conflict) instead of overwriting what another tab or
@@ -9,11 +10,10 @@
 // One save is in flight at a time; edits made meanwhile are saved right after it.
 // Only the fields that changed since the last save are sent.
 
-import { Component, html, useEffect, useRef, useState } from "../vendor/preact-htm.js";
-import DOMPurify from "../vendor/purify.js";
+import { html, useEffect, useRef, useState } from "../vendor/preact-htm.js";
 import { api } from "../lib/session.js";
 import { AssistBar } from "./assist.js";
-import { Revisions, SeoPanel } from "./post_panels.js";
+import { ConflictBanner, Preview, Revisions, SeoPanel } from "./post_panels.js";
 
 const AUTOSAVE_MS = 1500;
 const PREVIEW_MS = 300;
@@ -61,82 +61,6 @@ function changes(draft, saved) {
   const out = {};
   for (const k of FIELDS) if (draft[k] !== saved[k]) out[k] = LISTS.has(k) ? splitList(draft[k]) : draft[k];
   return out;
-}
-
-const PREVIEW_PURIFY = {
-  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "object", "embed", "link", "meta", "base"],
-  FORBID_ATTR: ["style", "srcset", "action", "formaction"],
-  ALLOW_DATA_ATTR: false,
-  RETURN_DOM_FRAGMENT: true,
-};
-
-/**
- * The server's rendering, sanitised again here (defence in depth). Images from other origins
- * become placeholders: the UI's CSP would block them (and report it), and the preview should
- * not tell their servers who is writing what.
- */
-function cleanPreview(htmlText) {
-  const frag = DOMPurify.sanitize(htmlText || "", PREVIEW_PURIFY);
-  for (const img of frag.querySelectorAll("img")) {
-    const src = img.getAttribute("src") || "";
-    let local = src.startsWith("data:");
-    try {
-      local = local || new URL(src, location.href).origin === location.origin;
-    } catch {
-      local = false;
-    }
-    if (local) continue;
-    const span = document.createElement("span");
-    span.className = "image-placeholder";
-    span.textContent = `[image: ${img.getAttribute("alt") || src}]`;
-    img.replaceWith(span);
-  }
-  return frag;
-}
-
-/**
- * The preview, styled by the public blog's own stylesheet (/blog/style.css) so that it looks as
- * the published page will. That stylesheet styles a whole page (`:root` variables, `body`,
- * `h1`, `pre`…), so it lives in the preview's shadow root, where it styles the article and
- * nothing of the app (and the app's rules stay out of the article). A stylesheet link is
- * allowed by the UI's CSP; the colours and fonts it reads from variables are inherited from
- * the host (style.css, "Blog editor").
- */
-class Preview extends Component {
-  shouldComponentUpdate(next) {
-    if (next.html !== this.props.html) this.draw(next.html);
-    return false;
-  }
-  componentDidMount() {
-    const root = this.host.attachShadow({ mode: "open" });
-    const link = document.createElement("link");
-    link.rel = "stylesheet";
-    link.href = "/blog/style.css";
-    this.article = document.createElement("article");
-    this.article.className = "blog-article post-body";
-    root.append(link, this.article);
-    this.draw(this.props.html);
-  }
-  draw(htmlText) {
-    if (this.article) this.article.replaceChildren(cleanPreview(htmlText));
-  }
-  render() {
-    return html`<div class="preview-host" data-testid="post-preview" ref=${(el) => (this.host = el)}></div>`;
-  }
-}
-
-function ConflictBanner({ current, onLoad, onOverwrite }) {
-  const lines = (current.body || "").split("\n").slice(0, 6).join("\n");
-  return html`<div class="notice conflict" role="alert" data-testid="post-conflict">
-    <p><strong>This post was changed elsewhere</strong> (revision ${current.revision}, ${new Date(current.updated_at * 1000).toLocaleString()}).
-      Your changes are not saved. Their version:</p>
-    <p class="conflict-title">${current.title}</p>
-    <pre class="conflict-body">${lines}${(current.body || "").split("\n").length > 6 ? "\n…" : ""}</pre>
-    <div class="row">
-      <button type="button" data-testid="conflict-load" onClick=${onLoad}>Load theirs</button>
-      <button type="button" class="danger" data-testid="conflict-overwrite" onClick=${onOverwrite}>Keep mine (overwrite theirs)</button>
-    </div>
-  </div>`;
 }
 
 function Field({ id, label, field, value, onInput, hint, multiline, ...rest }) {

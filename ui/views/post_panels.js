@@ -1,9 +1,89 @@
-// Two panels of the post editor: the SEO checks (computed by the server from the stored post,
-// so they are read again after every save) and the post's history (its revisions, each one
-// viewable and restorable; a restore is a new revision, so nothing is lost).
+// Panels of the post editor: the Markdown preview, the conflict banner, the SEO checks
+// (computed by the server from the stored post, so they are read again after every save) and
+// the post's history (its revisions, each one viewable and restorable; a restore is a new
+// revision, so nothing is lost).
 
-import { html, useEffect, useState } from "../vendor/preact-htm.js";
+import { Component, html, useEffect, useState } from "../vendor/preact-htm.js";
+import DOMPurify from "../vendor/purify.js";
 import { api } from "../lib/session.js";
+
+const PREVIEW_PURIFY = {
+  FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "iframe", "object", "embed", "link", "meta", "base"],
+  FORBID_ATTR: ["style", "srcset", "action", "formaction"],
+  ALLOW_DATA_ATTR: false,
+  RETURN_DOM_FRAGMENT: true,
+};
+
+/**
+ * The server's rendering, sanitised again here (defence in depth). Images from other origins
+ * become placeholders: the UI's CSP would block them (and report it), and the preview should
+ * not tell their servers who is writing what.
+ */
+function cleanPreview(htmlText) {
+  const frag = DOMPurify.sanitize(htmlText || "", PREVIEW_PURIFY);
+  for (const img of frag.querySelectorAll("img")) {
+    const src = img.getAttribute("src") || "";
+    let local = src.startsWith("data:");
+    try {
+      local = local || new URL(src, location.href).origin === location.origin;
+    } catch {
+      local = false;
+    }
+    if (local) continue;
+    const span = document.createElement("span");
+    span.className = "image-placeholder";
+    span.textContent = `[image: ${img.getAttribute("alt") || src}]`;
+    img.replaceWith(span);
+  }
+  return frag;
+}
+
+/**
+ * The preview, styled by the public blog's own stylesheet (/blog/style.css) so that it looks as
+ * the published page will. That stylesheet styles a whole page (`:root` variables, `body`,
+ * `h1`, `pre`…), so it lives in the preview's shadow root, where it styles the article and
+ * nothing of the app (and the app's rules stay out of the article). A stylesheet link is
+ * allowed by the UI's CSP; the colours and fonts it reads from variables are inherited from
+ * the host (style.css, "Blog editor").
+ */
+export class Preview extends Component {
+  shouldComponentUpdate(next) {
+    if (next.html !== this.props.html) this.draw(next.html);
+    return false;
+  }
+  componentDidMount() {
+    const root = this.host.attachShadow({ mode: "open" });
+    const link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = "/blog/style.css";
+    this.article = document.createElement("article");
+    this.article.className = "blog-article post-body";
+    root.append(link, this.article);
+    this.draw(this.props.html);
+  }
+  draw(htmlText) {
+    if (this.article) this.article.replaceChildren(cleanPreview(htmlText));
+  }
+  render() {
+    return html`<div class="preview-host" data-testid="post-preview" ref=${(el) => (this.host = el)}></div>`;
+  }
+}
+
+/** A refused save: their version, and the user's two choices. */
+export function ConflictBanner({ current, onLoad, onOverwrite }) {
+  const lines = (current.body || "").split("\n").slice(0, 6).join("\n");
+  return html`<div class="notice conflict" role="alert" data-testid="post-conflict">
+    <p><strong>This post was changed elsewhere</strong> (revision ${current.revision}, ${new Date(current.updated_at * 1000).toLocaleString()}).
+      Your changes are not saved. Their version:</p>
+    <p class="conflict-title">${current.title}</p>
+    <pre class="conflict-body">${lines}${(current.body || "").split("\n").length > 6 ? "\n…" : ""}</pre>
+    <div class="row">
+      <button type="button" data-testid="conflict-load" onClick=${onLoad}>Load theirs</button>
+      <button type="button" class="danger" data-testid="conflict-overwrite" onClick=${onOverwrite}>Keep mine (overwrite theirs)</button>
+    </div>
+  </div>`;
+}
+
 
 /** Flesch reading ease in words: 60–70 is plain English. */
 function fleschWord(score) {
