@@ -8,10 +8,10 @@ pub mod api;
 pub mod app;
 /// Password hashing, access tokens and opaque secrets.
 pub mod auth;
-/// The blog: posts, revisions, Markdown rendering, public pages and the AI writing tools.
-pub mod blog;
 /// Backends (the local model, remote OpenAI-compatible servers), routing and failover.
 pub mod backends;
+/// The blog: posts, revisions, Markdown rendering, public pages and the AI writing tools.
+pub mod blog;
 /// The one generation service: admission (rate limits, quotas, permits), the response cache,
 /// starting through the router, and usage however a generation ends.
 pub mod chat;

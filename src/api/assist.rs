@@ -79,14 +79,23 @@ pub(crate) struct Prepared {
     pub(crate) ask: Ask,
 }
 
-fn in_range(param: &'static str, v: Option<i64>, range: std::ops::RangeInclusive<i64>, default: i64) -> Result<usize, ApiError> {
+fn in_range(
+    param: &'static str,
+    v: Option<i64>,
+    range: std::ops::RangeInclusive<i64>,
+    default: i64,
+) -> Result<usize, ApiError> {
     let v = v.unwrap_or(default);
     if range.contains(&v) {
         Ok(v as usize)
     } else {
         Err(ApiError::invalid(
             param,
-            format!("`{param}` must be between {} and {}, got {v}", range.start(), range.end()),
+            format!(
+                "`{param}` must be between {} and {}, got {v}",
+                range.start(),
+                range.end()
+            ),
         ))
     }
 }
@@ -109,7 +118,11 @@ pub(crate) async fn prepare(
     let o = input.options.unwrap_or_default();
     let b = &state.config.blog;
     let body = o.body.unwrap_or(post.body);
-    for (param, text) in [("options.body", Some(&body)), ("selection", input.selection.as_ref()), ("options.topic", o.topic.as_ref())] {
+    for (param, text) in [
+        ("options.body", Some(&body)),
+        ("selection", input.selection.as_ref()),
+        ("options.topic", o.topic.as_ref()),
+    ] {
         if text.is_some_and(|t| t.len() > b.max_body_bytes) {
             return Err(ApiError::TooLarge(format!(
                 "`{param}` is over {} bytes (blog.max_body_bytes)",
@@ -120,7 +133,12 @@ pub(crate) async fn prepare(
     let cursor = match o.cursor {
         None => None,
         Some(c) if c >= 0 => Some(c as usize),
-        Some(c) => return Err(ApiError::invalid("options.cursor", format!("`options.cursor` must not be negative, got {c}"))),
+        Some(c) => {
+            return Err(ApiError::invalid(
+                "options.cursor",
+                format!("`options.cursor` must not be negative, got {c}"),
+            ))
+        }
     };
     let assist = Assist {
         action,
@@ -145,7 +163,12 @@ pub(crate) async fn prepare(
     let model = state.chat.resolve_model(caller, o.model.as_deref()).await;
     let wanted = match o.max_tokens {
         None => b.assist_max_tokens,
-        Some(m) => in_range("options.max_tokens", Some(m), 1..=state.config.generation.max_tokens_limit as i64, 1)?,
+        Some(m) => in_range(
+            "options.max_tokens",
+            Some(m),
+            1..=state.config.generation.max_tokens_limit as i64,
+            1,
+        )?,
     };
     let common = CommonParams {
         model,
@@ -270,7 +293,11 @@ pub async fn assist_post(
                 Some(Step::Token(_)) => {}
                 Some(Step::Done(frame)) => break frame,
                 Some(Step::Failed(e)) => return Err(e),
-                None => return Err(ApiError::Internal("an assist ended without its result".into())),
+                None => {
+                    return Err(ApiError::Internal(
+                        "an assist ended without its result".into(),
+                    ))
+                }
             }
         };
         if let Some(o) = body.as_object_mut() {

@@ -157,7 +157,11 @@ fn respond(state: &AppState, req: &HeaderMap, result: PageResult) -> Response {
     match result {
         Ok(r) => r,
         Err(PageFailure::NotFound) => {
-            let page = state.blog.pages.not_found(&site(state, req)).unwrap_or_default();
+            let page = state
+                .blog
+                .pages
+                .not_found(&site(state, req))
+                .unwrap_or_default();
             let mut r = (StatusCode::NOT_FOUND, page).into_response();
             let h = r.headers_mut();
             h.insert(
@@ -207,7 +211,10 @@ fn public_post(state: &AppState, post: &Post) -> PublicPost {
         author: post.author.clone(),
         slug: post.slug.clone(),
         title: post.title.clone(),
-        html: state.blog.html(&post.id, post.revision, &post.body).to_string(),
+        html: state
+            .blog
+            .html(&post.id, post.revision, &post.body)
+            .to_string(),
         excerpt: excerpt(post),
         meta_description: post.meta_description.clone(),
         keywords: post.keywords.clone(),
@@ -225,7 +232,10 @@ fn fingerprint(posts: &[Post], extra: &str) -> (String, i64) {
     let mut parts = String::from(extra);
     let mut modified = 0;
     for p in posts {
-        parts.push_str(&format!("|{}:{}:{}:{}", p.id, p.revision, p.updated_at, p.author));
+        parts.push_str(&format!(
+            "|{}:{}:{}:{}",
+            p.id, p.revision, p.updated_at, p.author
+        ));
         modified = modified.max(p.updated_at);
     }
     (parts, modified)
@@ -246,7 +256,11 @@ async fn index(
 ) -> PageResult {
     let page: u32 = match page.as_deref() {
         None | Some("") => 1,
-        Some(p) => p.parse().ok().filter(|p| *p >= 1).ok_or(PageFailure::NotFound)?,
+        Some(p) => p
+            .parse()
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or(PageFailure::NotFound)?,
     };
     if let Some(a) = &author {
         if !state.store.author_exists(a.clone()).await? {
@@ -269,18 +283,25 @@ async fn index(
         &format!("index:{}:{page}:{total}", author.as_deref().unwrap_or("")),
     );
     let tag = etag(&site, &parts);
-    cached(state, req, tag, modified, "text/html; charset=utf-8", || {
-        let items: Vec<ListItem> = posts.iter().map(list_item).collect();
-        let listing = match &author {
-            // The stored spelling of the name, not the URL's.
-            Some(a) => Listing::Author(posts.first().map_or(a.as_str(), |p| p.author.as_str())),
-            None => Listing::All,
-        };
-        Ok(state
-            .blog
-            .pages
-            .index(&site, listing, &items, page, total_pages)?)
-    })
+    cached(
+        state,
+        req,
+        tag,
+        modified,
+        "text/html; charset=utf-8",
+        || {
+            let items: Vec<ListItem> = posts.iter().map(list_item).collect();
+            let listing = match &author {
+                // The stored spelling of the name, not the URL's.
+                Some(a) => Listing::Author(posts.first().map_or(a.as_str(), |p| p.author.as_str())),
+                None => Listing::All,
+            };
+            Ok(state
+                .blog
+                .pages
+                .index(&site, listing, &items, page, total_pages)?)
+        },
+    )
 }
 
 /// `GET /blog`.
@@ -319,9 +340,14 @@ async fn post_page(
         let site = site(&state, &req);
         let (parts, modified) = fingerprint(std::slice::from_ref(&post), "post");
         let tag = etag(&site, &parts);
-        cached(&state, &req, tag, modified, "text/html; charset=utf-8", || {
-            Ok(state.blog.pages.post(&site, &public_post(&state, &post))?)
-        })
+        cached(
+            &state,
+            &req,
+            tag,
+            modified,
+            "text/html; charset=utf-8",
+            || Ok(state.blog.pages.post(&site, &public_post(&state, &post))?),
+        )
     }
     .await;
     respond(&state, &req, result)
@@ -338,16 +364,24 @@ async fn feed(state: &AppState, req: &HeaderMap, author: Option<String>) -> Page
         .published_posts(author.clone(), FEED_ENTRIES, 0)
         .await?;
     let site = site(state, req);
-    let (parts, modified) = fingerprint(&posts, &format!("feed:{}", author.as_deref().unwrap_or("")));
+    let (parts, modified) =
+        fingerprint(&posts, &format!("feed:{}", author.as_deref().unwrap_or("")));
     let tag = etag(&site, &parts);
-    cached(state, req, tag, modified, "application/atom+xml; charset=utf-8", || {
-        let entries: Vec<PublicPost> = posts.iter().map(|p| public_post(state, p)).collect();
-        let listing = match &author {
-            Some(a) => Listing::Author(posts.first().map_or(a.as_str(), |p| p.author.as_str())),
-            None => Listing::All,
-        };
-        Ok(state.blog.pages.feed(&site, listing, &entries, modified)?)
-    })
+    cached(
+        state,
+        req,
+        tag,
+        modified,
+        "application/atom+xml; charset=utf-8",
+        || {
+            let entries: Vec<PublicPost> = posts.iter().map(|p| public_post(state, p)).collect();
+            let listing = match &author {
+                Some(a) => Listing::Author(posts.first().map_or(a.as_str(), |p| p.author.as_str())),
+                None => Listing::All,
+            };
+            Ok(state.blog.pages.feed(&site, listing, &entries, modified)?)
+        },
+    )
 }
 
 /// `GET /blog/feed.xml`.
@@ -369,21 +403,31 @@ async fn author_feed(
 /// `GET /sitemap.xml`: the blog's list page and every published post.
 async fn sitemap(State(state): State<AppState>, req: HeaderMap) -> Response {
     let result = async {
-        let (posts, _) = state.store.published_posts(None, SITEMAP_ENTRIES, 0).await?;
+        let (posts, _) = state
+            .store
+            .published_posts(None, SITEMAP_ENTRIES, 0)
+            .await?;
         let site = site(&state, &req);
         let (parts, modified) = fingerprint(&posts, "sitemap");
         let tag = etag(&site, &parts);
-        cached(&state, &req, tag, modified, "application/xml; charset=utf-8", || {
-            let mut urls = vec![SitemapUrl {
-                path: "/blog".into(),
-                lastmod: modified,
-            }];
-            urls.extend(posts.iter().map(|p| SitemapUrl {
-                path: format!("/blog/{}/{}", p.author, p.slug),
-                lastmod: p.updated_at,
-            }));
-            Ok(state.blog.pages.sitemap(&site, &urls)?)
-        })
+        cached(
+            &state,
+            &req,
+            tag,
+            modified,
+            "application/xml; charset=utf-8",
+            || {
+                let mut urls = vec![SitemapUrl {
+                    path: "/blog".into(),
+                    lastmod: modified,
+                }];
+                urls.extend(posts.iter().map(|p| SitemapUrl {
+                    path: format!("/blog/{}/{}", p.author, p.slug),
+                    lastmod: p.updated_at,
+                }));
+                Ok(state.blog.pages.sitemap(&site, &urls)?)
+            },
+        )
     }
     .await;
     respond(&state, &req, result)
@@ -395,9 +439,14 @@ async fn robots(State(state): State<AppState>, req: HeaderMap) -> Response {
     let tag = etag(&site, "robots");
     // Static for this binary: changed at most by an upgrade (a restart).
     let since = state.started_at as i64;
-    let result = cached(&state, &req, tag, since, "text/plain; charset=utf-8", || {
-        Ok(state.blog.pages.robots(&site)?)
-    });
+    let result = cached(
+        &state,
+        &req,
+        tag,
+        since,
+        "text/plain; charset=utf-8",
+        || Ok(state.blog.pages.robots(&site)?),
+    );
     respond(&state, &req, result)
 }
 

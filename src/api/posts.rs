@@ -243,7 +243,9 @@ pub async fn get_post(
     owner: Owner,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(post_json(&owned_post(&state, owner.user_id, id).await?)))
+    Ok(Json(post_json(
+        &owned_post(&state, owner.user_id, id).await?,
+    )))
 }
 
 /// `PATCH /api/posts/{id}` with the `revision` edited → the post at the next revision, or a

@@ -94,7 +94,9 @@ impl Action {
 }
 
 /// Rewrite styles.
-pub const STYLES: &[&str] = &["shorter", "longer", "simpler", "formal", "casual", "grammar"];
+pub const STYLES: &[&str] = &[
+    "shorter", "longer", "simpler", "formal", "casual", "grammar",
+];
 
 /// A validated assist request, with the post's text it works on.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,9 +183,10 @@ impl Assist {
             _ if !(1..=MAX_COUNT).contains(&self.count) => {
                 invalid("options.count", "`options.count` must be between 1 and 10")
             }
-            _ if !(1..=1000).contains(&self.words) => {
-                invalid("options.words", "`options.words` must be between 1 and 1000")
-            }
+            _ if !(1..=1000).contains(&self.words) => invalid(
+                "options.words",
+                "`options.words` must be between 1 and 1000",
+            ),
             _ if self.cursor.is_some_and(|c| c > self.body.chars().count()) => invalid(
                 "options.cursor",
                 "`options.cursor` is past the end of the body",
@@ -241,10 +244,16 @@ impl Prompts {
     }
 
     /// The system and user messages for `a`, quoting at most `input_chars` of the post.
-    pub fn messages(&self, a: &Assist, input_chars: usize) -> Result<Vec<ChatMessage>, AssistError> {
+    pub fn messages(
+        &self,
+        a: &Assist,
+        input_chars: usize,
+    ) -> Result<Vec<ChatMessage>, AssistError> {
         let chars: Vec<char> = a.body.chars().collect();
         let cursor = a.cursor.unwrap_or(chars.len()).min(chars.len());
-        let before: String = chars[cursor.saturating_sub(input_chars)..cursor].iter().collect();
+        let before: String = chars[cursor.saturating_sub(input_chars)..cursor]
+            .iter()
+            .collect();
         let after: String = chars[cursor..(cursor + input_chars / 4).min(chars.len())]
             .iter()
             .collect();
@@ -490,8 +499,14 @@ mod tests {
         let m = meta_description(&long);
         assert!(m.chars().count() <= 160, "{}", m.chars().count());
         assert!(m.ends_with('…'));
-        let sentences = format!("{} Second sentence here.", "A first sentence that is long enough to keep on its own, really.".repeat(2));
-        let m = meta_description(&format!("Meta description: \"{sentences} {}\"", "x ".repeat(80)));
+        let sentences = format!(
+            "{} Second sentence here.",
+            "A first sentence that is long enough to keep on its own, really.".repeat(2)
+        );
+        let m = meta_description(&format!(
+            "Meta description: \"{sentences} {}\"",
+            "x ".repeat(80)
+        ));
         assert!(m.chars().count() <= 160);
         assert!(m.ends_with('.'), "{m}");
         assert_eq!(meta_description("Short and sweet."), "Short and sweet.");
@@ -499,7 +514,11 @@ mod tests {
 
     #[test]
     fn summary_keeps_at_most_the_words_asked_for() {
-        let r = finish(&assist(Action::Summary), "one two three four five six seven", 12);
+        let r = finish(
+            &assist(Action::Summary),
+            "one two three four five six seven",
+            12,
+        );
         assert_eq!(r.text, "one two three four five…");
         let r = finish(&assist(Action::Summary), "One two three. Four five six", 12);
         assert_eq!(r.text, "One two three.");
@@ -509,18 +528,42 @@ mod tests {
     fn titles_come_from_the_json_list_deduplicated_and_capped() {
         let raw = r#"{"titles": ["Bread 101", "bread 101", "Knead to know", "Crust", "Extra"]}"#;
         let r = finish(&assist(Action::Titles), raw, 12);
-        assert_eq!(r.titles.as_deref(), Some(&["Bread 101".to_string(), "Knead to know".into(), "Crust".into()][..]));
+        assert_eq!(
+            r.titles.as_deref(),
+            Some(
+                &[
+                    "Bread 101".to_string(),
+                    "Knead to know".into(),
+                    "Crust".into()
+                ][..]
+            )
+        );
         assert_eq!(r.text, "Bread 101\nKnead to know\nCrust");
         // Cut off mid-list: the complete strings still count.
-        let r = finish(&assist(Action::Titles), r#"{"titles": ["One", "Two", "Thr"#, 12);
+        let r = finish(
+            &assist(Action::Titles),
+            r#"{"titles": ["One", "Two", "Thr"#,
+            12,
+        );
         assert_eq!(r.titles.unwrap(), vec!["One".to_string(), "Two".into()]);
     }
 
     #[test]
     fn keywords_are_normalised_and_slug_is_valid() {
-        let r = finish(&assist(Action::Keywords), r#"{"keywords": ["Bread", "sourdough, baking", "bread"]}"#, 12);
-        assert_eq!(r.keywords.unwrap(), vec!["bread".to_string(), "sourdough".into(), "baking".into()]);
-        let r = finish(&assist(Action::Slug), "Slug: Baking Bread at Home!\nmore", 12);
+        let r = finish(
+            &assist(Action::Keywords),
+            r#"{"keywords": ["Bread", "sourdough, baking", "bread"]}"#,
+            12,
+        );
+        assert_eq!(
+            r.keywords.unwrap(),
+            vec!["bread".to_string(), "sourdough".into(), "baking".into()]
+        );
+        let r = finish(
+            &assist(Action::Slug),
+            "Slug: Baking Bread at Home!\nmore",
+            12,
+        );
         assert!(slug::validate_slug(&r.text).is_ok(), "{}", r.text);
     }
 
@@ -541,8 +584,20 @@ mod tests {
         a.cursor = Some(5);
         let m = p.messages(&a, 100).expect("render");
         assert!(m[1].content.contains("Bread"), "{}", m[1].content);
-        assert!(!m[1].content.contains("salt"), "only the text before the cursor");
-        for action in ["titles", "outline", "expand", "rewrite", "summary", "meta_description", "keywords", "slug"] {
+        assert!(
+            !m[1].content.contains("salt"),
+            "only the text before the cursor"
+        );
+        for action in [
+            "titles",
+            "outline",
+            "expand",
+            "rewrite",
+            "summary",
+            "meta_description",
+            "keywords",
+            "slug",
+        ] {
             let mut a = assist(Action::parse(action).unwrap());
             a.selection = Some("- flour\n- water".into());
             a.style = Some("formal".into());

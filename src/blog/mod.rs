@@ -76,8 +76,9 @@ impl Blog {
 
     /// The sanitised HTML of `body` at `(id, revision)`, rendered once.
     pub fn html(&self, id: &str, revision: i64, body: &str) -> Arc<str> {
-        self.rendered
-            .get_with((id.to_string(), revision), || Arc::from(render::to_html(body)))
+        self.rendered.get_with((id.to_string(), revision), || {
+            Arc::from(render::to_html(body))
+        })
     }
 }
 

@@ -95,8 +95,10 @@ impl Default for AssistPrompts {
     fn default() -> Self {
         let s = |t: &str| t.trim_start().to_string();
         Self {
-            system: s("You are a helpful writing assistant for a blog. Answer with the \
-                requested text only: no preamble, no explanations, no quotes around it."),
+            system: s(
+                "You are a helpful writing assistant for a blog. Answer with the \
+                requested text only: no preamble, no explanations, no quotes around it.",
+            ),
             titles: s(r###"
 {% if topic %}Topic: {{ topic }}{% else %}Blog post:
 {{ body }}{% endif %}

@@ -206,7 +206,10 @@ pub fn list_posts(
          WHERE p.owner_id = ?1 AND (?2 IS NULL OR p.status = ?2) \
          ORDER BY p.updated_at DESC, p.rowid DESC"
     ))?;
-    let rows = stmt.query_map(params![owner, status.map(PostStatus::as_str)], post_from_row)?;
+    let rows = stmt.query_map(
+        params![owner, status.map(PostStatus::as_str)],
+        post_from_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -349,14 +352,23 @@ pub fn update_post(
         body,
         words,
         slug: fields.slug.clone().unwrap_or_else(|| old.slug.clone()),
-        excerpt: fields.excerpt.clone().unwrap_or_else(|| old.excerpt.clone()),
+        excerpt: fields
+            .excerpt
+            .clone()
+            .unwrap_or_else(|| old.excerpt.clone()),
         tags: fields.tags.clone().unwrap_or_else(|| old.tags.clone()),
         meta_description: fields
             .meta_description
             .clone()
             .unwrap_or_else(|| old.meta_description.clone()),
-        keywords: fields.keywords.clone().unwrap_or_else(|| old.keywords.clone()),
-        cover_alt: fields.cover_alt.clone().unwrap_or_else(|| old.cover_alt.clone()),
+        keywords: fields
+            .keywords
+            .clone()
+            .unwrap_or_else(|| old.keywords.clone()),
+        cover_alt: fields
+            .cover_alt
+            .clone()
+            .unwrap_or_else(|| old.cover_alt.clone()),
         revision: old.revision + 1,
         // A clock that stepped back must not make the post look older than it was.
         updated_at: now.max(old.updated_at),
@@ -474,7 +486,11 @@ pub fn get_revision(
 }
 
 /// Titles of `owner`'s posts other than `except` (for the duplicate-title check).
-pub fn other_titles(conn: &Connection, owner: i64, except: &str) -> Result<Vec<String>, StoreError> {
+pub fn other_titles(
+    conn: &Connection,
+    owner: i64,
+    except: &str,
+) -> Result<Vec<String>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT title FROM posts WHERE owner_id = ?1 AND id != ?2")?;
     let rows = stmt.query_map(params![owner, except], |r| r.get(0))?;
@@ -567,10 +583,8 @@ impl Store {
         fields: PostFields,
         max_revisions: u32,
     ) -> Result<Option<Saved>, StoreError> {
-        self.run(move |c| {
-            update_post(c, owner, &id, revision, &fields, max_revisions, unix_now())
-        })
-        .await
+        self.run(move |c| update_post(c, owner, &id, revision, &fields, max_revisions, unix_now()))
+            .await
     }
 
     /// See [`set_published`].

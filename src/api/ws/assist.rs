@@ -65,20 +65,30 @@ async fn drive(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let input: AssistInput = serde_json::from_value(frame).map_err(|e| ApiError::InvalidRequest {
-        message: clip(&format!("Invalid request: {e}"), MESSAGE_MAX_BYTES),
-        param: None,
-    })?;
+    let input: AssistInput =
+        serde_json::from_value(frame).map_err(|e| ApiError::InvalidRequest {
+            message: clip(&format!("Invalid request: {e}"), MESSAGE_MAX_BYTES),
+            param: None,
+        })?;
     let Prepared { assist, ask } = prepare(state, caller, owner, post_id, input).await?;
     send(out, json!({"type": "status", "id": id, "state": "queued"}));
-    let thinking = || send(out, json!({"type": "status", "id": id, "state": "thinking"}));
+    let thinking = || {
+        send(
+            out,
+            json!({"type": "status", "id": id, "state": "thinking"}),
+        )
+    };
     let run = slot.insert(state.chat.start(caller, ask, &thinking).await?);
     loop {
         match step(state, run, &assist).await {
             Some(Step::Token(text)) => send(out, json!({"type": "token", "id": id, "text": text})),
             Some(Step::Done(frame)) => return Ok(frame),
             Some(Step::Failed(e)) => return Err(e),
-            None => return Err(ApiError::Internal("an assist ended without its result".into())),
+            None => {
+                return Err(ApiError::Internal(
+                    "an assist ended without its result".into(),
+                ))
+            }
         }
     }
 }
