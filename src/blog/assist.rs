@@ -343,18 +343,66 @@ pub fn finish(a: &Assist, raw: &str, max_keywords: usize) -> AssistResult {
             }
         }
         Action::MetaDescription => plain(meta_description(raw)),
-        Action::Summary => plain(limit_words(&collapse_ws(unquote(raw.trim())), a.words)),
-        Action::Slug => {
-            let first = raw.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            let mut s = slug::slugify(first);
-            if s == "post" && !a.title.trim().is_empty() {
-                s = slug::slugify(&a.title);
-            }
-            plain(s)
-        }
-        Action::Rewrite => plain(unquote(raw.trim()).to_string()),
+        Action::Summary => plain(limit_words(
+            &collapse_ws(unquote(strip_preamble(raw))),
+            a.words,
+        )),
+        Action::Slug => plain(slug_answer(a, raw)),
+        Action::Rewrite => plain(rewrite_answer(a, raw)),
         Action::Outline | Action::Continue | Action::Expand => plain(raw.trim().to_string()),
     }
+}
+
+/// The slug in the answer's first line — unless it shares no word with the title or topic
+/// (a small model may echo the instruction instead), then the title's own slug.
+fn slug_answer(a: &Assist, raw: &str) -> String {
+    let first = raw.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let answer = slug::slugify(strip_preamble(first));
+    let source = format!("{} {}", a.title, a.topic.as_deref().unwrap_or(""));
+    if source.trim().is_empty() {
+        return answer;
+    }
+    let known = slug::slugify(&source);
+    let known: Vec<&str> = known.split('-').collect();
+    if answer == "post" || !answer.split('-').any(|w| w.len() > 2 && known.contains(&w)) {
+        return slug::slugify(&source);
+    }
+    answer
+}
+
+/// The rewritten text: for a one-paragraph selection only the answer's first paragraph (what
+/// follows is a model's commentary on its own rewrite), quotes and a "Rewritten:" label dropped.
+fn rewrite_answer(a: &Assist, raw: &str) -> String {
+    let selection = a.selection.as_deref().unwrap_or("").trim();
+    // A label is the model's only when the selection does not itself open with one.
+    let labelled = selection.chars().take(30).any(|c| c == ':');
+    let text = if labelled {
+        raw.trim()
+    } else {
+        strip_preamble(raw)
+    };
+    let one_paragraph = !selection.contains("\n\n");
+    let text = match text.split_once("\n\n") {
+        Some((first, _)) if one_paragraph => first,
+        _ => text,
+    };
+    unquote(text).to_string()
+}
+
+/// `raw` without what a model puts before the answer: Markdown heading or quote markers and a
+/// short label line ending in ':' ("## Summary:", "Meta description:").
+fn strip_preamble(raw: &str) -> &str {
+    let mut text = raw
+        .trim_start()
+        .trim_start_matches(['#', '>', '*'])
+        .trim_start();
+    if let Some((label, rest)) = text.split_once(':') {
+        let words = label.split_whitespace().count();
+        if !label.contains('\n') && label.len() < 30 && (1..=3).contains(&words) {
+            text = rest.trim_start().trim_start_matches('*').trim_start();
+        }
+    }
+    text.trim()
 }
 
 /// Strings of the list under `key` in a JSON answer — or, when the answer is not the object
@@ -449,14 +497,8 @@ pub fn limit_words(text: &str, max: usize) -> String {
 /// front ("Meta description:") and quotes dropped; over the limit, cut after the last whole
 /// sentence that fits (if that keeps at least 50 characters), else at a word, with "…".
 pub fn meta_description(raw: &str) -> String {
-    let text = collapse_ws(raw);
-    let mut text = text.as_str();
-    if let Some((label, rest)) = text.split_once(':') {
-        if label.to_lowercase().contains("description") && label.len() < 30 {
-            text = rest;
-        }
-    }
-    let text = unquote(text);
+    let text = collapse_ws(strip_preamble(raw));
+    let text = unquote(&text);
     let max = META_DESCRIPTION_MAX_CHARS;
     if text.chars().count() <= max {
         return text.to_string();
@@ -565,6 +607,34 @@ mod tests {
             12,
         );
         assert!(slug::validate_slug(&r.text).is_ok(), "{}", r.text);
+    }
+
+    #[test]
+    fn answers_lose_the_labels_and_commentary_a_small_model_adds() {
+        let mut a = assist(Action::Slug);
+        a.title = "Baking sourdough bread at home".into();
+        let echoed = "a-few-lowercase-words-joined-by-hyphens";
+        assert_eq!(
+            finish(&a, echoed, 12).text,
+            "baking-sourdough-bread-at-home"
+        );
+        assert_eq!(
+            finish(&a, "sourdough-at-home\n", 12).text,
+            "sourdough-at-home"
+        );
+        let mut a = assist(Action::Rewrite);
+        a.selection = Some("The fire keeps the house warm.".into());
+        let raw = "\"The fire warms the house.\"\n\nThis version is simpler because…";
+        assert_eq!(finish(&a, raw, 12).text, "The fire warms the house.");
+        assert_eq!(finish(&a, "Rewritten: Warm house.", 12).text, "Warm house.");
+        a.selection = Some("Note: the fire is warm.\n\nSecond part.".into());
+        assert_eq!(
+            finish(&a, "Note: hot.\n\nPart two.", 12).text,
+            "Note: hot.\n\nPart two."
+        );
+        let r = finish(&assist(Action::Summary), "## Why: Bread is good.", 12);
+        assert_eq!(r.text, "Bread is good.");
+        assert_eq!(meta_description("## Why: Bread is good."), "Bread is good.");
     }
 
     #[test]

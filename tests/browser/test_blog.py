@@ -109,7 +109,7 @@ class BlogTest(UiTest):
         for scheme in ("light", "dark"):
             page.emulate_media(color_scheme=scheme)
             page.wait_for_timeout(150)
-            page.screenshot(path=str(harness.shots_dir() / f"{name}-1280x800-{scheme}.png"), full_page=True)
+            page.screenshot(path=str(harness.shots_dir() / f"{name}-1280x800-{scheme}.png"))
         page.emulate_media(color_scheme="light")
 
 
