@@ -499,16 +499,7 @@ fn encode_segment(segment: &str) -> String {
 /// Escapes the characters that are special in HTML and XML text and attributes.
 fn escape_markup(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    super::render::escape_into(&mut out, text);
     out
 }
 

@@ -170,7 +170,7 @@ fn highlight(lang: &str, text: &str) -> Option<String> {
 }
 
 /// Escapes text for an HTML text node or a quoted attribute.
-fn escape_into(out: &mut String, text: &str) {
+pub(crate) fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::{api_error_frame, lock, send, Outbox, Registry};
+use super::{api_error_frame, send, until_cancelled, Outbox, Registry};
 use crate::api::assist::{prepare, step, AssistInput, Prepared, Step};
 use crate::api::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use crate::api::openai::wire::UsageBody;
@@ -24,15 +24,10 @@ pub(super) async fn follow(
     registry: Registry,
     mut cancel: oneshot::Receiver<()>,
 ) {
-    let mut run: Option<Run> = None;
-    let outcome = tokio::select! {
-        biased;
-        _ = &mut cancel => None,
-        result = drive(&state, &caller, &id, frame, &out, &mut run) => Some(result),
-    };
-    let usage = run.as_ref().map(Run::usage).unwrap_or_default();
-    drop(run);
-    lock(&registry).remove(&id);
+    let (outcome, usage) = until_cancelled(&registry, &id, &mut cancel, async |run| {
+        drive(&state, &caller, &id, frame, &out, run).await
+    })
+    .await;
     let last = match outcome {
         None => json!({
             "type": "done",

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
-use super::{api_error_frame, lock, send, Outbox, Registry, SocketOwner};
+use super::{api_error_frame, lock, send, until_cancelled, Outbox, Registry, SocketOwner};
 use crate::api::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use crate::api::openai::wire::UsageBody;
 use crate::api::openai::{chat_messages, chat_plan, finish_str, ChatRequest};
@@ -59,19 +59,10 @@ pub(super) async fn generation(
         )
         .await;
     }
-    // The run lives here, so a cancel (or the socket going) drops it: the service counts what
-    // was computed and the model thread frees the slot.
-    let mut run: Option<Run> = None;
-    let outcome = tokio::select! {
-        biased;
-        // A sent cancel, or its sender dropped with the socket: either way, stop.
-        _ = &mut cancel => None,
-        result = drive(&state, &caller, &id, frame, &out, &mut run) => Some(result),
-    };
-    let usage = run.as_ref().map(Run::usage).unwrap_or_default();
-    drop(run);
-    // Free the id before the last frame goes out, so the client may reuse it at once.
-    lock(&registry).remove(&id);
+    let (outcome, usage) = until_cancelled(&registry, &id, &mut cancel, async |run| {
+        drive(&state, &caller, &id, frame, &out, run).await
+    })
+    .await;
     let last = match outcome {
         None => json!({
             "type": "done",

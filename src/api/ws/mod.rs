@@ -109,6 +109,7 @@ use super::auth::{authenticate, bearer, Principal};
 use super::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use super::AppState;
 use crate::chat::Caller;
+use crate::chat::{Run, Usage};
 
 /// How long the writer may take to flush the last frames once the socket is done.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
@@ -228,6 +229,28 @@ type Registry = Arc<Mutex<HashMap<String, Option<oneshot::Sender<()>>>>>;
 
 fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<String, Option<oneshot::Sender<()>>>> {
     registry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Drive one generation until it ends or `cancel` fires (a `cancel` frame, or its sender dropped
+/// with the socket), then free its id so the client may reuse it once the last frame arrives.
+/// The run lives in the slot `drive` fills, so a cancel drops it: the service counts what was
+/// computed and the model thread frees the slot. `None` when cancelled; either way the usage.
+async fn until_cancelled<T>(
+    registry: &Registry,
+    id: &str,
+    cancel: &mut oneshot::Receiver<()>,
+    drive: impl AsyncFnOnce(&mut Option<Run>) -> Result<T, ApiError>,
+) -> (Option<Result<T, ApiError>>, Usage) {
+    let mut run: Option<Run> = None;
+    let outcome = tokio::select! {
+        biased;
+        _ = cancel => None,
+        result = drive(&mut run) => Some(result),
+    };
+    let usage = run.as_ref().map(Run::usage).unwrap_or_default();
+    drop(run);
+    lock(registry).remove(id);
+    (outcome, usage)
 }
 
 fn send(out: &Outbox, frame: Value) {
