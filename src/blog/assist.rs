@@ -312,7 +312,7 @@ pub fn finish(a: &Assist, raw: &str, max_keywords: usize) -> AssistResult {
         Action::Titles => {
             let mut titles: Vec<String> = Vec::new();
             for t in json_strings(raw, "titles") {
-                let t = unquote(&collapse_ws(&t)).to_string();
+                let t = unquote(drop_title_label(unquote(&collapse_ws(&t)))).to_string();
                 if !t.is_empty() && !titles.iter().any(|x| x.eq_ignore_ascii_case(&t)) {
                     titles.push(t.chars().take(200).collect());
                 }
@@ -387,6 +387,21 @@ fn rewrite_answer(a: &Assist, raw: &str) -> String {
         _ => text,
     };
     unquote(text).to_string()
+}
+
+/// A title without a label the model copied from the prompt ("Blog post: …", "Title: …"); a
+/// colon in a real title ("Sourdough: a guide") stays.
+fn drop_title_label(title: &str) -> &str {
+    const LABELS: &[&str] = &["title", "blog post", "blog post title", "post", "headline"];
+    match title.split_once(':') {
+        Some((label, rest))
+            if LABELS.contains(&label.trim().to_lowercase().as_str())
+                && !rest.trim().is_empty() =>
+        {
+            rest.trim()
+        }
+        _ => title,
+    }
 }
 
 /// `raw` without what a model puts before the answer: Markdown heading or quote markers and a
@@ -631,6 +646,15 @@ mod tests {
         assert_eq!(
             finish(&a, "Note: hot.\n\nPart two.", 12).text,
             "Note: hot.\n\nPart two."
+        );
+        let raw = r#"{"title": "Blog post: Why Bread Needs Salt", "x": "Sourdough: a guide"}"#;
+        let r = finish(&assist(Action::Titles), raw, 12);
+        assert_eq!(
+            r.titles.unwrap(),
+            vec![
+                "Why Bread Needs Salt".to_string(),
+                "Sourdough: a guide".into()
+            ]
         );
         let r = finish(&assist(Action::Summary), "## Why: Bread is good.", 12);
         assert_eq!(r.text, "Bread is good.");

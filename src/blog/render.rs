@@ -312,11 +312,28 @@ pub fn to_plain_text(markdown: &str) -> String {
     text.finish()
 }
 
-/// The first `max_words` words of the post's plain text, joined by single spaces, with "…"
-/// appended when the text was cut.
+/// The first `max_words` words of the post's prose (its headings and code blocks left out,
+/// unless it has nothing else), joined by single spaces, with "…" appended when the text was
+/// cut. Pages use it as the description of a post that has none.
 pub fn excerpt(markdown: &str, max_words: usize) -> String {
-    let text = to_plain_text(markdown);
-    let mut words = text.split_whitespace();
+    let mut prose = String::new();
+    let mut skipping = 0usize;
+    for event in Parser::new_ext(markdown, options()) {
+        match event {
+            Event::Start(Tag::Heading { .. } | Tag::CodeBlock(_)) => skipping += 1,
+            Event::End(TagEnd::Heading(_) | TagEnd::CodeBlock) => {
+                skipping = skipping.saturating_sub(1)
+            }
+            Event::Text(t) | Event::Code(t) if skipping == 0 => prose.push_str(&t),
+            Event::InlineHtml(html) if skipping == 0 => prose.push_str(&strip_tags(&html)),
+            Event::SoftBreak | Event::HardBreak | Event::End(_) => prose.push(' '),
+            _ => {}
+        }
+    }
+    if prose.trim().is_empty() {
+        prose = to_plain_text(markdown);
+    }
+    let mut words = prose.split_whitespace();
     let mut excerpt = words.by_ref().take(max_words).collect::<Vec<_>>().join(" ");
     if words.next().is_some() {
         excerpt.push('…');
@@ -752,10 +769,11 @@ mod tests {
 
     #[test]
     fn excerpt_cuts_at_a_word_count_with_an_ellipsis() {
-        let markdown = "# Hello\n\nOne two three four.";
-        assert_eq!(excerpt(markdown, 3), "Hello One two…");
-        assert_eq!(excerpt(markdown, 5), "Hello One two three four.");
-        assert_eq!(excerpt(markdown, 50), "Hello One two three four.");
+        let markdown = "# Hello\n\nOne two three four.\n\n```\ncode\n```\n\n- five";
+        assert_eq!(excerpt(markdown, 3), "One two three…");
+        assert_eq!(excerpt(markdown, 5), "One two three four. five");
+        assert_eq!(excerpt(markdown, 50), "One two three four. five");
+        assert_eq!(excerpt("## Only a heading", 5), "Only a heading");
         assert_eq!(excerpt("", 5), "");
     }
 
