@@ -20,6 +20,7 @@ use super::web::etag_matches;
 use super::AppState;
 use crate::blog::pages::{ListItem, Listing, PublicPost, Site, SitemapUrl, BLOG_CSS};
 use crate::blog::render::HIGHLIGHT_CSS;
+use crate::blog::seo;
 use crate::store::posts::Post;
 
 /// The public pages' policy: styles from this origin, images from anywhere over https, no
@@ -181,10 +182,6 @@ fn respond(state: &AppState, req: &HeaderMap, result: PageResult) -> Response {
     }
 }
 
-fn reading_minutes(words: i64) -> u32 {
-    u32::try_from((words.max(0) + 199) / 200).unwrap_or(u32::MAX)
-}
-
 fn excerpt(post: &Post) -> String {
     if post.excerpt.is_empty() {
         crate::blog::render::excerpt(&post.body, 40)
@@ -202,7 +199,7 @@ fn list_item(post: &Post) -> ListItem {
         tags: post.tags.clone(),
         published_at: post.published_at.unwrap_or(post.created_at),
         updated_at: post.updated_at,
-        reading_minutes: reading_minutes(post.words),
+        reading_minutes: seo::reading_minutes(usize::try_from(post.words).unwrap_or(0)),
     }
 }
 
@@ -223,7 +220,7 @@ fn public_post(state: &AppState, post: &Post) -> PublicPost {
         published_at: post.published_at.unwrap_or(post.created_at),
         updated_at: post.updated_at,
         word_count: usize::try_from(post.words).unwrap_or(0),
-        reading_minutes: reading_minutes(post.words),
+        reading_minutes: seo::reading_minutes(usize::try_from(post.words).unwrap_or(0)),
     }
 }
 

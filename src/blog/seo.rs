@@ -147,8 +147,7 @@ pub fn check(input: &SeoInput) -> SeoReport {
             .any(|other| other.trim().to_lowercase() == wanted);
     let mut report = SeoReport {
         word_count,
-        reading_time_minutes: u32::try_from(word_count.div_ceil(WORDS_PER_MINUTE))
-            .unwrap_or(u32::MAX),
+        reading_time_minutes: reading_minutes(word_count),
         sentence_count,
         syllable_count,
         flesch_reading_ease,
@@ -162,6 +161,11 @@ pub fn check(input: &SeoInput) -> SeoReport {
     };
     report.checks = summarise(&report);
     report
+}
+
+/// Minutes to read `words` words, rounded up (at [`WORDS_PER_MINUTE`]).
+pub fn reading_minutes(words: usize) -> u32 {
+    u32::try_from(words.div_ceil(WORDS_PER_MINUTE)).unwrap_or(u32::MAX)
 }
 
 fn heading_issues(headings: &[Heading], word_count: usize) -> Vec<String> {
