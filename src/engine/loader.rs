@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
+use super::kernels::{self, matmul::QMatrix, WeightType};
 use super::model::{Block, Embedding, Linear, LlamaModel, ModelConfig, RopeStyle};
 
 /// Why a model could not be loaded.
@@ -308,6 +309,9 @@ fn build_linear(
 ) -> candle_core::Result<Linear> {
     let same_type = parts.iter().all(|p| p.dtype() == parts[0].dtype());
     let cpu = device.is_cpu();
+    if let Some(linear) = own_kernel_linear(&parts, cpu && same_type)? {
+        return Ok(linear);
+    }
     // With VNNI, Candle's repacked Q8_0 tiles beat an f32 GEMM for prompts too (measured 449 vs
     // 292 tok/s on 256 tokens), so the f32 copies are only kept on CPUs without it.
     let dense_for_prompt = cpu && !opts.exact && prompt_dense && !vnni_enabled();
@@ -366,6 +370,40 @@ fn build_linear(
         _ => None,
     };
     Ok(Linear::new(main, dense).with_input_padding(pad_in))
+}
+
+/// The parts as one matrix for Hearth's own kernels, when they run it: on the CPU, one type
+/// they know, rows a multiple of 32 long. The blocks are the file's, byte for byte.
+fn own_kernel_linear(parts: &[QTensor], eligible: bool) -> candle_core::Result<Option<Linear>> {
+    if !eligible || std::env::var_os("HEARTH_KERNELS").is_some_and(|v| v == "candle") {
+        return Ok(None);
+    }
+    let Some(ty) = weight_type(parts[0].dtype()) else {
+        return Ok(None);
+    };
+    let (n, k) = (n_of(parts)?, k_of(parts)?);
+    if !k.is_multiple_of(kernels::QK) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(n * k / kernels::QK * ty.block_bytes());
+    for p in parts {
+        bytes.extend_from_slice(&p.data()?);
+    }
+    let matrix =
+        QMatrix::new(ty, n, k, bytes).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    Ok(Some(Linear::blocks(matrix)))
+}
+
+/// The block format Hearth's kernels compute on for a GGUF type, if they cover it.
+fn weight_type(dtype: GgmlDType) -> Option<WeightType> {
+    Some(match dtype {
+        GgmlDType::Q4_0 => WeightType::Q4_0,
+        GgmlDType::Q4_1 => WeightType::Q4_1,
+        GgmlDType::Q5_0 => WeightType::Q5_0,
+        GgmlDType::Q5_1 => WeightType::Q5_1,
+        GgmlDType::Q8_0 => WeightType::Q8_0,
+        _ => return None,
+    })
 }
 
 /// Zero input columns to add to a Q8_0 matrix `[n, k]` so Candle's repacked VNNI kernels apply.

@@ -7,6 +7,7 @@
 pub mod chat_prompt;
 pub mod generate;
 pub mod json_constraint;
+pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod priority;

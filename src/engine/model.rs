@@ -9,6 +9,10 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use super::kernels::matmul::QMatrix;
+
+mod cpu;
+
 /// How rotary position embedding pairs the head dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum RopeStyle {
@@ -52,62 +56,116 @@ pub struct ModelConfig {
 }
 
 /// One weight matrix `[out, in]` applied as `x · Wᵀ`.
-///
-/// `main` serves single-token decode (quantized kernels read the fewest bytes); `dense`, when
-/// present, is an f32 copy used for multi-row inputs (prompt processing), where a GEMM beats
-/// row-by-row quantized dot products by a wide margin on CPU.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    main: QMatMul,
-    dense: Option<Tensor>,
-    /// Zero columns appended to `main`'s input dimension (see `loader`): inputs get the same
-    /// number of zeros, which leaves every dot product unchanged.
-    pad_in: usize,
+    kind: LinearKind,
+}
+
+#[derive(Debug, Clone)]
+enum LinearKind {
+    /// The file's own blocks on the CPU, through Hearth's kernels (`kernels`): activations
+    /// quantized per 32 values, every row computed alike whatever the batch.
+    Blocks(QMatrix),
+    /// Candle's kernels: GPUs, and what Hearth's kernels do not cover (dense f32/f16 weights,
+    /// K-quants). `dense`, when present, is an f32 copy used for multi-row inputs; `pad_in` zero
+    /// columns were appended to `main`'s input dimension (inputs get the same zeros).
+    Candle {
+        main: QMatMul,
+        dense: Option<Tensor>,
+        pad_in: usize,
+    },
 }
 
 /// Inputs with at least this many rows go through the dense copy when one exists.
 const DENSE_MIN_ROWS: usize = 4;
 
 impl Linear {
-    /// Wrap a matrix; `dense` is an optional f32 `[out, in]` copy for batched inputs.
+    /// Wrap a Candle matrix; `dense` is an optional f32 `[out, in]` copy for batched inputs.
     pub fn new(main: QMatMul, dense: Option<Tensor>) -> Self {
         Self {
-            main,
-            dense,
-            pad_in: 0,
+            kind: LinearKind::Candle {
+                main,
+                dense,
+                pad_in: 0,
+            },
+        }
+    }
+
+    /// A matrix of GGUF blocks computed by Hearth's own CPU kernels.
+    pub fn blocks(matrix: QMatrix) -> Self {
+        Self {
+            kind: LinearKind::Blocks(matrix),
         }
     }
 
     /// `main` was stored with `pad` extra zero input columns.
     pub fn with_input_padding(mut self, pad: usize) -> Self {
-        self.pad_in = pad;
+        if let LinearKind::Candle { pad_in, .. } = &mut self.kind {
+            *pad_in = pad;
+        }
         self
+    }
+
+    /// Which kernels run this matrix, for logs and tests: `Q4_1 (avx512vnni)`, `candle`.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            LinearKind::Blocks(m) => format!("{} ({})", m.weight_type().name(), m.isa().name()),
+            LinearKind::Candle { .. } => "candle".into(),
+        }
     }
 
     /// `x [rows, in] → [rows, out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(w) = &self.dense {
+        let (main, dense, pad_in) = match &self.kind {
+            LinearKind::Blocks(m) => {
+                let rows = x.dim(0)?;
+                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let mut out = vec![0f32; rows * m.rows()];
+                m.matmul(&xs, &mut out);
+                return Tensor::from_vec(out, (rows, m.rows()), x.device());
+            }
+            LinearKind::Candle {
+                main,
+                dense,
+                pad_in,
+            } => (main, dense, *pad_in),
+        };
+        if let Some(w) = dense {
             if x.dim(0)? >= DENSE_MIN_ROWS {
                 return x.matmul(&w.t()?);
             }
         }
-        if self.pad_in > 0 {
-            return self
-                .main
-                .forward(&x.pad_with_zeros(D::Minus1, 0, self.pad_in)?);
+        if pad_in > 0 {
+            return main.forward(&x.pad_with_zeros(D::Minus1, 0, pad_in)?);
         }
-        self.main.forward(x)
+        main.forward(x)
+    }
+
+    /// `x [rows, in] → [rows, out]` on plain slices (the CPU path).
+    fn forward_rows(&self, x: &[f32], rows: usize) -> candle_core::Result<Vec<f32>> {
+        if let LinearKind::Blocks(m) = &self.kind {
+            let mut out = vec![0f32; rows * m.rows()];
+            m.matmul(x, &mut out);
+            return Ok(out);
+        }
+        let x = Tensor::from_slice(x, (rows, x.len() / rows.max(1)), &Device::Cpu)?;
+        self.forward(&x)?.flatten_all()?.to_vec1()
     }
 
     /// Bytes of weights held in memory.
     pub fn size_in_bytes(&self) -> usize {
-        let main = match &self.main {
-            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
-                t.elem_count() * t.dtype().size_in_bytes()
+        match &self.kind {
+            LinearKind::Blocks(m) => m.size_in_bytes(),
+            LinearKind::Candle { main, dense, .. } => {
+                let main = match main {
+                    QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                        t.elem_count() * t.dtype().size_in_bytes()
+                    }
+                };
+                main + dense.as_ref().map_or(0, |d| d.elem_count() * 4)
             }
-        };
-        main + self.dense.as_ref().map_or(0, |d| d.elem_count() * 4)
+        }
     }
 }
 
@@ -157,14 +215,19 @@ pub struct LlamaModel {
     lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
+    /// The CPU path's own copies (norm weights, rotary tables); `None` on a GPU.
+    host: Option<cpu::HostTables>,
 }
 
 /// Per-sequence attention state: keys and values of every position fed so far.
 ///
-/// Buffers grow by doubling, so appending a token is a copy of one row, not of the whole cache.
+/// On the CPU they live in [`HostKv`] buffers (f16, position-major, grown as positions are
+/// written); on a GPU in device tensors that grow by doubling, so appending a token is a copy
+/// of one row, not of the whole cache.
 #[derive(Debug)]
 pub struct SeqCache {
     layers: Vec<(Tensor, Tensor)>,
+    host: Vec<cpu::HostKv>,
     /// The token ids whose keys and values are cached, in order.
     tokens: Vec<u32>,
     len: usize,
@@ -176,6 +239,7 @@ impl SeqCache {
     pub fn empty() -> Self {
         SeqCache {
             layers: Vec::new(),
+            host: Vec::new(),
             tokens: Vec::new(),
             len: 0,
             capacity: 0,
@@ -222,6 +286,7 @@ impl SeqCache {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(SeqCache {
             layers,
+            host: self.host.iter().map(|kv| kv.prefix(len)).collect(),
             tokens: self.tokens[..len].to_vec(),
             len,
             capacity: self.capacity,
@@ -230,10 +295,17 @@ impl SeqCache {
 
     /// Bytes held by the key/value buffers.
     pub fn size_in_bytes(&self) -> usize {
-        self.layers
+        let device: usize = self
+            .layers
             .iter()
             .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
+            .sum();
+        device
+            + self
+                .host
+                .iter()
+                .map(cpu::HostKv::size_in_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -262,10 +334,16 @@ impl LlamaModel {
                 angles.push(p as f32 * f);
             }
         }
+        let host = if device.is_cpu() {
+            Some(cpu::HostTables::new(&angles, &blocks, &norm)?)
+        } else {
+            None
+        };
         let angles = Tensor::from_vec(angles, (positions, half), &device)?;
         let cos = angles.cos()?;
         let sin = angles.sin()?;
         Ok(Self {
+            host,
             config,
             device,
             embed,
@@ -310,6 +388,16 @@ impl LlamaModel {
     }
 
     fn grow_cache(&self, cache: &mut SeqCache, needed: usize) -> candle_core::Result<()> {
+        if self.host.is_some() {
+            let width = self.config.num_kv_heads * self.config.head_dim;
+            cache
+                .host
+                .resize_with(self.config.num_layers, cpu::HostKv::default);
+            for kv in &mut cache.host {
+                kv.reserve(needed, width);
+            }
+            return Ok(());
+        }
         if needed <= cache.capacity {
             return Ok(());
         }
@@ -360,6 +448,27 @@ impl LlamaModel {
             );
         }
         self.grow_cache(cache, pos + seq_len)?;
+        if let Some(host) = &self.host {
+            let rows: Vec<cpu::Row> = (0..seq_len)
+                .map(|i| cpu::Row {
+                    seq: 0,
+                    pos: pos + i,
+                })
+                .collect();
+            let out = if all_logits {
+                0..seq_len
+            } else {
+                seq_len - 1..seq_len
+            };
+            let logits = self.forward_cpu(host, tokens, &rows, &mut [cache], out)?;
+            cache.len = pos + seq_len;
+            cache.tokens.extend_from_slice(tokens);
+            return if all_logits {
+                Ok(logits)
+            } else {
+                logits.squeeze(0)
+            };
+        }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.forward(&ids)?; // [S, H]
         let cos = self.cos.narrow(0, pos, seq_len)?;
@@ -416,6 +525,19 @@ impl LlamaModel {
                 );
             }
             self.grow_cache(cache, cache.len + 1)?;
+        }
+        if let Some(host) = &self.host {
+            let rows: Vec<cpu::Row> = caches
+                .iter()
+                .enumerate()
+                .map(|(seq, c)| cpu::Row { seq, pos: c.len })
+                .collect();
+            let logits = self.forward_cpu(host, tokens, &rows, caches, 0..batch)?;
+            for (cache, &t) in caches.iter_mut().zip(tokens) {
+                cache.len += 1;
+                cache.tokens.push(t);
+            }
+            return Ok(logits);
         }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.forward(&ids)?; // [B, H]
@@ -532,9 +654,6 @@ impl LlamaModel {
         k_cache.slice_set(&k, 1, pos)?;
         v_cache.slice_set(&v, 1, pos)?;
         let total = pos + seq_len;
-        if seq_len == 1 && self.device.is_cpu() {
-            return decode_attention_cpu(cfg, &q, k_cache, v_cache, total);
-        }
         let k_all = k_cache.narrow(1, 0, total)?; // [nkv, T, hd]
         let v_all = v_cache.narrow(1, 0, total)?;
         // Grouped-query attention without copying K/V: fold each group's query heads into the
@@ -556,82 +675,4 @@ impl LlamaModel {
             .transpose(0, 1)?
             .reshape((seq_len, nh * hd))
     }
-}
-
-/// Attention of one new token over the cache, on plain slices.
-///
-/// For a single query row the general path's handful of tiny batched GEMMs, reshapes and a
-/// softmax op cost more in dispatch than in arithmetic, and that cost grows with the context;
-/// this loop reads each cached key and value once per query head and nothing else.
-fn decode_attention_cpu(
-    cfg: &ModelConfig,
-    q: &Tensor,
-    k_cache: &Tensor,
-    v_cache: &Tensor,
-    total: usize,
-) -> candle_core::Result<Tensor> {
-    let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let group = nh / nkv;
-    let q: Vec<f32> = q.flatten_all()?.to_vec1()?; // [nh · hd]
-    let (k_store, k_layout) = k_cache.storage_and_layout();
-    let (v_store, v_layout) = v_cache.storage_and_layout();
-    let (candle_core::Storage::Cpu(k_cpu), candle_core::Storage::Cpu(v_cpu)) =
-        (&*k_store, &*v_store)
-    else {
-        candle_core::bail!("decode_attention_cpu needs CPU tensors");
-    };
-    let k_all = &k_cpu.as_slice::<f32>()?[k_layout.start_offset()..];
-    let v_all = &v_cpu.as_slice::<f32>()?[v_layout.start_offset()..];
-    let capacity = k_cache.dim(1)?;
-    let first = cfg.sliding_window.map_or(0, |w| total.saturating_sub(w));
-    let scale = 1f32 / (hd as f32).sqrt();
-    let mut out = vec![0f32; nh * hd];
-    let mut scores = vec![0f32; total - first];
-    for h in 0..nh {
-        let kv = h / group;
-        let qh = &q[h * hd..(h + 1) * hd];
-        let keys = &k_all[kv * capacity * hd..];
-        let values = &v_all[kv * capacity * hd..];
-        let mut max = f32::NEG_INFINITY;
-        for (i, t) in (first..total).enumerate() {
-            let key = &keys[t * hd..(t + 1) * hd];
-            let s = dot(qh, key) * scale;
-            scores[i] = s;
-            max = max.max(s);
-        }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        let oh = &mut out[h * hd..(h + 1) * hd];
-        for (i, t) in (first..total).enumerate() {
-            let p = scores[i] * inv;
-            let value = &values[t * hd..(t + 1) * hd];
-            for (o, v) in oh.iter_mut().zip(value) {
-                *o += p * v;
-            }
-        }
-    }
-    Tensor::from_vec(out, (1, nh * hd), &Device::Cpu)
-}
-
-/// Dot product with eight independent partial sums, so the compiler can vectorise it (a plain
-/// `sum()` must keep IEEE order and stays scalar).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

@@ -107,3 +107,121 @@ fn exact_greedy_matches_llama_cpp_for_first_16_tokens() {
         }
     }
 }
+
+/// The logits of `steps` greedy decode steps after `prompt`, fed to the model in prompt chunks of
+/// `chunk` tokens, optionally from a cache forked off another sequence that shared `reuse` tokens.
+fn logits_trace(
+    model: &LlamaModel,
+    prompt: &[u32],
+    chunk: usize,
+    reuse: Option<usize>,
+    steps: usize,
+) -> Vec<Vec<f32>> {
+    let mut cache = match reuse {
+        Some(n) => {
+            let mut donor = model.new_cache().expect("cache");
+            model
+                .forward(prompt, &mut donor, false)
+                .expect("donor prefill");
+            donor.fork(n).expect("fork")
+        }
+        None => model.new_cache().expect("cache"),
+    };
+    let mut last = Vec::new();
+    for part in prompt[cache.len()..].chunks(chunk) {
+        last = model
+            .forward(part, &mut cache, false)
+            .and_then(|l| l.to_vec1())
+            .expect("prefill");
+    }
+    let mut trace = vec![last];
+    for _ in 0..steps {
+        let next = top2(trace.last().expect("logits")).0 .0;
+        let logits = model
+            .forward(&[next], &mut cache, false)
+            .and_then(|l| l.to_vec1())
+            .expect("decode");
+        trace.push(logits);
+    }
+    trace
+}
+
+fn bits(trace: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    trace
+        .iter()
+        .map(|l| l.iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
+
+#[test]
+fn a_sequence_gets_bit_identical_logits_alone_chunked_batched_and_after_a_prefix_hit() {
+    let engine = common::fast_engine();
+    let model = engine.model();
+    let r = common::reference();
+    let prompts: Vec<Vec<u32>> = r["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .map(|c| ids(&c["prompt_ids"]))
+        .collect();
+    let target = &prompts[2];
+    let steps = 12;
+    let alone = bits(&logits_trace(model, target, target.len(), None, steps));
+    for chunk in [1, 5, 16] {
+        let chunked = bits(&logits_trace(model, target, chunk, None, steps));
+        assert!(
+            chunked == alone,
+            "prompt in chunks of {chunk} changed the logits"
+        );
+    }
+    // A prefix-cache hit: the first 41 positions (all but the last prompt token) come from
+    // another request's cache, as the server's prefix cache hands them out.
+    for reuse in [target.len() - 1, 10] {
+        let hit = bits(&logits_trace(model, target, 512, Some(reuse), steps));
+        assert!(
+            hit == alone,
+            "a prefix hit of {reuse} tokens changed the logits"
+        );
+    }
+    // Batched with 7 other sequences at other positions: the target is row 3 of every step.
+    let others: Vec<Vec<u32>> = (0..7)
+        .map(|i| {
+            let p = &prompts[i % 2];
+            p[..p.len() - i].to_vec()
+        })
+        .collect();
+    let mut caches = Vec::new();
+    let mut next = Vec::new();
+    let mut target_trace = Vec::new();
+    for (i, p) in others
+        .iter()
+        .take(3)
+        .chain([target])
+        .chain(others.iter().skip(3))
+        .enumerate()
+    {
+        let mut cache = model.new_cache().expect("cache");
+        let logits: Vec<f32> = model
+            .forward(p, &mut cache, false)
+            .and_then(|l| l.to_vec1())
+            .expect("prefill");
+        next.push(top2(&logits).0 .0);
+        if i == 3 {
+            target_trace.push(logits);
+        }
+        caches.push(cache);
+    }
+    for _ in 0..steps {
+        let mut refs: Vec<&mut hearth::engine::model::SeqCache> = caches.iter_mut().collect();
+        let logits = model
+            .forward_decode_batch(&next, &mut refs)
+            .and_then(|l| l.to_vec2::<f32>())
+            .expect("batched decode");
+        next = logits.iter().map(|l| top2(l).0 .0).collect();
+        target_trace.push(logits[3].clone());
+    }
+    assert!(
+        bits(&target_trace) == alone,
+        "decoding batched with 7 others changed the logits"
+    );
+}

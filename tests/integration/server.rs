@@ -1248,3 +1248,59 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
         .unwrap_or(u64::MAX);
     assert_eq!(lim.rlim_cur, lim.rlim_max.min(nr_open));
 }
+
+/// The same temperature-0 and fixed-seed requests on the default config give the same answer
+/// alone, again (their prompt now in the prefix cache), and batched with 7 other streams; and on
+/// a server that feeds prompts 5 tokens at a time.
+#[tokio::test]
+async fn a_request_answers_the_same_alone_from_the_prefix_cache_batched_and_chunked() {
+    let client = reqwest::Client::new();
+    let addr = spawn_server(|_| {});
+    let chunked = spawn_server(|c| c.generation.prefill_chunk = 5);
+    let greedy = chat_body("Count from 1 to 20 separated by commas.", 24);
+    let mut seeded = chat_body("Write a haiku about the sea.", 24);
+    seeded["temperature"] = json!(0.9);
+    seeded["seed"] = json!(42);
+    let answer = |v: Value| -> String {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no answer in {v}"))
+            .to_string()
+    };
+    for body in [&greedy, &seeded] {
+        let alone = answer(post_json(&client, addr, "/v1/chat/completions", body).await);
+        let again = answer(post_json(&client, addr, "/v1/chat/completions", body).await);
+        assert_eq!(again, alone, "a prefix-cache hit changed the answer");
+        let others: Vec<Value> = (0..7)
+            .map(|i| {
+                chat_body(
+                    &format!("Name {} animals that live in the forest.", i + 2),
+                    40,
+                )
+            })
+            .collect();
+        let (batched, _) = tokio::join!(
+            async {
+                // Let the others start first, so this one joins a running batch.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                post_json(&client, addr, "/v1/chat/completions", body).await
+            },
+            futures::future::join_all(others.iter().map(|o| post_json(
+                &client,
+                addr,
+                "/v1/chat/completions",
+                o
+            )))
+        );
+        assert_eq!(
+            answer(batched),
+            alone,
+            "decoding among 7 others changed the answer"
+        );
+        let small_chunks = answer(post_json(&client, chunked, "/v1/chat/completions", body).await);
+        assert_eq!(
+            small_chunks, alone,
+            "5-token prompt chunks changed the answer"
+        );
+    }
+}

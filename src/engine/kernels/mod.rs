@@ -1,0 +1,232 @@
+//! Hearth's own CPU matrix kernels: weights kept in the file's own quantization, activations
+//! quantized per 32-value block, integer dot products, runtime SIMD dispatch.
+//!
+//! Owns the GGUF block layouts Hearth computes on directly ([`WeightType`]), the activation
+//! format ([`BlockQ8`]: an f32 scale, the sum of its 32 `i8` values, the values), the scalar
+//! reference ([`scalar`]) every SIMD path is tested against, the x86 SIMD paths ([`x86`]:
+//! AVX512-VNNI, AVX-VNNI, AVX2), and the choice between them ([`Isa`], picked once from the CPU,
+//! `HEARTH_ISA` overriding it for tests and benchmarks). Nothing here is built with
+//! `-C target-cpu`: every SIMD function carries its own `#[target_feature]` and is only called
+//! after the feature was detected.
+//!
+//! Every type's dot product is computed the same way: the weight block's values as unsigned
+//! integers (`0..16` for 4-bit, `0..32` for 5-bit, `w + 128` for 8-bit) against the activation's
+//! signed ones, one integer sum per block, then `d_w · d_x · (Σ u·x − offset · Σx)` (+ `m · d_x · Σx`
+//! for the types with a minimum). The integer part is exact on every ISA; the float part runs in
+//! a fixed order per row, so a row's result never depends on what else is in the batch.
+
+pub mod matmul;
+pub mod scalar;
+pub mod vector;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+
+/// Values per quantization block (every type Hearth computes on directly).
+pub const QK: usize = 32;
+
+/// A weight matrix's storage type, as GGUF names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightType {
+    /// 4-bit, one f16 scale per 32 values, value `d · (q − 8)`.
+    Q4_0,
+    /// 4-bit, f16 scale and minimum, value `d · q + m`.
+    Q4_1,
+    /// 5-bit, f16 scale, value `d · (q − 16)`.
+    Q5_0,
+    /// 5-bit, f16 scale and minimum, value `d · q + m`.
+    Q5_1,
+    /// 8-bit, f16 scale, value `d · q`.
+    Q8_0,
+}
+
+impl WeightType {
+    /// Every type, for tests and benchmarks.
+    pub const ALL: [WeightType; 5] = [
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+        WeightType::Q8_0,
+    ];
+
+    /// Bytes of one 32-value block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            WeightType::Q4_0 => 18,
+            WeightType::Q4_1 => 20,
+            WeightType::Q5_0 => 22,
+            WeightType::Q5_1 => 24,
+            WeightType::Q8_0 => 34,
+        }
+    }
+
+    /// Does a block carry a minimum `m` (value `d · q + m`)?
+    pub const fn has_min(self) -> bool {
+        matches!(self, WeightType::Q4_1 | WeightType::Q5_1)
+    }
+
+    /// The GGUF name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WeightType::Q4_0 => "Q4_0",
+            WeightType::Q4_1 => "Q4_1",
+            WeightType::Q5_0 => "Q5_0",
+            WeightType::Q5_1 => "Q5_1",
+            WeightType::Q8_0 => "Q8_0",
+        }
+    }
+}
+
+/// One block of 32 quantized activations: `x ≈ d · qs`, with `sum = Σ qs` kept for the offset
+/// terms of the weight formats and `s ≈ d · sum` for their minimum terms. `d` and `s` carry f16
+/// precision, as llama.cpp's `block_q8_0` / `block_q8_1` store them, so products match its.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
+pub struct BlockQ8 {
+    /// Scale (an f16 value).
+    pub d: f32,
+    /// `d · sum` before rounding d, rounded to f16 (llama.cpp's `s`).
+    pub s: f32,
+    /// Sum of `qs`.
+    pub sum: i32,
+    /// The values.
+    pub qs: [i8; QK],
+}
+
+impl BlockQ8 {
+    /// A zero block.
+    pub const ZERO: BlockQ8 = BlockQ8 {
+        d: 0.0,
+        s: 0.0,
+        sum: 0,
+        qs: [0; QK],
+    };
+}
+
+/// `v` rounded to the nearest f16, as f32.
+fn f16_round(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
+/// The instruction sets the kernels come in, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 with VNNI (`vpdpbusd` on 256-bit registers).
+    Avx512Vnni,
+    /// AVX-VNNI (the VEX-encoded `vpdpbusd` of Alder Lake and later).
+    AvxVnni,
+    /// AVX2 + FMA (`vpmaddubsw`).
+    Avx2,
+    /// Plain Rust, every CPU.
+    Scalar,
+}
+
+impl Isa {
+    /// The name `HEARTH_ISA` takes and logs print.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::AvxVnni => "avxvnni",
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// Does this CPU run it?
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            match self {
+                Isa::Avx512Vnni => {
+                    avx2 && is_x86_feature_detected!("avx512vnni")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512f")
+                }
+                Isa::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
+                Isa::Avx2 => avx2,
+                Isa::Scalar => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Scalar
+        }
+    }
+
+    /// Every ISA this CPU runs, fastest first.
+    pub fn all_available() -> Vec<Isa> {
+        [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Scalar]
+            .into_iter()
+            .filter(|i| i.available())
+            .collect()
+    }
+
+    /// The ISA the engine uses: the fastest available, or `HEARTH_ISA` when it names an
+    /// available one (an unknown or unavailable name is ignored with a warning).
+    pub fn selected() -> Isa {
+        static SELECTED: OnceLock<Isa> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let best = Isa::all_available()[0];
+            let Ok(wanted) = std::env::var("HEARTH_ISA") else {
+                return best;
+            };
+            match Isa::all_available()
+                .into_iter()
+                .find(|i| i.name() == wanted.trim())
+            {
+                Some(isa) => isa,
+                None => {
+                    tracing::warn!(wanted, using = best.name(), "HEARTH_ISA not available");
+                    best
+                }
+            }
+        })
+    }
+}
+
+/// Quantize `x` (a multiple of [`QK`] long) into `out` (`x.len() / QK` blocks), as llama.cpp's
+/// `quantize_row_q8_0` / `_q8_1` do: `d = max|x| / 127`, `q = round(x / d)` (ties to even),
+/// `d` and `s = d · Σq` kept to f16 precision.
+pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (chunk, block) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in block.qs.iter_mut().zip(chunk) {
+            let r = (v * id).round_ties_even() as i32;
+            *q = r.clamp(-127, 127) as i8;
+            sum += *q as i32;
+        }
+        block.d = f16_round(d);
+        block.s = f16_round(d * sum as f32);
+        block.sum = sum;
+    }
+}
+
+/// The dot products of `rows` consecutive weight rows (`row_bytes` each, starting at `w`) with
+/// one quantized activation row, written to `out[..rows]`.
+pub type DotRows = fn(w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]);
+
+/// The row kernel for `ty` on `isa`.
+pub fn dot_rows_fn(ty: WeightType, isa: Isa) -> DotRows {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return x86::dot_rows_fn(ty, isa);
+    }
+    let _ = isa;
+    scalar::dot_rows_fn(ty)
+}
+
+/// Read a little-endian f16 at `b[0..2]` as f32.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+}

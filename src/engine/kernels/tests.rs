@@ -1,0 +1,238 @@
+//! The kernels against the scalar reference, and the reference against Candle's dequantization
+//! of the same bytes (an independent reading of the GGUF block layouts).
+
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+
+use super::matmul::QMatrix;
+use super::*;
+
+fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Random blocks with plausible f16 scales (and minimums) and random bits everywhere else.
+fn random_blocks(ty: WeightType, blocks: usize, r: &mut impl Rng) -> Vec<u8> {
+    let mut out = vec![0u8; blocks * ty.block_bytes()];
+    r.fill(&mut out[..]);
+    for b in out.chunks_exact_mut(ty.block_bytes()) {
+        let d = half::f16::from_f32(r.random_range(-0.05f32..0.05));
+        b[0..2].copy_from_slice(&d.to_bits().to_le_bytes());
+        if ty.has_min() {
+            let m = half::f16::from_f32(r.random_range(-0.2f32..0.2));
+            b[2..4].copy_from_slice(&m.to_bits().to_le_bytes());
+        }
+    }
+    out
+}
+
+fn random_vec(n: usize, r: &mut impl Rng) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(-3f32..3.0)).collect()
+}
+
+fn candle_type(ty: WeightType) -> GgmlDType {
+    match ty {
+        WeightType::Q4_0 => GgmlDType::Q4_0,
+        WeightType::Q4_1 => GgmlDType::Q4_1,
+        WeightType::Q5_0 => GgmlDType::Q5_0,
+        WeightType::Q5_1 => GgmlDType::Q5_1,
+        WeightType::Q8_0 => GgmlDType::Q8_0,
+    }
+}
+
+fn quantized(x: &[f32]) -> Vec<BlockQ8> {
+    let mut q = vec![BlockQ8::ZERO; x.len() / QK];
+    quantize_row(x, &mut q);
+    q
+}
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-5 * scale.max(1.0)
+}
+
+#[test]
+fn our_dequantization_reads_every_block_layout_as_candle_does() {
+    let mut r = rng(1);
+    for ty in WeightType::ALL {
+        let (rows, cols) = (3, 96);
+        let bytes = random_blocks(ty, rows * cols / QK, &mut r);
+        let storage = QStorage::from_data(Cow::Owned(bytes.clone()), &Device::Cpu, candle_type(ty))
+            .expect("storage");
+        let theirs: Vec<f32> = QTensor::new(storage, (rows, cols))
+            .expect("qtensor")
+            .dequantize(&Device::Cpu)
+            .expect("dequantize")
+            .flatten_all()
+            .expect("flatten")
+            .to_vec1()
+            .expect("vec");
+        let m = QMatrix::with_isa(ty, rows, cols, bytes, Isa::Scalar).expect("matrix");
+        let mut ours = vec![0f32; rows * cols];
+        for (i, row) in ours.chunks_exact_mut(cols).enumerate() {
+            m.dequantize_row(i, row);
+        }
+        assert_eq!(ours, theirs, "{ty:?}");
+    }
+}
+
+#[test]
+fn the_scalar_dot_product_is_the_dot_of_the_dequantized_values() {
+    let mut r = rng(2);
+    for ty in WeightType::ALL {
+        let cols = 320;
+        let w = random_blocks(ty, cols / QK, &mut r);
+        let x = random_vec(cols, &mut r);
+        let xq = quantized(&x);
+        let mut wf = vec![0f32; cols];
+        for (b, o) in w
+            .chunks_exact(ty.block_bytes())
+            .zip(wf.chunks_exact_mut(QK))
+        {
+            scalar::dequantize_block(ty, b, o);
+        }
+        let xf: Vec<f32> = xq
+            .iter()
+            .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+            .collect();
+        let want: f64 = wf.iter().zip(&xf).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let got = scalar::dot_row(ty, &w, &xq);
+        let scale: f64 = wf
+            .iter()
+            .zip(&xf)
+            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+            .sum();
+        // The minimum term uses `s`, `d · Σq` rounded to f16 as llama.cpp keeps it: 2⁻¹⁰ of it.
+        let min_term: f64 = w
+            .chunks_exact(ty.block_bytes())
+            .zip(&xq)
+            .map(|(b, x)| (scalar::unpack(ty, b).2 * x.s).abs() as f64 / 1024.0)
+            .sum();
+        assert!(
+            (got as f64 - want).abs() <= 1e-5 * scale + min_term,
+            "{ty:?}: {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn activations_round_to_the_nearest_step_of_their_block() {
+    let mut r = rng(3);
+    let mut x = random_vec(96, &mut r);
+    x[32..64].fill(0.0);
+    let q = quantized(&x);
+    assert_eq!(q[1], BlockQ8::ZERO, "an all-zero block has scale 0");
+    for (b, chunk) in q.iter().zip(x.chunks_exact(QK)) {
+        assert_eq!(b.sum, b.qs.iter().map(|&v| v as i32).sum::<i32>());
+        for (&v, &orig) in b.qs.iter().zip(chunk) {
+            // Within half a step (plus the f16 rounding of the step itself).
+            assert!((v as f32 * b.d - orig).abs() <= b.d * 0.51 + 1e-6);
+        }
+    }
+    let amax = x[..32].iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = half::f16::from_f32(amax / 127.0).to_f32();
+    assert!(q[0].qs.iter().any(|v| v.unsigned_abs() == 127) && q[0].d == d);
+}
+
+#[test]
+fn every_simd_kernel_matches_the_scalar_reference_on_random_blocks_odd_shapes_and_unaligned_rows() {
+    let mut r = rng(4);
+    let isas = Isa::all_available();
+    eprintln!("ISAs on this CPU: {isas:?}");
+    for ty in WeightType::ALL {
+        for &(rows, cols) in &[(1, 32), (3, 64), (17, 96), (5, 576), (33, 1536), (2, 4096)] {
+            let nb = cols / QK;
+            let rb = nb * ty.block_bytes();
+            // One spare byte in front: the rows start at an odd address.
+            let mut w = vec![0u8; 1];
+            w.extend(random_blocks(ty, rows * nb, &mut r));
+            let x = random_vec(cols, &mut r);
+            let xq = quantized(&x);
+            let mut want = vec![0f32; rows];
+            scalar::dot_rows_fn(ty)(&w[1..], rb, &xq, &mut want);
+            let scale: f32 = x.iter().map(|v| v.abs()).sum::<f32>() * 0.3;
+            for &isa in &isas {
+                let mut got = vec![f32::NAN; rows];
+                dot_rows_fn(ty, isa)(&w[1..], rb, &xq, &mut got);
+                for (g, e) in got.iter().zip(&want) {
+                    assert!(
+                        close(*g, *e, scale),
+                        "{ty:?} {isa:?} [{rows}, {cols}]: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_extreme_activation_block_cannot_saturate_any_kernel() {
+    // Every weight at its largest unsigned value against ±127 activations: the worst case for
+    // AVX2's 16-bit pair sums.
+    let isas = Isa::all_available();
+    for ty in WeightType::ALL {
+        let mut w = random_blocks(ty, 1, &mut rng(5));
+        let bb = ty.block_bytes();
+        let body = match ty {
+            WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => 2,
+            WeightType::Q4_1 | WeightType::Q5_1 => 4,
+        };
+        let fill = if ty == WeightType::Q8_0 { 0x80 } else { 0xff };
+        w[body..bb].fill(fill);
+        let x: Vec<f32> = (0..QK)
+            .map(|i| if i % 2 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let xq = quantized(&x);
+        let want = scalar::dot_row(ty, &w, &xq);
+        for &isa in &isas {
+            let mut got = [0f32];
+            dot_rows_fn(ty, isa)(&w, bb, &xq, &mut got);
+            assert!(
+                close(got[0], want, 10.0),
+                "{ty:?} {isa:?}: {} vs {want}",
+                got[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rows_result_is_bit_identical_alone_batched_chunked_and_on_any_thread_count() {
+    let mut r = rng(6);
+    for ty in WeightType::ALL {
+        let (rows, cols) = (77, 576);
+        let data = random_blocks(ty, rows * cols / QK, &mut r);
+        let m = QMatrix::new(ty, rows, cols, data).expect("matrix");
+        let x = random_vec(8 * cols, &mut r);
+        let mut batched = vec![0f32; 8 * rows];
+        m.matmul(&x, &mut batched);
+        for (i, row) in x.chunks_exact(cols).enumerate() {
+            let mut alone = vec![0f32; rows];
+            m.matmul(row, &mut alone);
+            assert_eq!(alone, batched[i * rows..(i + 1) * rows], "{ty:?} row {i}");
+        }
+        let mut chunked = vec![0f32; 8 * rows];
+        m.matmul(&x[..3 * cols], &mut chunked[..3 * rows]);
+        m.matmul(&x[3 * cols..], &mut chunked[3 * rows..]);
+        assert_eq!(chunked, batched, "{ty:?} chunked");
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            let mut other = vec![0f32; 8 * rows];
+            pool.install(|| m.matmul(&x, &mut other));
+            assert_eq!(other, batched, "{ty:?} on {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn a_matrix_refuses_bytes_that_do_not_fit_its_shape() {
+    let err = QMatrix::new(WeightType::Q4_1, 2, 48, vec![0; 60]).unwrap_err();
+    assert!(err.to_string().contains("multiple of 32"), "{err}");
+    let err = QMatrix::new(WeightType::Q4_1, 2, 64, vec![0; 79]).unwrap_err();
+    assert!(err.to_string().contains("needs 80 bytes, got 79"), "{err}");
+}
