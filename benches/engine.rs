@@ -1,14 +1,15 @@
-//! Prompt-processing and decode throughput of the default model, Hearth's fast mode against two
-//! baselines in the same process: Hearth's exact mode (weights as shipped) and Candle's own
-//! `quantized_llama` on the same file. Criterion reports time per iteration and tokens/s; the
-//! ratios between groups are the figures we quote.
+//! Prompt-processing and decode throughput of the default model: Hearth against Candle's own
+//! `quantized_llama` on the same file in the same process, then Hearth on the same model
+//! re-quantized to Q4_0, Q8_0 and Q4_K (written once under `target/bench-models/`). Criterion
+//! reports time per iteration and tokens/s; the ratios between groups are the figures we quote.
 //!
-//! Run: `cargo bench --bench engine` (set `HEARTH_BENCH_QUICK=1` for a short run).
+//! Run: `cargo bench --bench engine` (`HEARTH_BENCH_QUICK=1` for a short run,
+//! `HEARTH_BENCH_QUANTS=0` for the shipped file only).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hearth::engine::loader::{load_gguf, DeviceChoice, LoadOptions};
@@ -30,11 +31,11 @@ fn prompt(n: usize) -> Vec<u32> {
     (0..n as u32).map(|i| 200 + (i * 7919) % 20_000).collect()
 }
 
-fn load(exact: bool) -> LlamaModel {
+fn load(path: &std::path::Path) -> LlamaModel {
     load_gguf(
-        &model_path(),
+        path,
         &LoadOptions {
-            exact,
+            exact: true,
             device: DeviceChoice::Cpu,
         },
     )
@@ -146,15 +147,61 @@ fn bench_candle_quantized_llama(c: &mut Criterion) {
     g.finish();
 }
 
+/// The default model re-quantized to `ty` (every 2-D weight; `ty`'s fallback where a row length
+/// does not fit its blocks, as llama.cpp's quantizer does), written once under `target/`.
+fn requantized(ty: GgmlDType) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models");
+    let out = dir.join(format!("SmolLM2-135M-Instruct.{ty:?}.gguf"));
+    if out.exists() {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).expect("bench model dir");
+    let path = model_path();
+    let mut file = std::fs::File::open(&path).expect("open");
+    let content = gguf_file::Content::read(&mut file).expect("gguf");
+    let mut tensors = Vec::new();
+    for name in content.tensor_infos.keys() {
+        let t = content
+            .tensor(&mut file, name, &Device::Cpu)
+            .expect("tensor");
+        let dims = t.shape().dims().to_vec();
+        let q = if dims.len() == 2 {
+            let f = t.dequantize(&Device::Cpu).expect("dequantize");
+            let fits = dims[1] % ty.block_size() == 0;
+            let target = if fits { ty } else { GgmlDType::Q5_0 };
+            QTensor::quantize(&f, target).expect("quantize")
+        } else {
+            t
+        };
+        tensors.push((name.clone(), q));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tmp = out.with_extension("tmp");
+    let mut w = std::fs::File::create(&tmp).expect("create");
+    gguf_file::write(&mut w, &metadata, &refs).expect("write gguf");
+    std::fs::rename(&tmp, &out).expect("rename");
+    out
+}
+
 fn benches(c: &mut Criterion) {
-    let fast = load(false);
-    bench_ours(c, "hearth_fast", &fast);
-    bench_ours_at_context(c, "hearth_fast", &fast);
-    drop(fast);
-    let exact = load(true);
-    bench_ours(c, "hearth_exact", &exact);
-    drop(exact);
+    let shipped = load(&model_path());
+    bench_ours(c, "hearth", &shipped);
+    bench_ours_at_context(c, "hearth", &shipped);
+    drop(shipped);
     bench_candle_quantized_llama(c);
+    if std::env::var_os("HEARTH_BENCH_QUANTS").is_some_and(|v| v == "0") {
+        return;
+    }
+    // The shipped file is Q4_1 (with a Q8_0 embedding); the other formats on the same shape.
+    for ty in [GgmlDType::Q4_0, GgmlDType::Q8_0, GgmlDType::Q4K] {
+        let model = load(&requantized(ty));
+        bench_ours(c, &format!("hearth_{ty:?}"), &model);
+    }
 }
 
 fn config() -> Criterion {

@@ -213,7 +213,7 @@ impl Default for ServerSettings {
             api_key: None,
             max_body_bytes: 1 << 20,
             queue_capacity: 16,
-            max_active: 4,
+            max_active: 8,
             queue_timeout_secs: 60,
             prefix_cache_mb: 256,
             sse_keepalive_secs: 10,

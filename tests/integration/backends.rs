@@ -46,7 +46,6 @@ fn hearth(backends: Vec<BackendSettings>) -> SocketAddr {
     std::env::set_var(KEY_VAR, KEY);
     common::spawn_server(move |c| {
         c.backends = backends;
-        c.server.prefix_cache_mb = 0;
     })
 }
 

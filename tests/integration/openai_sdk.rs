@@ -53,12 +53,9 @@ fn spawn_server(api_key: Option<&'static str>) -> SocketAddr {
         backend.models = vec![REMOTE_MODEL.into()];
         config.backends = vec![backend];
         config.server.api_key = api_key.map(str::to_string);
-        // The suite compares greedy outputs across requests (stream vs not, with and without a
-        // stop string). Prefix reuse computes the prompt's last tokens in a different pass, and
-        // with quantized activations that can change greedy text (seen: a temperature-0 chat
-        // answer differed between the first request and a repeat with 36 cached tokens), so it is
-        // off here as in tests/integration/server.rs. Every other setting is the default.
-        config.server.prefix_cache_mb = 0;
+        // Every other setting is the default, prefix reuse included: the suite compares greedy
+        // outputs across requests (stream vs not, with and without a stop string), and a
+        // request's tokens do not depend on what the prefix cache held.
     })
 }
 

@@ -375,9 +375,8 @@ async fn an_answer_outlives_its_client_and_resumes_to_the_uninterrupted_text() {
     let _model = common::serial();
     let app = TestApp::spawn(|c| {
         open_registration(c);
-        // The same question is asked three times: each must really generate, from scratch.
+        // The same question is asked three times: each must really generate (no response cache).
         c.cache.enabled = false;
-        c.server.prefix_cache_mb = 0;
         // Nothing generates beside the answers compared (no title is written).
         c.chat.auto_title = false;
     });
@@ -901,8 +900,6 @@ async fn guards_stop_loops_and_filters_never_leak_a_match() {
             replacement: "*".into(),
             max_match_chars: 1,
         }];
-        // Stream and plain answers are compared: no prefix reuse (see tests/server.rs).
-        c.server.prefix_cache_mb = 0;
     });
     // A looping answer: one token forced at every step.
     let (s, v) = app

@@ -25,10 +25,6 @@ fn server() -> SocketAddr {
         spawn_server(|c| {
             c.server.max_body_bytes = 64 * 1024;
             c.server.sse_keepalive_secs = 1;
-            // Prefix reuse changes float summation order, and with quantized activations that can
-            // change greedy text; this server compares outputs across requests, so it is off here
-            // (the tight server and tests/integration/scheduler.rs cover reuse).
-            c.server.prefix_cache_mb = 0;
         })
     })
 }

@@ -24,13 +24,12 @@ fn spawn_server(tweak: impl FnOnce(&mut Config) + Send + 'static) -> SocketAddr 
     common::spawn_server(tweak)
 }
 
-/// Several slots, no key. Prefix reuse is off because test 1 compares outputs across requests
-/// (reuse changes float summation order, which can change greedy text; see tests/integration/server.rs).
+/// Several slots, no key (test 1 compares outputs across requests: prefix reuse leaves them as
+/// they are, see tests/integration/server.rs).
 fn server() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
         spawn_server(|c| {
-            c.server.prefix_cache_mb = 0;
             c.server.max_active = 4;
             c.server.max_body_bytes = 64 * 1024;
         })

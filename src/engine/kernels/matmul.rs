@@ -194,20 +194,20 @@ impl QMatrix {
     fn rows_range(&self, start: usize, end: usize, xq: &[BlockQ8], nb: usize, out: SharedOut) {
         let rb = self.row_bytes();
         let n = self.rows;
+        let m = xq.len() / nb;
+        let mut tile = vec![0f32; m * TILE];
         let mut tile_start = start;
         while tile_start < end {
             let tile_end = (tile_start + TILE).min(end);
+            let width = tile_end - tile_start;
             let w = &self.data[tile_start * rb..tile_end * rb];
-            for (i, x) in xq.chunks_exact(nb).enumerate() {
+            (self.kernel)(w, rb, xq, nb, &mut tile[..m * width]);
+            for (i, part) in tile[..m * width].chunks_exact(width).enumerate() {
                 // SAFETY: `out` holds `m · n` floats (asserted by the caller) and this thread is
                 // the only one writing columns `start..end` of any row.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        out.0.add(i * n + tile_start),
-                        tile_end - tile_start,
-                    )
-                };
-                (self.kernel)(w, rb, x, o);
+                let o =
+                    unsafe { std::slice::from_raw_parts_mut(out.0.add(i * n + tile_start), width) };
+                o.copy_from_slice(part);
             }
             tile_start = tile_end;
         }

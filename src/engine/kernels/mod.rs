@@ -211,9 +211,10 @@ pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
     }
 }
 
-/// The dot products of `rows` consecutive weight rows (`row_bytes` each, starting at `w`) with
-/// one quantized activation row, written to `out[..rows]`.
-pub type DotRows = fn(w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]);
+/// The dot products of consecutive weight rows (`row_bytes` each, starting at `w`) with
+/// activation rows of `nb` blocks each (`x`, one after another): `out[j · rows + r]` is weight
+/// row `r` against activation row `j`, where `rows = out.len() / (x.len() / nb)`.
+pub type DotRows = fn(w: &[u8], row_bytes: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]);
 
 /// The row kernel for `ty` on `isa`.
 pub fn dot_rows_fn(ty: WeightType, isa: Isa) -> DotRows {

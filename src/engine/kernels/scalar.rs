@@ -75,10 +75,13 @@ pub fn dot_row(ty: WeightType, w: &[u8], x: &[BlockQ8]) -> f32 {
     acc
 }
 
-fn rows<const T: u8>(w: &[u8], row_bytes: usize, x: &[BlockQ8], out: &mut [f32]) {
+fn rows<const T: u8>(w: &[u8], row_bytes: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
     let ty = WeightType::ALL[T as usize];
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
-        *o = dot_row(ty, row, x);
+    let rows = out.len() / (x.len() / nb).max(1);
+    for (xr, o) in x.chunks_exact(nb).zip(out.chunks_exact_mut(rows)) {
+        for (o, row) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
+            *o = dot_row(ty, row, xr);
+        }
     }
 }
 

@@ -148,18 +148,20 @@ fn every_simd_kernel_matches_the_scalar_reference_on_random_blocks_odd_shapes_an
             // One spare byte in front: the rows start at an odd address.
             let mut w = vec![0u8; 1];
             w.extend(random_blocks(ty, rows * nb, &mut r));
-            let x = random_vec(cols, &mut r);
+            // 1, 3 and 6 activation rows: the kernels take them four at a time, then the rest.
+            let nx = [1, 3, 6][rows % 3];
+            let x = random_vec(nx * cols, &mut r);
             let xq = quantized(&x);
-            let mut want = vec![0f32; rows];
-            scalar::dot_rows_fn(ty)(&w[1..], rb, &xq, &mut want);
+            let mut want = vec![0f32; nx * rows];
+            scalar::dot_rows_fn(ty)(&w[1..], rb, &xq, nb, &mut want);
             let scale: f32 = x.iter().map(|v| v.abs()).sum::<f32>() * 0.3;
             for &isa in &isas {
-                let mut got = vec![f32::NAN; rows];
-                dot_rows_fn(ty, isa)(&w[1..], rb, &xq, &mut got);
+                let mut got = vec![f32::NAN; nx * rows];
+                dot_rows_fn(ty, isa)(&w[1..], rb, &xq, nb, &mut got);
                 for (g, e) in got.iter().zip(&want) {
                     assert!(
                         close(*g, *e, scale),
-                        "{ty:?} {isa:?} [{rows}, {cols}]: {g} vs {e}"
+                        "{ty:?} {isa:?} [{rows}, {cols}] × {nx}: {g} vs {e}"
                     );
                 }
             }
@@ -188,7 +190,7 @@ fn an_extreme_activation_block_cannot_saturate_any_kernel() {
         let want = scalar::dot_row(ty, &w, &xq);
         for &isa in &isas {
             let mut got = [0f32];
-            dot_rows_fn(ty, isa)(&w, bb, &xq, &mut got);
+            dot_rows_fn(ty, isa)(&w, bb, &xq, 1, &mut got);
             assert!(
                 close(got[0], want, 10.0),
                 "{ty:?} {isa:?}: {} vs {want}",

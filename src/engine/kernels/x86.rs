@@ -35,7 +35,7 @@ macro_rules! fifth_bits {
 }
 
 macro_rules! kernel_set {
-    ($name:ident, $features:literal, $dot_u:ident, $dot_s8:ident, $offset8:expr) => {
+    ($name:ident, $features:literal, $dot_u:ident, $prep8:ident, $dot8:ident, $offset8:expr) => {
         mod $name {
             use super::*;
 
@@ -68,82 +68,116 @@ macro_rules! kernel_set {
                 _mm_cvtss_f32(s)
             }
 
+            /// Weight rows against `NX` activation rows starting at `x[0]`, `nb` blocks each:
+            /// `out[j * rows + r]`. Each weight block is unpacked once for the `NX` rows; each
+            /// (weight row, activation row) pair keeps its own accumulators and runs the same
+            /// operations in the same order whatever `NX` is.
             #[target_feature(enable = $features)]
-            unsafe fn rows<const T: u8>(
+            unsafe fn block_rows<const T: u8, const NX: usize>(
                 w: &[u8],
                 row_bytes: usize,
                 x: &[BlockQ8],
+                nb: usize,
                 out: &mut [f32],
+                rows: usize,
             ) {
                 let ty = WeightType::ALL[T as usize];
                 let bb = ty.block_bytes();
-                let nb = x.len();
-                debug_assert!(row_bytes >= nb * bb && w.len() >= out.len() * row_bytes);
-                for (r, o) in out.iter_mut().enumerate() {
+                debug_assert!(row_bytes >= nb * bb && w.len() >= rows * row_bytes);
+                debug_assert!(x.len() >= NX * nb && out.len() >= NX * rows);
+                for r in 0..rows {
                     let row = w.as_ptr().add(r * row_bytes);
-                    let mut acc = _mm256_setzero_ps();
-                    let mut acc_min = 0f32;
-                    for (b, xb) in x.iter().enumerate() {
+                    let mut acc = [_mm256_setzero_ps(); NX];
+                    let mut acc_min = [0f32; NX];
+                    for b in 0..nb {
                         let p = row.add(b * bb);
-                        let xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                        let (d, sum) = match ty {
-                            WeightType::Q4_0 => {
-                                let init = _mm256_castsi128_si256(_mm_cvtsi32_si128(-8 * xb.sum));
-                                (f16(p), $dot_u(init, nibbles(p.add(2)), xq))
-                            }
-                            WeightType::Q4_1 => {
-                                acc_min += f16(p.add(2)) * xb.s;
-                                (
-                                    f16(p),
-                                    $dot_u(_mm256_setzero_si256(), nibbles(p.add(4)), xq),
-                                )
-                            }
+                        let d = f16(p);
+                        // The block's unsigned values (Q8_0: prepared signed ones) and offset.
+                        let (u, offset) = match ty {
+                            WeightType::Q4_0 => (nibbles(p.add(2)), 8),
+                            WeightType::Q4_1 => (nibbles(p.add(4)), 0),
                             WeightType::Q5_0 => {
                                 let qh = (p.add(2) as *const u32).read_unaligned();
-                                let u = _mm256_or_si256(nibbles(p.add(6)), fifth_bits!(qh));
-                                let init = _mm256_castsi128_si256(_mm_cvtsi32_si128(-16 * xb.sum));
-                                (f16(p), $dot_u(init, u, xq))
+                                (_mm256_or_si256(nibbles(p.add(6)), fifth_bits!(qh)), 16)
                             }
                             WeightType::Q5_1 => {
-                                acc_min += f16(p.add(2)) * xb.s;
                                 let qh = (p.add(4) as *const u32).read_unaligned();
-                                let u = _mm256_or_si256(nibbles(p.add(8)), fifth_bits!(qh));
-                                (f16(p), $dot_u(_mm256_setzero_si256(), u, xq))
+                                (_mm256_or_si256(nibbles(p.add(8)), fifth_bits!(qh)), 0)
                             }
-                            WeightType::Q8_0 => {
-                                let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
-                                let init =
-                                    _mm256_castsi128_si256(_mm_cvtsi32_si128(-$offset8 * xb.sum));
-                                (f16(p), $dot_s8(init, q, xq))
-                            }
+                            WeightType::Q8_0 => (
+                                $prep8(_mm256_loadu_si256(p.add(2) as *const __m256i)),
+                                $offset8,
+                            ),
                         };
-                        acc =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * xb.d), acc);
+                        let m = if ty.has_min() { f16(p.add(2)) } else { 0.0 };
+                        for j in 0..NX {
+                            let xb = x.get_unchecked(j * nb + b);
+                            let xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+                            let init = _mm256_castsi128_si256(_mm_cvtsi32_si128(-offset * xb.sum));
+                            let sum = if ty == WeightType::Q8_0 {
+                                $dot8(init, u, xq)
+                            } else {
+                                $dot_u(init, u, xq)
+                            };
+                            acc[j] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(sum),
+                                _mm256_set1_ps(d * xb.d),
+                                acc[j],
+                            );
+                            if ty.has_min() {
+                                acc_min[j] += m * xb.s;
+                            }
+                        }
                     }
-                    let _ = nb;
-                    *o = hsum(acc) + acc_min;
+                    for j in 0..NX {
+                        *out.get_unchecked_mut(j * rows + r) = hsum(acc[j]) + acc_min[j];
+                    }
                 }
             }
 
-            fn q4_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+            /// Every activation row, four at a time (then the rest together).
+            #[target_feature(enable = $features)]
+            unsafe fn all_rows<const T: u8>(
+                w: &[u8],
+                row_bytes: usize,
+                x: &[BlockQ8],
+                nb: usize,
+                out: &mut [f32],
+            ) {
+                let nx = x.len() / nb;
+                let rows = out.len() / nx.max(1);
+                let mut j = 0;
+                while j < nx {
+                    let (xs, o) = (&x[j * nb..], &mut out[j * rows..]);
+                    match nx - j {
+                        1 => block_rows::<T, 1>(w, row_bytes, xs, nb, o, rows),
+                        2 => block_rows::<T, 2>(w, row_bytes, xs, nb, o, rows),
+                        3 => block_rows::<T, 3>(w, row_bytes, xs, nb, o, rows),
+                        _ => block_rows::<T, 4>(w, row_bytes, xs, nb, o, rows),
+                    }
+                    j += 4;
+                }
+            }
+
+            fn q4_0(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
                 // SAFETY: only handed out by `dot_rows_fn` after the features were detected.
-                unsafe { rows::<0>(w, rb, x, out) }
+                unsafe { all_rows::<0>(w, rb, x, nb, out) }
             }
-            fn q4_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+            fn q4_1(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
                 // SAFETY: as above.
-                unsafe { rows::<1>(w, rb, x, out) }
+                unsafe { all_rows::<1>(w, rb, x, nb, out) }
             }
-            fn q5_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+            fn q5_0(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
                 // SAFETY: as above.
-                unsafe { rows::<2>(w, rb, x, out) }
+                unsafe { all_rows::<2>(w, rb, x, nb, out) }
             }
-            fn q5_1(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+            fn q5_1(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
                 // SAFETY: as above.
-                unsafe { rows::<3>(w, rb, x, out) }
+                unsafe { all_rows::<3>(w, rb, x, nb, out) }
             }
-            fn q8_0(w: &[u8], rb: usize, x: &[BlockQ8], out: &mut [f32]) {
+            fn q8_0(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
                 // SAFETY: as above.
-                unsafe { rows::<4>(w, rb, x, out) }
+                unsafe { all_rows::<4>(w, rb, x, nb, out) }
             }
 
             pub(super) fn get(ty: WeightType) -> DotRows {
@@ -166,11 +200,19 @@ unsafe fn dot_u_avx512vnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, u, x)
 }
 
-/// Signed weights as `w + 128` (the caller folds `−128 · Σx` into `acc`).
+/// Q8_0 weights for the VNNI kernels: `w + 128` as unsigned bytes (the caller folds
+/// `−128 · Σx` into the accumulator).
 #[inline]
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-unsafe fn dot_s8_avx512vnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(acc, _mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
+#[target_feature(enable = "avx2")]
+unsafe fn offset_by_128(w: __m256i) -> __m256i {
+    _mm256_xor_si256(w, _mm256_set1_epi8(-128))
+}
+
+/// Q8_0 weights for plain AVX2: kept signed ([`dot_s8_avx2`] multiplies them).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn as_signed(w: __m256i) -> __m256i {
+    w
 }
 
 /// As [`dot_u_avx512vnni`], the VEX-encoded AVX-VNNI form.
@@ -178,12 +220,6 @@ unsafe fn dot_s8_avx512vnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,avxvnni")]
 unsafe fn dot_u_avxvnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
     _mm256_dpbusd_avx_epi32(acc, u, x)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,avxvnni")]
-unsafe fn dot_s8_avxvnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_avx_epi32(acc, _mm256_xor_si256(w, _mm256_set1_epi8(-128)), x)
 }
 
 /// Unsigned values below 64 (4- and 5-bit weights): `vpmaddubsw` cannot saturate.
@@ -206,17 +242,19 @@ kernel_set!(
     avx512vnni,
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
     dot_u_avx512vnni,
-    dot_s8_avx512vnni,
+    offset_by_128,
+    dot_u_avx512vnni,
     128
 );
 kernel_set!(
     avxvnni,
     "avx2,fma,f16c,avxvnni",
     dot_u_avxvnni,
-    dot_s8_avxvnni,
+    offset_by_128,
+    dot_u_avxvnni,
     128
 );
-kernel_set!(avx2, "avx2,fma,f16c", dot_u_avx2, dot_s8_avx2, 0);
+kernel_set!(avx2, "avx2,fma,f16c", dot_u_avx2, as_signed, dot_s8_avx2, 0);
 
 /// The row kernel for `ty` on a SIMD `isa` (the caller checked [`Isa::available`]).
 pub fn dot_rows_fn(ty: WeightType, isa: Isa) -> DotRows {
