@@ -1253,15 +1253,25 @@ async fn a_request_answers_the_same_alone_from_the_prefix_cache_batched_and_chun
     let client = reqwest::Client::new();
     let addr = spawn_server(|_| {});
     let chunked = spawn_server(|c| c.generation.prefill_chunk = 5);
-    let greedy = chat_body("Count from 1 to 20 separated by commas.", 24);
-    let mut seeded = chat_body("Write a haiku about the sea.", 24);
+    // With every token's log-probability and top 5: the comparison is of the logits' bits.
+    let mut greedy = chat_body("Count from 1 to 20 separated by commas.", 24);
+    greedy["logprobs"] = json!(true);
+    greedy["top_logprobs"] = json!(5);
+    let mut seeded = greedy.clone();
+    seeded["messages"][0]["content"] = json!("Write a haiku about the sea.");
     seeded["temperature"] = json!(0.9);
     seeded["seed"] = json!(42);
-    let answer = |v: Value| -> String {
-        v["choices"][0]["message"]["content"]
+    let answer = |v: Value| -> (String, Value) {
+        let choice = &v["choices"][0];
+        let text = choice["message"]["content"]
             .as_str()
             .unwrap_or_else(|| panic!("no answer in {v}"))
-            .to_string()
+            .to_string();
+        assert!(
+            choice["logprobs"]["content"].is_array(),
+            "no logprobs in {v}"
+        );
+        (text, choice["logprobs"].clone())
     };
     for body in [&greedy, &seeded] {
         let alone = answer(post_json(&client, addr, "/v1/chat/completions", body).await);

@@ -119,8 +119,9 @@ fn rope(x: &mut [f32], hd: usize, style: RopeStyle, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// (row, head) pairs from which attention is spread over the pool.
-const PARALLEL_ATTENTION_PAIRS: usize = 16;
+/// Cached positions read (summed over every (row, head) pair) from which attention is spread
+/// over the pool: below it, waking other threads costs more than the loop.
+const PARALLEL_ATTENTION_POSITIONS: usize = 1024;
 
 /// Attention of every row's query heads `q [rows, nh · hd]` over its own sequence's cache up to
 /// and including its position. Returns `[rows, nh · hd]`.
@@ -164,7 +165,8 @@ fn attention(
         }
     };
     let mut out = vec![0f32; rows.len() * nh * hd];
-    if rows.len() * nh >= PARALLEL_ATTENTION_PAIRS {
+    let positions: usize = rows.iter().map(|r| r.pos + 1).sum::<usize>() * nh;
+    if positions >= PARALLEL_ATTENTION_POSITIONS {
         out.par_chunks_mut(hd)
             .enumerate()
             .for_each(|(c, oh)| one(c, oh));
@@ -194,6 +196,11 @@ impl LlamaModel {
         caches: &mut [&mut SeqCache],
         logits: Range<usize>,
     ) -> candle_core::Result<Tensor> {
+        // The whole pass runs on one of the pool's threads: each parallel step then hands work
+        // to the others from inside the pool, instead of this thread sleeping on every one.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward_cpu(host, tokens, rows, caches, logits));
+        }
         let cfg = &self.config;
         let (hidden, nh, nkv, hd) = (
             cfg.hidden_size,
