@@ -167,7 +167,7 @@ fn requantized(ty: GgmlDType) -> PathBuf {
         let dims = t.shape().dims().to_vec();
         let q = if dims.len() == 2 {
             let f = t.dequantize(&Device::Cpu).expect("dequantize");
-            let fits = dims[1] % ty.block_size() == 0;
+            let fits = dims[1].is_multiple_of(ty.block_size());
             let target = if fits { ty } else { GgmlDType::Q5_0 };
             QTensor::quantize(&f, target).expect("quantize")
         } else {

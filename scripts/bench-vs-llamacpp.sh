@@ -31,9 +31,14 @@ fi
 cargo build --release --locked >&2
 cargo bench --locked --bench engine --no-run >&2
 
+# On CPUs with AMX, llama.cpp's repacked AMX buffers crash in VMs that do not grant the tile
+# state (seen here: a segfault in ggml::cpu::amx); its plain CPU kernels run instead.
+extra=()
+grep -qw amx_tile /proc/cpuinfo && extra=(--repack 0)
+
 llama_round() {
-  "$bin/llama-bench" -m "$MODEL" -t "$THREADS" -p 128,256 -n 64 -r 5 -o json >"$out/llama-$1.json"
-  "$bin/llama-bench" -m "$MODEL" -t "$THREADS" -p 0 -n 64 -d 256 -r 5 -o json >"$out/llama-depth-$1.json"
+  "$bin/llama-bench" -m "$MODEL" -t "$THREADS" -p 128,256 -n 64 -r 5 "${extra[@]}" -o json >"$out/llama-$1.json"
+  "$bin/llama-bench" -m "$MODEL" -t "$THREADS" -p 0 -n 64 -d 256 -r 5 "${extra[@]}" -o json >"$out/llama-depth-$1.json"
 }
 
 hearth_round() {

@@ -173,7 +173,7 @@ struct GenerateArgs {
     /// Stop string (repeatable): generation ends before it.
     #[arg(long)]
     stop: Vec<String>,
-    /// Keep weights exactly as shipped (slower; matches llama.cpp).
+    /// Also keep F16/F32 matrices of a GGUF as shipped (quantized ones always are).
     #[arg(long)]
     exact: bool,
     /// Print one JSON object with ids, text, finish reason and speeds instead of streaming text.

@@ -238,9 +238,9 @@ pub struct ModelSettings {
     /// A `.gguf` file, a Hugging Face safetensors directory, or `hf:org/repo/file.gguf`.
     /// Relative paths are resolved against the directory of the config file.
     pub path: String,
-    /// Keep weights exactly as shipped (slower on CPU; matches llama.cpp bit for bit in the
-    /// quantized kernels). Default: false (fast mode: Q4_1/Q5_x become Q8_0, f32 copies for
-    /// prompt processing).
+    /// Also keep a GGUF's F16/BF16/F32 matrices as shipped (on Candle's dense kernels) instead of
+    /// converting them to Q8_0 for Hearth's kernels. Quantized matrices are always kept as
+    /// shipped. Default: false.
     pub exact: bool,
     /// `auto`, `cpu`, `cuda` or `metal`.
     pub device: DeviceChoice,

@@ -2,7 +2,8 @@
 //!
 //! Owns the two on-disk formats Hearth reads — GGUF (quantized, llama architecture, which Mistral
 //! GGUFs use too) and Hugging Face safetensors checkpoints (`LlamaForCausalLM`,
-//! `MistralForCausalLM`) — the device choice, and the weight-format policy (exact vs fast).
+//! `MistralForCausalLM`) — the device choice, and the weight-format policy (which kernels run
+//! each matrix: see [`build_linear`]).
 //! Every failure names the file and the problem; nothing here panics on bad input.
 
 use std::borrow::Cow;
@@ -104,8 +105,8 @@ impl DeviceChoice {
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Keep weights exactly as shipped (bit-for-bit the file's quantization, quantized prompt
-    /// processing). Used to compare against llama.cpp.
+    /// Also keep F16/BF16/F32 matrices of a GGUF as shipped (Candle's dense kernels) rather than
+    /// converting them to Q8_0 for Hearth's kernels. Quantized matrices are always as shipped.
     pub exact: bool,
     /// Target device.
     pub device: DeviceChoice,
@@ -242,22 +243,6 @@ pub fn gguf_config(ct: &gguf_file::Content, path: &Path) -> Result<ModelConfig, 
     })
 }
 
-/// Does Candle have SIMD CPU kernels for this type? Those are kept as shipped in fast mode;
-/// the others are converted to Q8_0 at load.
-fn has_fast_cpu_kernel(dtype: GgmlDType) -> bool {
-    matches!(
-        dtype,
-        GgmlDType::Q4_0
-            | GgmlDType::Q8_0
-            | GgmlDType::Q2K
-            | GgmlDType::Q3K
-            | GgmlDType::Q4K
-            | GgmlDType::Q5K
-            | GgmlDType::Q6K
-            | GgmlDType::F32
-    )
-}
-
 struct GgufReader<'a> {
     path: &'a Path,
     file: File,
@@ -301,97 +286,59 @@ fn stack_qtensors(parts: &[QTensor]) -> candle_core::Result<QTensor> {
 }
 
 /// Build a [`Linear`] from the parts of a (possibly fused) projection, applying the format policy.
+///
+/// On the CPU, the types Hearth's kernels cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) stay exactly as
+/// shipped and run on them. What they do not cover is kept as shipped on Candle's kernels when
+/// Candle has SIMD ones for it (the K-quants) or under `exact`; otherwise (F16, BF16, F32 and
+/// matrices fused from parts of different types) it becomes Q8_0 for Hearth's kernels. GPUs
+/// keep every weight as shipped.
 fn build_linear(
     parts: Vec<QTensor>,
     opts: &LoadOptions,
     device: &Device,
-    prompt_dense: bool,
 ) -> candle_core::Result<Linear> {
     let same_type = parts.iter().all(|p| p.dtype() == parts[0].dtype());
-    let cpu = device.is_cpu();
-    if let Some(linear) = own_kernel_linear(&parts, cpu && same_type)? {
-        return Ok(linear);
-    }
-    // With VNNI, Candle's repacked Q8_0 tiles beat an f32 GEMM for prompts too (measured 449 vs
-    // 292 tok/s on 256 tokens), so the f32 copies are only kept on CPUs without it.
-    let dense_for_prompt = cpu && !opts.exact && prompt_dense && !vnni_enabled();
-    let needs_dense = dense_for_prompt
-        || (!same_type && !opts.exact)
-        || parts
-            .iter()
-            .any(|p| matches!(p.dtype(), GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32));
-    let dense = if needs_dense {
-        Some(dequantize_stacked(&parts)?)
-    } else {
-        None
-    };
-    let dtype = parts[0].dtype();
-    let mut pad_in = 0;
-    let main = if opts.exact || !cpu {
-        if same_type {
-            to_device(stack_qtensors(&parts)?, device)?
-        } else {
-            // Mixed types cannot be stacked exactly: keep them as f32 (still exact maths).
-            let d = match &dense {
-                Some(d) => d.clone(),
-                None => dequantize_stacked(&parts)?,
-            };
-            QTensor::quantize(&d, GgmlDType::F32)?
-        }
-    } else if same_type
-        && has_fast_cpu_kernel(dtype)
-        && !(dtype == GgmlDType::Q8_0 && vnni_padding(k_of(&parts)?, n_of(&parts)?) > 0)
-    {
-        stack_qtensors(&parts)?
-    } else {
-        // Types without SIMD kernels (Q4_1, Q5_0, Q5_1, F16…) become Q8_0: more bits than the
-        // source, so the only change is Q8_0's rounding, and the AVX2/NEON kernels apply. Q8_0
-        // itself comes here only to be padded for the VNNI kernels (see `vnni_padding`).
-        let d = match &dense {
-            Some(d) => d.clone(),
-            None => dequantize_stacked(&parts)?,
-        };
-        let k = d.dim(1)?;
-        if !k.is_multiple_of(GgmlDType::Q8_0.block_size()) {
-            QTensor::quantize(&d, GgmlDType::F32)?
-        } else {
-            let pad = vnni_padding(k, d.dim(0)?);
-            if pad > 0 {
-                pad_in = pad;
-                QTensor::quantize(&d.pad_with_zeros(1, 0, pad)?, GgmlDType::Q8_0)?
-            } else {
-                QTensor::quantize(&d, GgmlDType::Q8_0)?
+    let (n, k) = (n_of(&parts)?, k_of(&parts)?);
+    if device.is_cpu() && k.is_multiple_of(kernels::QK) {
+        if let Some(ty) = weight_type(parts[0].dtype()).filter(|_| same_type) {
+            let mut bytes = Vec::with_capacity(n * k / kernels::QK * ty.block_bytes());
+            for p in &parts {
+                bytes.extend_from_slice(&p.data()?);
             }
+            return blocks_linear(ty, n, k, bytes);
         }
+        let candle_simd = same_type && is_k_quant(parts[0].dtype());
+        if !opts.exact && !candle_simd {
+            let q = QTensor::quantize(&dequantize_stacked(&parts)?, GgmlDType::Q8_0)?;
+            return blocks_linear(WeightType::Q8_0, n, k, q.data()?.into_owned());
+        }
+    }
+    let main = if same_type {
+        to_device(stack_qtensors(&parts)?, device)?
+    } else {
+        // Mixed types cannot be stacked exactly: keep them as f32 (still exact maths).
+        QTensor::quantize(&dequantize_stacked(&parts)?, GgmlDType::F32)?
     };
-    let main = QMatMul::from_arc(std::sync::Arc::new(main))?;
-    let dense = match dense {
-        Some(d) if dense_for_prompt => Some(d.to_device(device)?),
-        _ => None,
-    };
-    Ok(Linear::new(main, dense).with_input_padding(pad_in))
+    Ok(Linear::new(QMatMul::from_arc(std::sync::Arc::new(main))?))
 }
 
-/// The parts as one matrix for Hearth's own kernels, when they run it: on the CPU, one type
-/// they know, rows a multiple of 32 long. The blocks are the file's, byte for byte.
-fn own_kernel_linear(parts: &[QTensor], eligible: bool) -> candle_core::Result<Option<Linear>> {
-    if !eligible || std::env::var_os("HEARTH_KERNELS").is_some_and(|v| v == "candle") {
-        return Ok(None);
-    }
-    let Some(ty) = weight_type(parts[0].dtype()) else {
-        return Ok(None);
-    };
-    let (n, k) = (n_of(parts)?, k_of(parts)?);
-    if !k.is_multiple_of(kernels::QK) {
-        return Ok(None);
-    }
-    let mut bytes = Vec::with_capacity(n * k / kernels::QK * ty.block_bytes());
-    for p in parts {
-        bytes.extend_from_slice(&p.data()?);
-    }
+fn blocks_linear(
+    ty: WeightType,
+    n: usize,
+    k: usize,
+    bytes: Vec<u8>,
+) -> candle_core::Result<Linear> {
     let matrix =
         QMatrix::new(ty, n, k, bytes).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    Ok(Some(Linear::blocks(matrix)))
+    Ok(Linear::blocks(matrix))
+}
+
+/// Does Candle have SIMD CPU kernels for this type that Hearth's do not replace?
+fn is_k_quant(dtype: GgmlDType) -> bool {
+    matches!(
+        dtype,
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
+    )
 }
 
 /// The block format Hearth's kernels compute on for a GGUF type, if they cover it.
@@ -404,37 +351,6 @@ fn weight_type(dtype: GgmlDType) -> Option<WeightType> {
         GgmlDType::Q8_0 => WeightType::Q8_0,
         _ => return None,
     })
-}
-
-/// Zero input columns to add to a Q8_0 matrix `[n, k]` so Candle's repacked VNNI kernels apply.
-///
-/// Candle runs Q8_0 through AVX512-VNNI / AVX-VNNI tiles when `k` is a multiple of 256 and `n`
-/// of 16; otherwise it falls back to the AVX2 dot product, about 2.5× slower per weight here.
-/// SmolLM2's hidden size (576) is not, so in fast mode we pad to 768: a third more bytes, still
-/// a net win. Padding is exact (zeros add nothing). `HEARTH_NO_VNNI_PAD=1` turns it off.
-fn vnni_padding(k: usize, n: usize) -> usize {
-    const SUPERBLOCK: usize = 256;
-    if vnni_enabled() && n.is_multiple_of(16) && !k.is_multiple_of(SUPERBLOCK) {
-        return SUPERBLOCK - k % SUPERBLOCK;
-    }
-    0
-}
-
-/// Does this CPU have the int8 dot-product instructions Candle's repacked kernels use?
-/// `HEARTH_NO_VNNI_PAD=1` answers no (to benchmark or debug the AVX2 path).
-fn vnni_enabled() -> bool {
-    if std::env::var_os("HEARTH_NO_VNNI_PAD").is_some_and(|v| v != "0") {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
-            || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// The parts as one f32 `[Σn_i, k]` matrix on the CPU.
@@ -496,13 +412,12 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let embd = std::sync::Arc::new(embd);
     let embed = Embedding::new(QMatMul::QTensor(embd.clone()));
     let lm_head = if config.tied_embeddings {
-        // The output projection reuses the embedding. Kept as shipped in exact mode; in fast
-        // mode it goes through the same policy as other matrices (it is the largest one).
+        // The output projection reuses the embedding (the largest matrix: same policy).
         let q = r.qtensor("token_embd.weight")?;
-        build_linear(vec![q], opts, &device, false).map_err(c)?
+        build_linear(vec![q], opts, &device).map_err(c)?
     } else {
         let q = r.qtensor("output.weight")?;
-        build_linear(vec![q], opts, &device, false).map_err(c)?
+        build_linear(vec![q], opts, &device).map_err(c)?
     };
     let norm = r.vector("output_norm.weight", &device)?;
 
@@ -512,14 +427,12 @@ pub fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Loaded, LoadError> {
         let q = r.qtensor(&n("attn_q"))?;
         let k = r.qtensor(&n("attn_k"))?;
         let v = r.qtensor(&n("attn_v"))?;
-        let wqkv = build_linear(vec![q, k, v], opts, &device, true).map_err(c)?;
-        let wo =
-            build_linear(vec![r.qtensor(&n("attn_output"))?], opts, &device, true).map_err(c)?;
+        let wqkv = build_linear(vec![q, k, v], opts, &device).map_err(c)?;
+        let wo = build_linear(vec![r.qtensor(&n("attn_output"))?], opts, &device).map_err(c)?;
         let gate = r.qtensor(&n("ffn_gate"))?;
         let up = r.qtensor(&n("ffn_up"))?;
-        let w_gate_up = build_linear(vec![gate, up], opts, &device, true).map_err(c)?;
-        let w_down =
-            build_linear(vec![r.qtensor(&n("ffn_down"))?], opts, &device, true).map_err(c)?;
+        let w_gate_up = build_linear(vec![gate, up], opts, &device).map_err(c)?;
+        let w_down = build_linear(vec![r.qtensor(&n("ffn_down"))?], opts, &device).map_err(c)?;
         blocks.push(Block {
             attn_norm: r.vector(&n("attn_norm"), &device)?,
             wqkv,
@@ -694,7 +607,7 @@ pub fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<Loaded, LoadEr
         let w = Tensor::cat(&parts, 0)
             .and_then(|w| w.to_device(&device))
             .map_err(c)?;
-        Ok(Linear::new(QMatMul::Tensor(w), None))
+        Ok(Linear::new(QMatMul::Tensor(w)))
     };
     let embed_w = get("model.embed_tokens.weight")?;
     if embed_w.dims() != [config.vocab_size, config.hidden_size] {

@@ -66,28 +66,16 @@ enum LinearKind {
     /// The file's own blocks on the CPU, through Hearth's kernels (`kernels`): activations
     /// quantized per 32 values, every row computed alike whatever the batch.
     Blocks(QMatrix),
-    /// Candle's kernels: GPUs, and what Hearth's kernels do not cover (dense f32/f16 weights,
-    /// K-quants). `dense`, when present, is an f32 copy used for multi-row inputs; `pad_in` zero
-    /// columns were appended to `main`'s input dimension (inputs get the same zeros).
-    Candle {
-        main: QMatMul,
-        dense: Option<Tensor>,
-        pad_in: usize,
-    },
+    /// Candle's kernels: GPUs, and what Hearth's kernels do not cover (K-quants, dense f32/f16
+    /// weights of safetensors checkpoints and of `exact` mode).
+    Candle(QMatMul),
 }
 
-/// Inputs with at least this many rows go through the dense copy when one exists.
-const DENSE_MIN_ROWS: usize = 4;
-
 impl Linear {
-    /// Wrap a Candle matrix; `dense` is an optional f32 `[out, in]` copy for batched inputs.
-    pub fn new(main: QMatMul, dense: Option<Tensor>) -> Self {
+    /// Wrap a Candle matrix.
+    pub fn new(main: QMatMul) -> Self {
         Self {
-            kind: LinearKind::Candle {
-                main,
-                dense,
-                pad_in: 0,
-            },
+            kind: LinearKind::Candle(main),
         }
     }
 
@@ -98,47 +86,26 @@ impl Linear {
         }
     }
 
-    /// `main` was stored with `pad` extra zero input columns.
-    pub fn with_input_padding(mut self, pad: usize) -> Self {
-        if let LinearKind::Candle { pad_in, .. } = &mut self.kind {
-            *pad_in = pad;
-        }
-        self
-    }
-
     /// Which kernels run this matrix, for logs and tests: `Q4_1 (avx512vnni)`, `candle`.
     pub fn describe(&self) -> String {
         match &self.kind {
             LinearKind::Blocks(m) => format!("{} ({})", m.weight_type().name(), m.isa().name()),
-            LinearKind::Candle { .. } => "candle".into(),
+            LinearKind::Candle(_) => "candle".into(),
         }
     }
 
     /// `x [rows, in] → [rows, out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (main, dense, pad_in) = match &self.kind {
+        match &self.kind {
             LinearKind::Blocks(m) => {
                 let rows = x.dim(0)?;
                 let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let mut out = vec![0f32; rows * m.rows()];
                 m.matmul(&xs, &mut out);
-                return Tensor::from_vec(out, (rows, m.rows()), x.device());
+                Tensor::from_vec(out, (rows, m.rows()), x.device())
             }
-            LinearKind::Candle {
-                main,
-                dense,
-                pad_in,
-            } => (main, dense, *pad_in),
-        };
-        if let Some(w) = dense {
-            if x.dim(0)? >= DENSE_MIN_ROWS {
-                return x.matmul(&w.t()?);
-            }
+            LinearKind::Candle(main) => main.forward(x),
         }
-        if pad_in > 0 {
-            return main.forward(&x.pad_with_zeros(D::Minus1, 0, pad_in)?);
-        }
-        main.forward(x)
     }
 
     /// `x [rows, in] → [rows, out]` on plain slices (the CPU path).
@@ -156,15 +123,12 @@ impl Linear {
     pub fn size_in_bytes(&self) -> usize {
         match &self.kind {
             LinearKind::Blocks(m) => m.size_in_bytes(),
-            LinearKind::Candle { main, dense, .. } => {
-                let main = match main {
-                    QMatMul::QTensor(q) => q.storage_size_in_bytes(),
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
-                        t.elem_count() * t.dtype().size_in_bytes()
-                    }
-                };
-                main + dense.as_ref().map_or(0, |d| d.elem_count() * 4)
-            }
+            LinearKind::Candle(main) => match main {
+                QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                    t.elem_count() * t.dtype().size_in_bytes()
+                }
+            },
         }
     }
 }
