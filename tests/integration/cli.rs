@@ -91,7 +91,7 @@ fn generate_streams_plain_text_and_honours_stop() {
         "--max-tokens",
         "20",
         "--stop",
-        ", la M",
+        ", la ",
     ]);
     assert_eq!(stdout(&out), "L'Étoile\n");
 }

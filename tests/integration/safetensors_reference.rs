@@ -17,6 +17,11 @@ const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 
 /// Deterministic pseudo-random numbers (xorshift), scaled like an initialised model.
+/// Largest logit difference allowed against candle-transformers' forward: our KV cache is f16
+/// (as llama.cpp's), theirs f32 — measured 0.0016–0.0026 on these checkpoints; a real bug (a
+/// wrong rotary pairing, mask or head split) shows as whole units.
+const CANDLE_TOLERANCE: f32 = 1e-2;
+
 fn random_tensor(shape: &[usize], seed: &mut u64, scale: f32) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)
@@ -176,7 +181,10 @@ fn llama_logits_match_candle_reference_for_prefill_and_decode() {
             .and_then(|t| t.squeeze(0))
             .expect("ref");
         let d = max_abs_diff(&got, &want);
-        assert!(d < 1e-4, "tied={tied} prefill logits differ by {d}");
+        assert!(
+            d < CANDLE_TOLERANCE,
+            "tied={tied} prefill logits differ by {d}"
+        );
         for (i, &t) in TOKENS[8..].iter().enumerate() {
             let got = model.forward(&[t], &mut cache, false).expect("ours");
             let input = Tensor::new(&[t], &Device::Cpu)
@@ -187,7 +195,10 @@ fn llama_logits_match_candle_reference_for_prefill_and_decode() {
                 .and_then(|t| t.squeeze(0))
                 .expect("ref");
             let d = max_abs_diff(&got, &want);
-            assert!(d < 1e-4, "tied={tied} decode step {i} logits differ by {d}");
+            assert!(
+                d < CANDLE_TOLERANCE,
+                "tied={tied} decode step {i} logits differ by {d}"
+            );
         }
     }
 }
@@ -272,7 +283,7 @@ fn mistral_sliding_window_matches_candle_reference() {
     let mut cache = model.new_cache().expect("cache");
     let got = model.forward(&TOKENS, &mut cache, false).expect("ours");
     let d = max_abs_diff(&got, &want);
-    assert!(d < 1e-4, "logits differ by {d}");
+    assert!(d < CANDLE_TOLERANCE, "logits differ by {d}");
 
     // The window matters: without it the logits are different.
     let dir2 = tempfile::tempdir().expect("tempdir");

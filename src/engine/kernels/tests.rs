@@ -148,8 +148,9 @@ fn every_simd_kernel_matches_the_scalar_reference_on_random_blocks_odd_shapes_an
             // One spare byte in front: the rows start at an odd address.
             let mut w = vec![0u8; 1];
             w.extend(random_blocks(ty, rows * nb, &mut r));
-            // 1, 3 and 6 activation rows: the kernels take them four at a time, then the rest.
-            let nx = [1, 3, 6][rows % 3];
+            // 1, 6 and 13 activation rows: the kernels take them eight (AVX-512) or four at a
+            // time, then the rest.
+            let nx = [1, 6, 13][rows % 3];
             let x = random_vec(nx * cols, &mut r);
             let xq = quantized(&x);
             let mut want = vec![0f32; nx * rows];
