@@ -132,6 +132,10 @@ impl App {
             .context("loading the model policy and limit overrides")?;
         let blog = crate::blog::Blog::new(&config.blog).context("blog templates")?;
         let state = AppState {
+            schemas: Arc::new(crate::engine::grammar::mask::SchemaCache::new(
+                config.generation.schema_cache_entries,
+                config.generation.schema_max_elements,
+            )),
             blog: Arc::new(blog),
             chat,
             store,

@@ -149,3 +149,21 @@ mod tests {
         assert_eq!(redacted(&plain), "/v1/models");
     }
 }
+
+/// `Warning: 299 hearth "…"` for each thing a request asked for that is not enforced (schema
+/// keywords of a non-strict `json_schema`), in visible ASCII.
+pub fn add_warnings(headers: &mut axum::http::HeaderMap, warnings: &[String]) {
+    for w in warnings {
+        let text: String = clip(w, 300)
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                c if c.is_ascii_graphic() || c == ' ' => c,
+                _ => '?',
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!("299 hearth \"{text}\"")) {
+            headers.append(header::WARNING, v);
+        }
+    }
+}

@@ -70,6 +70,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The blog's templates and caches.
     pub blog: Arc<crate::blog::Blog>,
+    /// Compiled `response_format` schemas.
+    pub schemas: Arc<crate::engine::grammar::mask::SchemaCache>,
 }
 
 /// The whole router.

@@ -61,7 +61,7 @@ impl Params {
             max_tokens: self.max_tokens,
             stop: self.stop.clone(),
             logprobs: self.top_logprobs,
-            format: self.format,
+            format: self.format.clone(),
         }
     }
 }

@@ -21,7 +21,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
     ChatCompletionStreamOptions, CompletionFinishReason, CompletionUsage,
     CreateChatCompletionRequest, FinishReason as RemoteFinish, Logprobs, Prompt as RemotePrompt,
-    ResponseFormat, StopConfiguration,
+    ResponseFormat, ResponseFormatJsonSchema, StopConfiguration,
 };
 use async_openai::types::completions::{CreateCompletionRequest, CreateCompletionResponse};
 use async_openai::Client;
@@ -476,8 +476,18 @@ fn chat_request(model: &str, req: &BackendRequest, stream: bool) -> CreateChatCo
         stop: stop(req),
         logprobs: req.logprobs.then_some(true),
         top_logprobs: (req.logprobs && p.top_logprobs > 0).then_some(p.top_logprobs.min(20) as u8),
-        response_format: (p.format == OutputFormat::JsonObject)
-            .then_some(ResponseFormat::JsonObject),
+        response_format: match &p.format {
+            OutputFormat::Text => None,
+            OutputFormat::JsonObject => Some(ResponseFormat::JsonObject),
+            OutputFormat::JsonSchema(f) => Some(ResponseFormat::JsonSchema {
+                json_schema: ResponseFormatJsonSchema {
+                    description: None,
+                    name: f.name.clone(),
+                    schema: f.schema.clone(),
+                    strict: Some(f.strict),
+                },
+            }),
+        },
         stream: Some(stream),
         stream_options: stream.then_some(ChatCompletionStreamOptions {
             include_usage: Some(true),

@@ -283,6 +283,11 @@ pub struct GenerationSettings {
     /// The most choices one request may ask for: `n`, times the number of prompts on
     /// `/v1/completions`. At most `server.queue_capacity`.
     pub max_n: usize,
+    /// Compiled `response_format` JSON schemas kept (each with the token masks of the states
+    /// it has reached, up to 512 × vocabulary/8 bytes).
+    pub schema_cache_entries: u64,
+    /// The most grammar elements one schema may compile to; larger schemas get 400.
+    pub schema_max_elements: usize,
 }
 
 impl Default for GenerationSettings {
@@ -292,6 +297,8 @@ impl Default for GenerationSettings {
             max_tokens_limit: 4096,
             prefill_chunk: 256,
             max_n: 8,
+            schema_cache_entries: 64,
+            schema_max_elements: 100_000,
         }
     }
 }
@@ -423,7 +430,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
-        let positive: [(&'static str, u64); 22] = [
+        let positive: [(&'static str, u64); 24] = [
             (
                 "generation.max_tokens_limit",
                 self.generation.max_tokens_limit as u64,
@@ -433,6 +440,14 @@ impl Config {
                 self.generation.prefill_chunk as u64,
             ),
             ("generation.max_n", self.generation.max_n as u64),
+            (
+                "generation.schema_cache_entries",
+                self.generation.schema_cache_entries,
+            ),
+            (
+                "generation.schema_max_elements",
+                self.generation.schema_max_elements as u64,
+            ),
             ("server.queue_capacity", self.server.queue_capacity as u64),
             ("server.max_active", self.server.max_active as u64),
             ("server.sse_keepalive_secs", self.server.sse_keepalive_secs),

@@ -11,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::chat_prompt;
-use super::json_constraint::{JsonConstraint, TokenTable};
+use super::grammar::mask::{GrammarConstraint, GrammarMasks, JsonSchemaFormat, TokenTrie};
+use super::grammar::schema;
 use super::loader::{self, LoadError, LoadOptions, ModelInfo};
 use super::model::{LlamaModel, SeqCache};
 use super::sampler::{Sampler, SamplingError, SamplingParams};
@@ -71,8 +72,10 @@ pub struct Engine {
     template: ChatTemplate,
     info: ModelInfo,
     prefill_chunk: usize,
-    /// Token bytes indexed for JSON-constrained decoding, built on first use.
-    json_table: OnceLock<Arc<TokenTable>>,
+    /// The vocabulary indexed for constrained decoding, built on first use.
+    token_trie: OnceLock<Arc<TokenTrie>>,
+    /// The grammar of `json_object` (`{"type": "object"}`), built on first use.
+    json_object: OnceLock<Arc<GrammarMasks>>,
 }
 
 impl Engine {
@@ -109,7 +112,8 @@ impl Engine {
             template,
             info: loaded.info,
             prefill_chunk: 256,
-            json_table: OnceLock::new(),
+            token_trie: OnceLock::new(),
+            json_object: OnceLock::new(),
         }
     }
 
@@ -188,14 +192,26 @@ impl Engine {
             });
         }
         request.sampling.validate(self.model.config().vocab_size)?;
-        let constraint = match request.format {
+        let masks = match &request.format {
             OutputFormat::Text => None,
-            OutputFormat::JsonObject => Some(JsonConstraint::new(
-                self.json_table
-                    .get_or_init(|| Arc::new(TokenTable::new(&self.tokenizer)))
+            OutputFormat::JsonObject => Some(
+                self.json_object
+                    .get_or_init(|| {
+                        let any = serde_json::json!({"type": "object"});
+                        let compiled = schema::compile(&any, true, usize::MAX)
+                            .expect("the schema of any object compiles");
+                        Arc::new(GrammarMasks::new(compiled.grammar))
+                    })
                     .clone(),
-            )),
+            ),
+            OutputFormat::JsonSchema(f) => Some(f.masks.clone()),
         };
+        let constraint = masks.map(|m| {
+            let trie = self
+                .token_trie
+                .get_or_init(|| Arc::new(TokenTrie::new(&self.tokenizer)));
+            GrammarConstraint::new(m, trie.clone())
+        });
         // Keep at least one prompt token to feed, so the first step yields logits.
         let reused = cache.common_prefix(&request.prompt_ids).min(n - 1);
         cache.truncate(reused);
@@ -454,13 +470,15 @@ pub struct GenerateRequest {
 }
 
 /// What shape the output must have.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum OutputFormat {
     /// Any text.
     #[default]
     Text,
     /// One JSON object, then the end of the turn (`response_format: json_object`).
     JsonObject,
+    /// JSON matching a schema, then the end of the turn (`response_format: json_schema`).
+    JsonSchema(Arc<JsonSchemaFormat>),
 }
 
 /// The outcome of one [`Engine::step`].
@@ -515,7 +533,7 @@ pub struct Sequence {
     prompt_done_at: Option<Instant>,
     first_token_at: Option<Instant>,
     request_logprobs: usize,
-    constraint: Option<JsonConstraint>,
+    constraint: Option<GrammarConstraint>,
 }
 
 impl Sequence {

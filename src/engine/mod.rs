@@ -6,7 +6,7 @@
 
 pub mod chat_prompt;
 pub mod generate;
-pub mod json_constraint;
+pub mod grammar;
 pub mod kernels;
 pub mod loader;
 pub mod model;

@@ -674,3 +674,34 @@ async fn bad_backend_configuration_is_refused_at_start() {
         .expect("refused");
     assert!(format!("{err:#}").contains("served by both"), "{err:#}");
 }
+
+#[tokio::test]
+async fn json_schema_response_formats_reach_the_remote_as_sent() {
+    let fake = FakeOpenAi::start(Duration::ZERO);
+    let addr = hearth(vec![remote("remote", &fake.base_url, &[REMOTE])]);
+    let format = json!({
+        "type": "json_schema",
+        "json_schema": {
+            "name": "pet",
+            "strict": true,
+            "schema": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0}},
+                "required": ["name", "age"],
+                "additionalProperties": false,
+            },
+        },
+    });
+    let mut body = chat(REMOTE, 32);
+    body["response_format"] = format.clone();
+    let r = post(addr, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let (_, sent, _) = fake.requests().pop().expect("request");
+    assert_eq!(sent["response_format"], format);
+    // A strict schema the local compiler cannot enforce is refused before any backend is asked.
+    let before = fake.count();
+    body["response_format"]["json_schema"]["schema"]["properties"]["age"]["multipleOf"] = json!(2);
+    let r = post(addr, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(fake.count(), before);
+}

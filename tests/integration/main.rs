@@ -28,6 +28,7 @@ mod safetensors_reference;
 mod scheduler;
 mod server;
 mod store;
+mod structured;
 mod template_reference;
 mod tokenizer_reference;
 mod web;

@@ -90,6 +90,10 @@ fn run_suite(addr: SocketAddr, model: &str, key: &str, key_required: bool) {
                 (if key_required { "1" } else { "0" }).to_string(),
             ),
             ("HEARTH_MODEL", model.to_string()),
+            (
+                "HEARTH_REMOTE",
+                (if model == REMOTE_MODEL { "1" } else { "0" }).to_string(),
+            ),
         ],
         PYTHON_TIMEOUT,
         &format!("the OpenAI SDK tests ({model})"),

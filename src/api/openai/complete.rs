@@ -14,11 +14,12 @@ use super::wire::{
 };
 use super::{now_secs, ChatRequest, CompletionRequest, PromptSpec};
 use crate::api::error::ApiError;
-use crate::api::headers::add_run_headers;
+use crate::api::headers::{add_run_headers, add_warnings};
 use crate::api::AppState;
 use crate::backends::Summary;
 use crate::backends::{Prompt, TokenLogprobs};
 use crate::chat::{Caller, Output, Run};
+use crate::engine::generate::OutputFormat;
 
 /// One finished choice.
 struct Choice {
@@ -101,9 +102,25 @@ pub async fn create_chat_completion(
         .resolve_model(&caller, req.common.model.as_deref())
         .await;
     let plan = chat_plan(&state, &req)?;
+    let warnings = match &plan.params.format {
+        OutputFormat::JsonSchema(f) => f.warnings.clone(),
+        _ => Vec::new(),
+    };
     let ask = plan.ask(vec![Prompt::Chat(chat_messages(req.messages)?)]);
     let run = state.chat.start(&caller, ask, &|| {}).await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let mut response = answer_chat(&state, &plan, run, id).await?;
+    add_warnings(response.headers_mut(), &warnings);
+    Ok(response)
+}
+
+/// The chat answer, streamed or whole.
+async fn answer_chat(
+    state: &AppState,
+    plan: &super::validate::Plan,
+    run: Run,
+    id: String,
+) -> Result<Response, ApiError> {
     if plan.stream {
         return Ok(stream_response(
             &state,
@@ -134,7 +151,7 @@ pub async fn create_chat_completion(
             stopped_by: c.stopped_by,
         })
         .collect::<Vec<_>>();
-    Ok(whole(&state, &run, id, "chat.completion", choices))
+    Ok(whole(state, &run, id, "chat.completion", choices))
 }
 
 /// `POST /v1/completions`.

@@ -239,9 +239,12 @@ pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, 
         .collect()
 }
 
-/// `response_format`: `text` (default) or `json_object`. Like OpenAI, `json_object` needs the
-/// word "json" somewhere in the messages, so the model is told what to produce.
+/// `response_format`: `text` (default), `json_object` or `json_schema`. Like OpenAI,
+/// `json_object` needs the word "json" somewhere in the messages, so the model is told what to
+/// produce. A schema is compiled (once: [`SchemaCache`](crate::engine::grammar::mask::SchemaCache));
+/// what it cannot enforce is a 400 naming the keyword when `strict`, else a warning.
 pub(crate) fn response_format(
+    state: &AppState,
     format: Option<&Value>,
     messages: &[RequestMessage],
 ) -> Result<OutputFormat, ApiError> {
@@ -271,10 +274,11 @@ pub(crate) fn response_format(
             }
             Ok(OutputFormat::JsonObject)
         }
+        Some("json_schema") => json_schema(state, format.get("json_schema")),
         Some(other) => Err(ApiError::invalid(
             "response_format",
             format!(
-                "response_format type `{other}` is not supported (use `text` or `json_object`)"
+                "response_format type `{other}` is not supported (use `text`, `json_object` or `json_schema`)"
             ),
         )),
         None => Err(ApiError::invalid(
@@ -284,11 +288,56 @@ pub(crate) fn response_format(
     }
 }
 
+/// `response_format.json_schema`: `{"name", "schema", "strict", "description"}`.
+fn json_schema(state: &AppState, spec: Option<&Value>) -> Result<OutputFormat, ApiError> {
+    const PARAM: &str = "response_format.json_schema";
+    let Some(spec) = spec.and_then(Value::as_object) else {
+        return Err(ApiError::invalid(
+            PARAM,
+            "`response_format.json_schema` must be an object with `name` and `schema`",
+        ));
+    };
+    let name = match spec.get("name") {
+        None | Some(Value::Null) => "response",
+        Some(Value::String(n))
+            if !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            n.as_str()
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{PARAM}.name"),
+                "must be 1 to 64 characters of a-z, A-Z, 0-9, `_` and `-`",
+            ))
+        }
+    };
+    let strict = match spec.get("strict") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{PARAM}.strict"),
+                "must be a boolean",
+            ))
+        }
+    };
+    // No schema: any JSON value, as llama.cpp's server takes it.
+    let schema = spec.get("schema").cloned().unwrap_or(Value::Bool(true));
+    let compiled = state
+        .schemas
+        .get(name, &schema, strict)
+        .map_err(|e| ApiError::invalid(format!("{PARAM}.schema"), e.to_string()))?;
+    Ok(OutputFormat::JsonSchema(compiled))
+}
+
 /// Validate a chat request's parameters (everything but turning `messages` into a prompt):
 /// `response_format`, `tool_choice`, `logprobs`/`top_logprobs` and the shared sampling fields.
 /// Shared by `/v1/chat/completions` and the WebSocket endpoint.
 pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, ApiError> {
-    let format = response_format(req.response_format.as_ref(), &req.messages)?;
+    let format = response_format(state, req.response_format.as_ref(), &req.messages)?;
     match req.tool_choice.as_ref() {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == "none" || s == "auto" => {}
