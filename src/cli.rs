@@ -89,8 +89,31 @@ pub fn init_threads(config: &Config) {
         .build_global();
 }
 
-/// Load tokenizer and chat template only (no weights).
-pub fn load_tokenizer(source: &ModelSource) -> Result<(Tokenizer, ChatTemplate)> {
+/// `model.chat_template`, compiled, when set: the file's or the inline template.
+fn template_override(config: &Config, tok: &Tokenizer) -> Result<Option<ChatTemplate>> {
+    let Some(value) = &config.model.chat_template else {
+        return Ok(None);
+    };
+    let source = if crate::config::ModelSettings::is_inline_template(value) {
+        value.clone()
+    } else {
+        std::fs::read_to_string(value)
+            .with_context(|| format!("model.chat_template: reading `{value}`"))?
+    };
+    let template = ChatTemplate::new(&source, tok.bos_token(), tok.eos_token())
+        .context("model.chat_template")?;
+    tracing::info!("using the chat template from model.chat_template");
+    Ok(Some(template))
+}
+
+/// Load tokenizer and chat template only (no weights), `model.chat_template` applied.
+pub fn load_tokenizer(config: &Config) -> Result<(Tokenizer, ChatTemplate)> {
+    let (tok, tpl) = load_model_tokenizer(&resolve_model(config)?)?;
+    let tpl = template_override(config, &tok)?.unwrap_or(tpl);
+    Ok((tok, tpl))
+}
+
+fn load_model_tokenizer(source: &ModelSource) -> Result<(Tokenizer, ChatTemplate)> {
     match source {
         ModelSource::Gguf(path) => {
             let header = loader::read_gguf_header(path)?;
@@ -114,8 +137,11 @@ pub fn load_engine(config: &Config) -> Result<Engine> {
         exact: config.model.exact,
         device: config.model.device,
     };
-    let engine =
+    let mut engine =
         Engine::load(&source, &opts).with_context(|| format!("loading `{}`", config.model.path))?;
+    if let Some(template) = template_override(config, engine.tokenizer())? {
+        engine = engine.with_template(template);
+    }
     Ok(engine.with_prefill_chunk(config.generation.prefill_chunk))
 }
 
@@ -198,21 +224,21 @@ pub fn generate(config: &Config, opts: GenerateOptions, out: &mut dyn Write) -> 
 
 /// `hearth tokenize`: ids as a JSON array.
 pub fn tokenize(config: &Config, text: &str, special: bool, bos: bool) -> Result<String> {
-    let (tok, _) = load_tokenizer(&resolve_model(config)?)?;
+    let (tok, _) = load_tokenizer(config)?;
     let ids = tok.encode(text, bos && tok.add_bos_by_default(), special)?;
     Ok(serde_json::to_string(&ids)?)
 }
 
 /// `hearth template`: the rendered prompt.
 pub fn template(config: &Config, messages: &[ChatMessage]) -> Result<String> {
-    let (_, tpl) = load_tokenizer(&resolve_model(config)?)?;
+    let (_, tpl) = load_tokenizer(config)?;
     Ok(tpl.render(messages, true)?)
 }
 
 /// `hearth inspect`: a human-readable summary, in JSON.
 pub fn inspect(config: &Config) -> Result<String> {
     let source = resolve_model(config)?;
-    let (tok, tpl) = load_tokenizer(&source)?;
+    let (tok, tpl) = load_tokenizer(config)?;
     let (model_config, info) = match &source {
         ModelSource::Gguf(path) => {
             let header = loader::read_gguf_header(path)?;

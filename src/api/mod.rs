@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tokenize", post(tokens::tokenize))
         .route("/detokenize", post(tokens::detokenize))
         .route("/apply-template", post(tokens::apply_template))
+        .route("/props", get(tokens::props))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(authenticated());
     // Conversations: a user's access token or API key (the `/v1` authentication), then

@@ -1,4 +1,5 @@
-//! llama.cpp-style helper endpoints: `POST /tokenize`, `POST /detokenize`, `POST /apply-template`.
+//! llama.cpp-style helper endpoints: `POST /tokenize`, `POST /detokenize`, `POST /apply-template`,
+//! `GET /props`.
 //!
 //! Authenticated like `/v1` (the router's layer runs first). Tokenizing a megabyte takes a
 //! while, so the work runs on a blocking thread, never on the async runtime where it would
@@ -116,4 +117,34 @@ pub async fn apply_template(
         Ok(json!({ "prompt": prompt }))
     })
     .await
+}
+
+/// `GET /props`: what llama.cpp's server reports about itself, for clients that read it
+/// (context size, slots, chat template, the model).
+pub async fn props(State(state): State<AppState>) -> Json<Value> {
+    let engine = &state.engine;
+    let config = engine.model().config();
+    let gen = &state.config.generation;
+    // The file's name, not its path: where the server keeps files is not the caller's business.
+    let file = std::path::Path::new(&state.config.model.path)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned());
+    Json(json!({
+        "model": state.model_id,
+        "model_path": file,
+        "default_generation_settings": {
+            "n_ctx": config.context_length,
+            "params": {
+                "n_predict": gen.default_max_tokens,
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "top_k": 0,
+                "min_p": 0.0,
+            },
+        },
+        "total_slots": state.config.server.max_active,
+        "chat_template": engine.template().source(),
+        "modalities": {"vision": false, "audio": false},
+        "build_info": concat!("hearth ", env!("CARGO_PKG_VERSION")),
+    }))
 }

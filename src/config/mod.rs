@@ -254,6 +254,16 @@ pub struct ModelSettings {
     pub offline: bool,
     /// Hugging Face cache directory (default: `HF_HOME`/`HF_HUB_CACHE` as hf-hub resolves them).
     pub hf_cache: Option<PathBuf>,
+    /// A chat template overriding the model's own: a Jinja file (relative paths against the
+    /// config file's directory) or, when the value contains `{{` or `{%`, the template itself.
+    pub chat_template: Option<String>,
+}
+
+impl ModelSettings {
+    /// Whether a `chat_template` value is the template itself rather than a file.
+    pub fn is_inline_template(value: &str) -> bool {
+        value.contains("{{") || value.contains("{%")
+    }
 }
 
 impl Default for ModelSettings {
@@ -266,6 +276,7 @@ impl Default for ModelSettings {
             nice: 5,
             offline: false,
             hf_cache: None,
+            chat_template: None,
         }
     }
 }
@@ -415,6 +426,11 @@ impl Config {
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         if let Some(dir) = path.and_then(Path::parent) {
             cfg.model.path = resolve_relative(dir, &cfg.model.path);
+            if let Some(t) = cfg.model.chat_template.as_mut() {
+                if !ModelSettings::is_inline_template(t) {
+                    *t = resolve_relative(dir, t);
+                }
+            }
             cfg.storage.data_dir = resolve_relative_path(dir, &cfg.storage.data_dir);
             cfg.storage.backup_dir = cfg
                 .storage

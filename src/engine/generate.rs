@@ -117,6 +117,12 @@ impl Engine {
         }
     }
 
+    /// Use `template` instead of the model's own (`model.chat_template`).
+    pub fn with_template(mut self, template: ChatTemplate) -> Self {
+        self.template = template;
+        self
+    }
+
     /// Set how many prompt tokens go through the model per forward pass.
     pub fn with_prefill_chunk(mut self, chunk: usize) -> Self {
         self.prefill_chunk = chunk.max(1);

@@ -617,6 +617,90 @@ async fn json_object_response_format_returns_a_json_object() {
 }
 
 #[tokio::test]
+async fn props_model_details_and_the_fields_clients_send() {
+    let _turn = common::serial();
+    let addr = server();
+    let client = reqwest::Client::new();
+    // llama.cpp-style /props.
+    let props: Value = client
+        .get(url(addr, "/props"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(props["model"], MODEL);
+    assert_eq!(props["model_path"], format!("{MODEL}.gguf"));
+    assert_eq!(
+        props["default_generation_settings"]["n_ctx"], 8192,
+        "{props}"
+    );
+    assert_eq!(props["total_slots"], 8);
+    assert!(props["chat_template"]
+        .as_str()
+        .expect("template")
+        .contains("<|im_start|>"));
+    // The model's entry says its context length.
+    let model: Value = client
+        .get(url(addr, &format!("/v1/models/{MODEL}")))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(model["context_length"], 8192, "{model}");
+    assert_eq!(model["meta"]["n_vocab"], 49152);
+
+    // reasoning_effort, metadata and store are accepted (and change nothing); bad values are
+    // 400s naming them; max_completion_tokens wins over max_tokens, as OpenAI documents.
+    let mut body = chat_body("Say hi.", 64);
+    body["max_completion_tokens"] = json!(3);
+    body["reasoning_effort"] = json!("low");
+    body["metadata"] = json!({"team": "docs"});
+    body["store"] = json!(false);
+    let v = post_json(&client, addr, "/v1/chat/completions", &body).await;
+    assert_eq!(v["usage"]["completion_tokens"], 3, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    for (field, bad) in [
+        ("reasoning_effort", json!("extreme")),
+        ("metadata", json!({"k": "v".repeat(513)})),
+    ] {
+        let mut b = chat_body("Say hi.", 4);
+        b[field] = bad;
+        let e = post_json(&client, addr, "/v1/chat/completions", &b).await;
+        assert_eq!(e["error"]["param"], field, "{e}");
+    }
+
+    // stream_options.continuous_usage_stats: usage so far on every chunk.
+    let mut body = chat_body("Count to five.", 6);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true, "continuous_usage_stats": true});
+    let text = post_text(&client, addr, "/v1/chat/completions", &body).await;
+    let mut seen = Vec::new();
+    for d in sse_data(&text) {
+        if d == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&d).expect("chunk");
+        if chunk["choices"][0]["delta"]["content"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+        {
+            seen.push(
+                chunk["usage"]["completion_tokens"]
+                    .as_u64()
+                    .expect("usage on the chunk"),
+            );
+        }
+    }
+    assert!(!seen.is_empty());
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(*seen.last().expect("some") <= 6);
+}
+
+#[tokio::test]
 async fn metrics_count_requests_tokens_and_latencies() {
     let _turn = common::serial();
     let addr = server();

@@ -207,3 +207,54 @@ fn hf_dir_template_comes_from_tokenizer_config_string_or_default_entry() {
     let t = ChatTemplate::from_hf_dir(dir.path(), None, None).unwrap();
     assert_eq!(t.render(&[], false).unwrap(), "JINJA FILE");
 }
+
+#[test]
+fn model_chat_template_overrides_the_models_own_inline_or_from_a_file() {
+    let messages = [ChatMessage::new("user", "Hi")];
+    let mut config = hearth::config::Config::default();
+    config.model.path = model_path().to_string_lossy().into_owned();
+    let (_, own) = hearth::cli::load_tokenizer(&config).expect("load");
+    assert!(own
+        .render(&messages, true)
+        .expect("render")
+        .contains("<|im_start|>user\nHi<|im_end|>"));
+    // Inline.
+    config.model.chat_template = Some(
+        "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+            .into(),
+    );
+    let (_, inline) = hearth::cli::load_tokenizer(&config).expect("load");
+    assert_eq!(
+        inline.render(&messages, true).expect("render"),
+        "[user] Hi\n[assistant] "
+    );
+    // From a file, relative to the config file's directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("t.jinja"),
+        "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}",
+    )
+    .expect("write");
+    let toml = format!(
+        "[model]\npath = {:?}\nchat_template = \"t.jinja\"\n",
+        model_path().to_string_lossy()
+    );
+    std::fs::write(dir.path().join("config.toml"), toml).expect("write");
+    let loaded =
+        hearth::config::Config::load(Some(&dir.path().join("config.toml"))).expect("config");
+    let (_, file) = hearth::cli::load_tokenizer(&loaded).expect("load");
+    assert!(file
+        .render(&messages, false)
+        .expect("render")
+        .ends_with("<user>Hi"));
+    // A broken template stops the start with a message saying where.
+    config.model.chat_template = Some("{% for m in messages %}{{ m.content }".into());
+    let err = hearth::cli::load_tokenizer(&config).expect_err("a syntax error");
+    assert!(
+        format!("{err:#}").contains("model.chat_template"),
+        "{err:#}"
+    );
+    config.model.chat_template = Some(dir.path().join("missing.jinja").to_string_lossy().into());
+    let err = hearth::cli::load_tokenizer(&config).expect_err("a missing file");
+    assert!(format!("{err:#}").contains("missing.jinja"), "{err:#}");
+}

@@ -45,6 +45,9 @@ pub struct StreamOptions {
     /// Send a final chunk with usage before `[DONE]`.
     #[serde(default)]
     pub include_usage: Option<bool>,
+    /// Extension (vLLM's): usage so far on every chunk.
+    #[serde(default)]
+    pub continuous_usage_stats: Option<bool>,
 }
 
 /// Message content: a string or a list of parts (only text parts are supported).
@@ -157,6 +160,17 @@ pub struct ChatRequest {
     /// `none`/`auto` are honoured by answering in text; requiring a tool call is refused.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// Accepted and ignored: the local model has no reasoning budget to set (checked to be one
+    /// of OpenAI's values).
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
+    /// Accepted and ignored (OpenAI keeps it with stored completions; Hearth stores none),
+    /// checked against OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512.
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, String>>,
+    /// Accepted and ignored: completions are never stored for later retrieval.
+    #[serde(default)]
+    pub store: Option<bool>,
     /// Everything shared with text completions.
     #[serde(flatten)]
     pub common: CommonParams,
@@ -197,6 +211,29 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// One `/v1/models` entry; the local model's also says its context length (`context_length`,
+/// as OpenRouter and vLLM's `max_model_len` clients read it) and vocabulary size.
+fn model_entry(state: &AppState, id: &str, owned_by: &str) -> Value {
+    let mut entry = json!({
+        "id": id,
+        "object": "model",
+        "created": state.started_at,
+        "owned_by": owned_by,
+    });
+    if id == state.model_id {
+        let config = state.engine.model().config();
+        entry["context_length"] = json!(config.context_length);
+        entry["max_model_len"] = json!(config.context_length);
+        entry["meta"] = json!({
+            "n_ctx_train": config.context_length,
+            "n_vocab": config.vocab_size,
+            "n_params": state.engine.info().parameters,
+            "size": state.engine.info().file_bytes,
+        });
+    }
+    entry
+}
+
 /// `GET /v1/models`: every model of every backend whose circuit breaker is not open, that the
 /// caller may use (`/api/admin/models`).
 pub async fn list_models(
@@ -209,14 +246,7 @@ pub async fn list_models(
         .list_models()
         .into_iter()
         .filter(|m| allowed.contains(&m.id))
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "object": "model",
-                "created": state.started_at,
-                "owned_by": m.owned_by,
-            })
-        })
+        .map(|m| model_entry(&state, &m.id, &m.owned_by))
         .collect();
     Json(json!({"object": "list", "data": data}))
 }
@@ -235,10 +265,5 @@ pub async fn get_model(
     let Some(owner) = owner else {
         return Err(ApiError::ModelNotFound(clip(&id, 256)));
     };
-    Ok(Json(json!({
-        "id": id,
-        "object": "model",
-        "created": state.started_at,
-        "owned_by": owner,
-    })))
+    Ok(Json(model_entry(&state, &id, &owner)))
 }

@@ -22,6 +22,8 @@ pub(super) struct StreamMeta {
     pub(super) created: u64,
     pub(super) chat: bool,
     pub(super) include_usage: bool,
+    /// Usage so far on every chunk.
+    pub(super) continuous_usage: bool,
     pub(super) logprobs: bool,
     /// Per choice, the echoed prompt that starts its text (legacy completions with `echo`).
     pub(super) echoes: Vec<String>,
@@ -124,7 +126,7 @@ impl Encoder {
     }
 
     /// The chunks for one output, and whether the stream ends with them.
-    fn encode(&self, out: Output) -> (Vec<SseEvent>, bool) {
+    fn encode(&self, out: Output, usage: Option<UsageBody>) -> (Vec<SseEvent>, bool) {
         match out {
             Output::Piece {
                 choice,
@@ -139,7 +141,7 @@ impl Encoder {
                     return (Vec::new(), false);
                 }
                 (
-                    vec![self.chunk(vec![self.choice(choice, text, None, lp, None)], None)],
+                    vec![self.chunk(vec![self.choice(choice, text, None, lp, None)], usage)],
                     false,
                 )
             }
@@ -152,7 +154,7 @@ impl Encoder {
                 (
                     vec![self.chunk(
                         vec![self.choice(choice, String::new(), Some(finish), None, stopped_by)],
-                        None,
+                        usage,
                     )],
                     false,
                 )
@@ -205,7 +207,11 @@ pub(super) fn stream_response(state: &AppState, run: Run, meta: StreamMeta) -> R
                             (run, encoder, true),
                         ));
                     };
-                    let (events, end) = encoder.encode(out);
+                    let usage = encoder
+                        .meta
+                        .continuous_usage
+                        .then(|| UsageBody::from(run.usage()));
+                    let (events, end) = encoder.encode(out, usage);
                     if events.is_empty() && !end {
                         continue;
                     }

@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     pub(crate) n: usize,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
+    /// Usage so far on every chunk (`stream_options.continuous_usage_stats`).
+    pub(crate) continuous_usage: bool,
     pub(crate) logprobs: bool,
     /// Whether the response cache may answer (`"cache": false` says no).
     pub(crate) cache: bool,
@@ -188,6 +190,11 @@ pub(crate) fn plan(
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+        continuous_usage: p
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.continuous_usage_stats)
+            .unwrap_or(false),
         logprobs,
         cache: p.cache.unwrap_or(true),
     })
@@ -346,6 +353,26 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
                 "tool_choice",
                 "tool calls are not supported: `tool_choice` may only be `none` or `auto`",
             ))
+        }
+    }
+    if let Some(effort) = &req.reasoning_effort {
+        if !["none", "minimal", "low", "medium", "high"].contains(&effort.as_str()) {
+            return Err(ApiError::invalid(
+                "reasoning_effort",
+                "must be one of `none`, `minimal`, `low`, `medium`, `high`",
+            ));
+        }
+    }
+    if let Some(metadata) = &req.metadata {
+        let fits = metadata.len() <= 16
+            && metadata
+                .iter()
+                .all(|(k, v)| k.chars().count() <= 64 && v.chars().count() <= 512);
+        if !fits {
+            return Err(ApiError::invalid(
+                "metadata",
+                "at most 16 pairs, keys up to 64 characters, values up to 512",
+            ));
         }
     }
     if req.top_logprobs.is_some() && req.logprobs != Some(true) {
