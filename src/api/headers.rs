@@ -133,23 +133,6 @@ pub(crate) fn add_run_headers(
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_in_query_strings_are_redacted() {
-        let uri: Uri = "/ws?api_key=sk-hearth-secret&x=1&Token=t0p"
-            .parse()
-            .expect("uri");
-        let logged = redacted(&uri);
-        assert_eq!(logged, "/ws?api_key=[redacted]&x=1&Token=[redacted]");
-        assert!(!logged.contains("secret"));
-        let plain: Uri = "/v1/models".parse().expect("uri");
-        assert_eq!(redacted(&plain), "/v1/models");
-    }
-}
-
 /// `Warning: 299 hearth "…"` for each thing a request asked for that is not enforced (schema
 /// keywords of a non-strict `json_schema`), in visible ASCII.
 pub fn add_warnings(headers: &mut axum::http::HeaderMap, warnings: &[String]) {
@@ -165,5 +148,22 @@ pub fn add_warnings(headers: &mut axum::http::HeaderMap, warnings: &[String]) {
         if let Ok(v) = HeaderValue::from_str(&format!("299 hearth \"{text}\"")) {
             headers.append(header::WARNING, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_query_strings_are_redacted() {
+        let uri: Uri = "/ws?api_key=sk-hearth-secret&x=1&Token=t0p"
+            .parse()
+            .expect("uri");
+        let logged = redacted(&uri);
+        assert_eq!(logged, "/ws?api_key=[redacted]&x=1&Token=[redacted]");
+        assert!(!logged.contains("secret"));
+        let plain: Uri = "/v1/models".parse().expect("uri");
+        assert_eq!(redacted(&plain), "/v1/models");
     }
 }

@@ -123,7 +123,7 @@ async fn answer_chat(
 ) -> Result<Response, ApiError> {
     if plan.stream {
         return Ok(stream_response(
-            &state,
+            state,
             run,
             StreamMeta {
                 id,

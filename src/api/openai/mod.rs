@@ -265,5 +265,5 @@ pub async fn get_model(
     let Some(owner) = owner else {
         return Err(ApiError::ModelNotFound(clip(&id, 256)));
     };
-    Ok(Json(model_entry(&state, &id, &owner)))
+    Ok(Json(model_entry(&state, &id, owner)))
 }
