@@ -740,3 +740,54 @@ async fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     let frames = frames_until_end(&mut other, "ok").await;
     assert_eq!(frames.last().expect("done")["type"], "done");
 }
+
+#[tokio::test]
+async fn a_json_schema_constrains_websocket_generations_too() {
+    let _turn = common::serial();
+    let addr = server();
+    let mut ws = connect(addr, None).await;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "country_code": {"type": "string", "pattern": "^[A-Z]{2}$"},
+        },
+        "required": ["city", "country_code"],
+        "additionalProperties": false,
+    });
+    let mut frame = generate("s1", "Name a city as JSON.", 64);
+    frame["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": true}});
+    send_json(&mut ws, frame.clone()).await;
+    let frames = frames_until_end(&mut ws, "s1").await;
+    let done = frames.last().expect("frames");
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(done["finish_reason"], "stop", "{done}");
+    let text = text_of(&frames);
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let code = doc["country_code"].as_str().expect("country_code");
+    assert!(
+        code.len() == 2 && code.chars().all(|c| c.is_ascii_uppercase()),
+        "{doc}"
+    );
+    assert!(
+        doc["city"]
+            .as_str()
+            .is_some_and(|c| c.chars().count() <= 20),
+        "{doc}"
+    );
+    // A strict schema with a keyword that cannot be enforced: an error frame naming it.
+    frame["id"] = json!("s2");
+    frame["response_format"]["json_schema"]["schema"]["minProperties"] = json!(1);
+    send_json(&mut ws, frame).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["id"], "s2", "{e}");
+    assert_eq!(e["status"], 400);
+    assert_eq!(e["param"], "response_format.json_schema.schema");
+    assert!(
+        e["message"]
+            .as_str()
+            .expect("message")
+            .contains("minProperties"),
+        "{e}"
+    );
+}

@@ -52,9 +52,10 @@ pub fn format_pattern(format: &str) -> Option<&'static str> {
         "time" => concat!("^", time!(), "$"),
         "date-time" => concat!("^", date!(), "T", time!(), "$"),
         "uuid" => r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-        // Bounded parts, so a small model cannot run on in an address.
+        // Bounded parts (a local part of at most 58 characters, within RFC 5321's 64; labels
+        // of at most 22), so a small model cannot run on in an address.
         "email" => {
-            r"^[a-zA-Z0-9_%+-]{1,32}(\.[a-zA-Z0-9_%+-]{1,32}){0,2}@[a-zA-Z0-9]([a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?){0,2}\.[a-zA-Z]{2,12}$"
+            r"^[a-zA-Z0-9_%+-]{1,24}(\.[a-zA-Z0-9_%+-]{1,16}){0,2}@[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?){0,2}\.[a-zA-Z]{2,12}$"
         }
         _ => return None,
     })
