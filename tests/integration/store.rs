@@ -929,8 +929,8 @@ async fn scheduled_backups_run_on_their_interval_and_keep_only_the_newest() {
     // Aborting may land between a newer backup's rename and its prune: check the newest.
     let mut later = list();
     later.sort();
-    let later = vec![later.pop().expect("a backup")];
-    let name = later[0]
+    let newest = later.pop().expect("a backup");
+    let name = newest
         .file_name()
         .expect("name")
         .to_string_lossy()
@@ -939,8 +939,8 @@ async fn scheduled_backups_run_on_their_interval_and_keep_only_the_newest() {
         name.starts_with("hearth-") && name.ends_with("Z.db"),
         "{name}"
     );
-    assert_eq!(integrity(&later[0]), "ok");
-    assert_eq!(usernames(&later[0]), HashSet::from(["ada".to_string()]));
+    assert_eq!(integrity(&newest), "ok");
+    assert_eq!(usernames(&newest), HashSet::from(["ada".to_string()]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
