@@ -286,6 +286,25 @@ mod tests {
             .is_some_and(|st| st.is_complete())
     }
 
+    /// Whether `x` lies within the bounds (the reference the grammars are checked against).
+    fn within(x: f64, min: Option<Bound>, max: Option<Bound>) -> bool {
+        let above = |m: Bound| {
+            if m.exclusive {
+                x > m.value
+            } else {
+                x >= m.value
+            }
+        };
+        let below = |m: Bound| {
+            if m.exclusive {
+                x < m.value
+            } else {
+                x <= m.value
+            }
+        };
+        min.is_none_or(above) && max.is_none_or(below)
+    }
+
     fn incl(v: f64) -> Option<Bound> {
         Some(Bound {
             value: v,
@@ -318,19 +337,7 @@ mod tests {
             let g = grammar(min, max, true).unwrap();
             for v in -1500i64..1500 {
                 let x = v as f64;
-                let want = min.is_none_or(|m| {
-                    if m.exclusive {
-                        x > m.value
-                    } else {
-                        x >= m.value
-                    }
-                }) && max.is_none_or(|m| {
-                    if m.exclusive {
-                        x < m.value
-                    } else {
-                        x <= m.value
-                    }
-                });
+                let want = within(x, min, max);
                 assert_eq!(accepts(&g, &v.to_string()), want, "{v} in {min:?}..{max:?}");
             }
             for bad in ["01", "-0", "+1", "1.0", "", "-"] {
@@ -368,19 +375,7 @@ mod tests {
                     continue; // "-0", "-0.00": zero with a sign, refused by design
                 }
                 let x: f64 = s.parse().unwrap();
-                let want = min.is_none_or(|m| {
-                    if m.exclusive {
-                        x > m.value
-                    } else {
-                        x >= m.value
-                    }
-                }) && max.is_none_or(|m| {
-                    if m.exclusive {
-                        x < m.value
-                    } else {
-                        x <= m.value
-                    }
-                });
+                let want = within(x, min, max);
                 assert_eq!(accepts(&g, s), want, "{s} in {min:?}..{max:?}");
             }
         }
