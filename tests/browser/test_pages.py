@@ -231,6 +231,11 @@ class PagesAndScreenshots(UiTest):
         expect(page.get_by_test_id("message-assistant")).to_have_count(4)
         first_id = self.last_answer().get_attribute("data-message-id")
         page.get_by_test_id("regenerate").click()
+        # The old answer stays last (and done) until the new one is created, which waits for the
+        # prompt's prefill: wait for the new message first, then for it to finish.
+        not_first = re.compile(f"^(?!{re.escape(first_id)}$)")
+        fourth = page.get_by_test_id("message-assistant").nth(3)
+        expect(fourth).to_have_attribute("data-message-id", not_first, timeout=120000)
         expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
         expect(self.last_answer().get_by_test_id("branch-position")).to_have_text("2/2")
         self.last_answer().get_by_role("button", name="Previous version").click()
@@ -243,6 +248,7 @@ class PagesAndScreenshots(UiTest):
         page.locator(".edit-box textarea").fill("What is 2 + 2?")
         page.get_by_test_id("edit-save").click()
         expect(page.get_by_test_id("message-user").last).to_contain_text("What is 2 + 2?")
+        expect(fourth).to_have_attribute("data-message-id", not_first, timeout=120000)
         expect(self.last_answer()).to_have_attribute("data-status", "done", timeout=120000)
         expect(page.get_by_test_id("message-user").last.get_by_test_id("branch-position")).to_have_text("2/2")
         # The settings drawer keeps this conversation's parameters.
