@@ -166,6 +166,7 @@ pub fn generate(config: &Config, opts: GenerateOptions, out: &mut dyn Write) -> 
         (None, Some(p)) => engine.chat_prompt_ids(&[ChatMessage {
             role: "user".into(),
             content: p.clone(),
+            ..Default::default()
         }])?,
         (None, None) => bail!("give --prompt TEXT or --messages FILE"),
     };

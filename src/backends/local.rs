@@ -10,6 +10,7 @@ use futures::stream;
 use super::{BackendError, BackendRequest, ErrorKind, Event, EventStream, Prompt, TokenLogprobs};
 use crate::engine::generate::Engine;
 use crate::engine::scheduler::{self, JobErrorKind, Scheduler, SubmitError};
+use crate::engine::tools::ToolSet;
 
 /// The loaded model behind its scheduler.
 #[derive(Clone)]
@@ -28,16 +29,22 @@ impl LocalBackend {
     }
 
     /// The prompt's token ids (the parameter to blame when it is unusable).
-    async fn prompt_ids(&self, prompt: &Prompt) -> Result<(Vec<u32>, &'static str), BackendError> {
+    async fn prompt_ids(
+        &self,
+        prompt: &Prompt,
+        tools: Option<Arc<ToolSet>>,
+    ) -> Result<(Vec<u32>, &'static str), BackendError> {
         let engine = self.engine().clone();
         let vocab = engine.model().config().vocab_size as u32;
         let (ids, param) = match prompt {
             Prompt::Chat(messages) => {
                 let messages = messages.clone();
-                let ids = tokio::task::spawn_blocking(move || engine.chat_prompt_ids(&messages))
-                    .await
-                    .map_err(|e| BackendError::new(ErrorKind::Internal, e.to_string()))?
-                    .map_err(|e| BackendError::invalid("messages", e.to_string()))?;
+                let ids = tokio::task::spawn_blocking(move || {
+                    engine.chat_prompt_ids_with_tools(&messages, tools.as_deref())
+                })
+                .await
+                .map_err(|e| BackendError::new(ErrorKind::Internal, e.to_string()))?
+                .map_err(|e| BackendError::invalid("messages", e.to_string()))?;
                 (ids, "messages")
             }
             Prompt::Text(text) => {
@@ -78,7 +85,9 @@ impl LocalBackend {
     pub async fn start(&self, req: &BackendRequest) -> Result<(EventStream, usize), BackendError> {
         // Admission first: a full queue refuses at once, before the prompt is tokenized.
         self.scheduler.check_room().map_err(submit_error)?;
-        let (ids, _) = self.prompt_ids(&req.prompt).await?;
+        let (ids, _) = self
+            .prompt_ids(&req.prompt, req.params.tools.clone())
+            .await?;
         let engine = self.engine().clone();
         req.params
             .sampling

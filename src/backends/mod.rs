@@ -50,6 +50,8 @@ pub struct Params {
     pub top_logprobs: usize,
     /// Free text or a JSON object.
     pub format: OutputFormat,
+    /// The tools offered, if any (rendered into the prompt; calls parsed from the answer).
+    pub tools: Option<std::sync::Arc<crate::engine::tools::ToolSet>>,
 }
 
 impl Params {

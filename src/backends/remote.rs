@@ -477,7 +477,8 @@ fn chat_request(model: &str, req: &BackendRequest, stream: bool) -> CreateChatCo
         logprobs: req.logprobs.then_some(true),
         top_logprobs: (req.logprobs && p.top_logprobs > 0).then_some(p.top_logprobs.min(20) as u8),
         response_format: match &p.format {
-            OutputFormat::Text => None,
+            // Tool calls are refused for remote models before a backend is asked.
+            OutputFormat::Text | OutputFormat::ToolCalls(_) => None,
             OutputFormat::JsonObject => Some(ResponseFormat::JsonObject),
             OutputFormat::JsonSchema(f) => Some(ResponseFormat::JsonSchema {
                 json_schema: ResponseFormatJsonSchema {

@@ -240,11 +240,13 @@ impl ChatService {
             prompt.push(ChatMessage {
                 role: "system".into(),
                 content: system,
+                ..Default::default()
             });
         }
         prompt.extend(fitted.included.iter().map(|e| ChatMessage {
             role: e.role.clone(),
             content: e.content.clone(),
+            ..Default::default()
         }));
         let ask = Ask {
             model: req.model.clone(),
@@ -374,6 +376,7 @@ impl ChatService {
             ChatMessage {
                 role: "system".into(),
                 content: "You write short, plain titles.".into(),
+                ..Default::default()
             },
             ChatMessage {
                 role: "user".into(),
@@ -382,6 +385,7 @@ impl ChatService {
                      this message. Reply with the title only.\n\n{}",
                     t.question.chars().take(2000).collect::<String>()
                 ),
+                ..Default::default()
             },
         ];
         let Some(text) = self.complete_quietly(&model, messages, 16).await else {
@@ -634,6 +638,7 @@ impl ChatService {
             ChatMessage {
                 role: "system".into(),
                 content: "You summarise conversations briefly and accurately.".into(),
+                ..Default::default()
             },
             ChatMessage {
                 role: "user".into(),
@@ -642,6 +647,7 @@ impl ChatService {
                      whole conversation in at most five sentences. Keep names, facts and requests \
                      the user gave."
                 ),
+                ..Default::default()
             },
         ];
         let max = self.inner.memory.summary_max_tokens;

@@ -299,6 +299,8 @@ pub struct GenerationSettings {
     pub schema_cache_entries: u64,
     /// The most grammar elements one schema may compile to; larger schemas get 400.
     pub schema_max_elements: usize,
+    /// The most `tools` one chat request may offer.
+    pub max_tools: usize,
 }
 
 impl Default for GenerationSettings {
@@ -310,6 +312,7 @@ impl Default for GenerationSettings {
             max_n: 8,
             schema_cache_entries: 64,
             schema_max_elements: 100_000,
+            max_tools: 128,
         }
     }
 }
@@ -446,7 +449,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
-        let positive: [(&'static str, u64); 24] = [
+        let positive: [(&'static str, u64); 25] = [
             (
                 "generation.max_tokens_limit",
                 self.generation.max_tokens_limit as u64,
@@ -464,6 +467,7 @@ impl Config {
                 "generation.schema_max_elements",
                 self.generation.schema_max_elements as u64,
             ),
+            ("generation.max_tools", self.generation.max_tools as u64),
             ("server.queue_capacity", self.server.queue_capacity as u64),
             ("server.max_active", self.server.max_active as u64),
             ("server.sse_keepalive_secs", self.server.sse_keepalive_secs),

@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use super::template::{ChatMessage, ChatTemplate, TemplateError};
 use super::tokenizer::{Tokenizer, TokenizerError};
+use super::tools::ToolSet;
 
 /// Why a chat could not become a prompt.
 #[derive(Debug, thiserror::Error)]
@@ -38,21 +39,25 @@ pub fn chat_prompt_ids(
     template: &ChatTemplate,
     tokenizer: &Tokenizer,
     messages: &[ChatMessage],
+    tools: Option<&ToolSet>,
 ) -> Result<Vec<u32>, ChatPromptError> {
+    // Tools and past calls become message text first (for templates without `tools`), so
+    // control text in them is masked like any content.
+    let messages = &template.prepare_messages(messages, tools)[..];
     let mut literals: Vec<String> = Vec::new();
     let nonce = format!("{:016x}", rand::random::<u64>());
     let masked: Vec<ChatMessage> = messages
         .iter()
         .map(|m| ChatMessage {
-            role: m.role.clone(),
             content: mask(tokenizer, &m.content, &nonce, &mut literals),
+            ..m.clone()
         })
         .collect();
     let ids = if literals.is_empty() {
-        let text = template.render(messages, true)?;
+        let text = template.render_with_tools(messages, true, tools)?;
         tokenizer.encode(&text, false, true)?
     } else {
-        let rendered = template.render(&masked, true)?;
+        let rendered = template.render_with_tools(&masked, true, tools)?;
         let (text, ranges) = unmask(&rendered, &nonce, &literals);
         tokenizer.encode_with_literals(&text, false, true, &ranges)?
     };

@@ -159,11 +159,22 @@ impl Engine {
     /// ([`chat_prompt`]); BOS as the model asks (templates that write BOS themselves are not
     /// doubled).
     pub fn chat_prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        chat_prompt::chat_prompt_ids(&self.template, &self.tokenizer, messages).map_err(|e| match e
-        {
-            chat_prompt::ChatPromptError::Template(e) => e.into(),
-            chat_prompt::ChatPromptError::Tokenizer(e) => e.into(),
-        })
+        self.chat_prompt_ids_with_tools(messages, None)
+    }
+
+    /// [`chat_prompt_ids`](Self::chat_prompt_ids) with the tools a request offers
+    /// ([`tools`](super::tools)).
+    pub fn chat_prompt_ids_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&super::tools::ToolSet>,
+    ) -> Result<Vec<u32>, EngineError> {
+        chat_prompt::chat_prompt_ids(&self.template, &self.tokenizer, messages, tools).map_err(
+            |e| match e {
+                chat_prompt::ChatPromptError::Template(e) => e.into(),
+                chat_prompt::ChatPromptError::Tokenizer(e) => e.into(),
+            },
+        )
     }
 
     /// Prompt ids for raw text (a text completion: the caller wrote the whole prompt),
@@ -210,7 +221,7 @@ impl Engine {
                     })
                     .clone(),
             ),
-            OutputFormat::JsonSchema(f) => Some(f.masks.clone()),
+            OutputFormat::JsonSchema(f) | OutputFormat::ToolCalls(f) => Some(f.masks.clone()),
         };
         let constraint = masks.map(|m| {
             let trie = self
@@ -485,6 +496,9 @@ pub enum OutputFormat {
     JsonObject,
     /// JSON matching a schema, then the end of the turn (`response_format: json_schema`).
     JsonSchema(Arc<JsonSchemaFormat>),
+    /// Tool calls, each `<tool_call>\n{"name", "arguments"}\n</tool_call>`, then the end of the
+    /// turn (`tool_choice` `required` or a named function: [`super::tools`]).
+    ToolCalls(Arc<JsonSchemaFormat>),
 }
 
 /// The outcome of one [`Engine::step`].

@@ -17,3 +17,4 @@ pub mod source;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
+pub mod tools;

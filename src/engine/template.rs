@@ -29,6 +29,8 @@ use candle_core::quantized::gguf_file;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 
+use super::tools::{ToolCall, ToolSet};
+
 /// Why a chat template could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -69,13 +71,20 @@ pub enum TemplateError {
     },
 }
 
-/// One chat message as the template sees it (`message.role`, `message.content`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+/// One chat message as the template sees it (`message.role`, `message.content`, and for tool
+/// calling `message.tool_calls` and `message.tool_call_id`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ChatMessage {
-    /// `system`, `user`, `assistant`, ...
+    /// `system`, `user`, `assistant`, `tool`, ...
     pub role: String,
     /// The message text.
     pub content: String,
+    /// The calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -84,6 +93,7 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            ..Self::default()
         }
     }
 }
@@ -334,12 +344,24 @@ impl Object for MessageObject {
         match key.as_str()? {
             "role" => Some(Value::from(self.0.role.as_str())),
             "content" => Some(Value::from(self.0.content.as_str())),
+            "tool_calls" if !self.0.tool_calls.is_empty() => Some(Value::from_serialize(
+                self.0
+                    .tool_calls
+                    .iter()
+                    .map(ToolCall::to_template_json)
+                    .collect::<Vec<_>>(),
+            )),
+            "tool_call_id" => self.0.tool_call_id.as_deref().map(Value::from),
             _ => None,
         }
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&["role", "content"])
+        match (self.0.tool_calls.is_empty(), self.0.tool_call_id.is_none()) {
+            (true, true) => Enumerator::Str(&["role", "content"]),
+            (false, _) => Enumerator::Str(&["role", "content", "tool_calls"]),
+            (true, false) => Enumerator::Str(&["role", "content", "tool_call_id"]),
+        }
     }
 }
 
@@ -510,6 +532,39 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// Whether the template renders `tools` itself (its source names the variable); if not,
+    /// [`render_with_tools`](Self::render_with_tools) writes them with the default tool prompt.
+    pub fn takes_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
+    /// The messages as this template should see them with `tools`: unchanged for a template
+    /// that [takes tools](Self::takes_tools), else with the tools, past calls and tool results
+    /// written into them ([`fallback_messages`](super::tools::fallback_messages)).
+    pub fn prepare_messages(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&ToolSet>,
+    ) -> Vec<ChatMessage> {
+        if self.takes_tools() {
+            messages.to_vec()
+        } else {
+            super::tools::fallback_messages(messages, tools)
+        }
+    }
+
+    /// [`render`](Self::render) of [prepared](Self::prepare_messages) messages, with `tools`
+    /// passed to a template that takes them.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&ToolSet>,
+    ) -> Result<String, TemplateError> {
+        let native = self.takes_tools();
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -521,7 +576,10 @@ impl ChatTemplate {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
         ctx.insert("messages", Value::from(messages));
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
-        ctx.insert("tools", Value::from(()));
+        let tools = tools
+            .filter(|t| native && t.offered())
+            .map(|t| Value::from_serialize(t.defs.iter().map(|d| d.to_json()).collect::<Vec<_>>()));
+        ctx.insert("tools", tools.unwrap_or(Value::from(())));
         ctx.insert("documents", Value::from(()));
         if let Some(b) = &self.bos_token {
             ctx.insert("bos_token", Value::from(b.as_str()));

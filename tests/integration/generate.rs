@@ -10,6 +10,7 @@ fn user(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage {
         role: "user".into(),
         content: text.into(),
+        ..Default::default()
     }]
 }
 

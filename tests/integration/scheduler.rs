@@ -19,6 +19,7 @@ fn prompt(engine: &hearth::engine::generate::Engine, text: &str) -> Vec<u32> {
         .chat_prompt_ids(&[ChatMessage {
             role: "user".into(),
             content: text.into(),
+            ..Default::default()
         }])
         .expect("prompt")
 }

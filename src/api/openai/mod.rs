@@ -74,11 +74,40 @@ pub struct ContentPart {
 /// One chat message as sent by clients.
 #[derive(Debug, Deserialize)]
 pub struct RequestMessage {
-    /// `system`, `user`, `assistant` (or `developer`, treated as `system`).
+    /// `system`, `user`, `assistant`, `tool` (or `developer`, treated as `system`).
     pub role: String,
     /// The content (null allowed for assistant messages).
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant message's calls: `[{"id", "type": "function", "function": {"name",
+    /// "arguments"}}]`.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<RequestToolCall>>,
+    /// A `tool` message: the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+/// A past call in an assistant message.
+#[derive(Debug, Deserialize)]
+pub struct RequestToolCall {
+    /// Its id.
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// The function and its arguments.
+    pub function: RequestFunctionCall,
+}
+
+/// `tool_calls[].function`.
+#[derive(Debug, Deserialize)]
+pub struct RequestFunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments, as JSON text.
+    #[serde(default)]
+    pub arguments: String,
 }
 
 /// Sampling and limit fields shared by chat and text completions.
@@ -154,12 +183,17 @@ pub struct ChatRequest {
     /// `{"type": "text"}` or `{"type": "json_object"}`.
     #[serde(default)]
     pub response_format: Option<Value>,
-    /// Tool definitions: accepted, never called (the model has no tool-call format).
+    /// Tool definitions: `[{"type": "function", "function": {"name", "description",
+    /// "parameters"}}]`.
     #[serde(default)]
     pub tools: Option<Value>,
-    /// `none`/`auto` are honoured by answering in text; requiring a tool call is refused.
+    /// `none`, `auto` (the default with tools), `required`, or `{"type": "function",
+    /// "function": {"name"}}`.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// Whether an answer may make several calls (default true).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     /// Accepted and ignored: the local model has no reasoning budget to set (checked to be one
     /// of OpenAI's values).
     #[serde(default)]

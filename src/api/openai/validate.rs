@@ -2,6 +2,8 @@
 //! one), limits, sampling, stop strings, `n`, response format, log-probabilities and messages.
 //! Every refusal is a 400 naming the parameter. Shared by the HTTP routes and `/ws`.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::{ChatRequest, CommonParams, Content, RequestMessage, StopSpec};
@@ -10,8 +12,10 @@ use crate::api::AppState;
 use crate::backends::{Params, Prompt};
 use crate::chat::Ask;
 use crate::engine::generate::OutputFormat;
+use crate::engine::grammar::mask::JsonSchemaFormat;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
+use crate::engine::tools::{ToolCall, ToolChoice, ToolDef, ToolSet};
 
 /// What a validated request asks for beyond the prompt.
 pub(crate) struct Plan {
@@ -182,6 +186,7 @@ pub(crate) fn plan(
             stop,
             top_logprobs,
             format: OutputFormat::Text,
+            tools: None,
         },
         n,
         stream: p.stream.unwrap_or(false),
@@ -213,7 +218,7 @@ pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, 
         .enumerate()
         .map(|(i, m)| {
             let role = match m.role.as_str() {
-                "system" | "user" | "assistant" => m.role,
+                "system" | "user" | "assistant" | "tool" => m.role,
                 "developer" => "system".to_string(),
                 other => {
                     return Err(ApiError::invalid(
@@ -241,7 +246,34 @@ pub fn chat_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, 
                     text
                 }
             };
-            Ok(ChatMessage { role, content })
+            let tool_calls = m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect::<Vec<_>>();
+            if !tool_calls.is_empty() && role != "assistant" {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_calls"),
+                    "only assistant messages carry `tool_calls`",
+                ));
+            }
+            if role == "tool" && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_call_id"),
+                    "a `tool` message needs the `tool_call_id` it answers",
+                ));
+            }
+            Ok(ChatMessage {
+                role,
+                content,
+                tool_calls,
+                tool_call_id: m.tool_call_id,
+            })
         })
         .collect()
 }
@@ -345,16 +377,7 @@ fn json_schema(state: &AppState, spec: Option<&Value>) -> Result<OutputFormat, A
 /// Shared by `/v1/chat/completions` and the WebSocket endpoint.
 pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, ApiError> {
     let format = response_format(state, req.response_format.as_ref(), &req.messages)?;
-    match req.tool_choice.as_ref() {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s == "none" || s == "auto" => {}
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "tool_choice",
-                "tool calls are not supported: `tool_choice` may only be `none` or `auto`",
-            ))
-        }
-    }
+    let tools = tools(state, req)?;
     if let Some(effort) = &req.reasoning_effort {
         if !["none", "minimal", "low", "medium", "high"].contains(&effort.as_str()) {
             return Err(ApiError::invalid(
@@ -394,5 +417,174 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
     };
     let mut plan = plan(state, &req.common, if logprobs { top } else { 0 }, logprobs)?;
     plan.params.format = format;
+    if let Some((set, forced)) = tools {
+        if set.offered() && !state.router.is_local(&plan.model) {
+            return Err(ApiError::invalid(
+                "tools",
+                format!(
+                    "tool calling is served by the local model only; `{}` is remote",
+                    plan.model
+                ),
+            ));
+        }
+        if let Some(f) = forced {
+            if !matches!(plan.params.format, OutputFormat::Text) {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    "a required tool call cannot also have a `response_format`",
+                ));
+            }
+            plan.params.format = OutputFormat::ToolCalls(f);
+        }
+        plan.params.tools = Some(Arc::new(set));
+    }
     Ok(plan)
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls`: the tool set, and for a required or named
+/// call the compiled grammar of its calls. `None` when the request offers no tools.
+fn tools(
+    state: &AppState,
+    req: &ChatRequest,
+) -> Result<Option<(ToolSet, Option<Arc<JsonSchemaFormat>>)>, ApiError> {
+    let defs = match req.tools.as_ref() {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tool_def(t, i))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(ApiError::invalid("tools", "`tools` must be an array")),
+    };
+    let max = state.config.generation.max_tools;
+    if defs.len() > max {
+        return Err(ApiError::invalid(
+            "tools",
+            format!(
+                "at most {max} tools (generation.max_tools), got {}",
+                defs.len()
+            ),
+        ));
+    }
+    let choice = match req.tool_choice.as_ref() {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) if s == "none" => ToolChoice::None,
+        Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
+        Some(Value::String(s)) if s == "required" => ToolChoice::Required,
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                ToolChoice::Named(name.to_string())
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    "must be `none`, `auto`, `required` or {\"type\": \"function\", \"function\": {\"name\": …}}",
+                ))
+            }
+        },
+    };
+    if defs.is_empty() {
+        return match choice {
+            ToolChoice::None | ToolChoice::Auto => Ok(None),
+            _ => Err(ApiError::invalid(
+                "tool_choice",
+                "`tool_choice` requires a call but the request has no `tools`",
+            )),
+        };
+    }
+    if let ToolChoice::Named(n) = &choice {
+        if !defs.iter().any(|d| &d.name == n) {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                format!("`{}` is not one of the request's tools", clip(n, 64)),
+            ));
+        }
+    }
+    let set = ToolSet {
+        defs,
+        choice,
+        parallel: req.parallel_tool_calls.unwrap_or(true),
+    };
+    let forced = set.forced();
+    let grammar = if forced.is_empty() {
+        None
+    } else {
+        let schema = crate::engine::tools::call_schema(&forced);
+        let framing = crate::engine::grammar::schema::Framing {
+            open: crate::engine::tools::CALL_OPEN.as_bytes(),
+            close: crate::engine::tools::CALL_CLOSE.as_bytes(),
+            separator: set.parallel.then_some(b"\n".as_slice()),
+        };
+        let compiled = state
+            .schemas
+            .get_framed(
+                if set.parallel {
+                    "tool_calls"
+                } else {
+                    "tool_call"
+                },
+                &schema,
+                false,
+                Some(&framing),
+            )
+            .map_err(|e| ApiError::invalid("tools", e.to_string()))?;
+        Some(compiled)
+    };
+    Ok(Some((set, grammar)))
+}
+
+/// One `tools[i]`: `{"type": "function", "function": {"name", "description", "parameters"}}`.
+fn tool_def(t: &Value, i: usize) -> Result<ToolDef, ApiError> {
+    let param = format!("tools[{i}]");
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(ApiError::invalid(
+            format!("{param}.type"),
+            "only `function` tools are supported",
+        ));
+    }
+    let f = t
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ApiError::invalid(format!("{param}.function"), "must be an object"))?;
+    let name = match f.get("name").and_then(Value::as_str) {
+        Some(n)
+            if !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            n.to_string()
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                format!("{param}.function.name"),
+                "must be 1 to 64 characters of a-z, A-Z, 0-9, `_` and `-`",
+            ))
+        }
+    };
+    let description = match f.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.function.description"),
+                "must be a string",
+            ))
+        }
+    };
+    let parameters = match f.get("parameters") {
+        None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.function.parameters"),
+                "must be a JSON Schema object",
+            ))
+        }
+    };
+    Ok(ToolDef {
+        name,
+        description,
+        parameters,
+    })
 }

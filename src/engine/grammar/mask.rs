@@ -273,11 +273,23 @@ impl SchemaCache {
         schema: &serde_json::Value,
         strict: bool,
     ) -> Result<Arc<JsonSchemaFormat>, super::schema::SchemaError> {
-        let key = format!("{strict}\u{0}{name}\u{0}{schema}");
+        self.get_framed(name, schema, strict, None)
+    }
+
+    /// [`get`](Self::get) for documents framed by literal text
+    /// ([`compile_framed`](super::schema::compile_framed)).
+    pub fn get_framed(
+        &self,
+        name: &str,
+        schema: &serde_json::Value,
+        strict: bool,
+        framing: Option<&super::schema::Framing<'_>>,
+    ) -> Result<Arc<JsonSchemaFormat>, super::schema::SchemaError> {
+        let key = format!("{strict}\u{0}{name}\u{0}{framing:?}\u{0}{schema}");
         if let Some(hit) = self.entries.get(&key) {
             return Ok(hit);
         }
-        let compiled = super::schema::compile(schema, strict, self.max_elements)?;
+        let compiled = super::schema::compile_framed(schema, strict, self.max_elements, framing)?;
         let format = Arc::new(JsonSchemaFormat {
             name: name.to_string(),
             schema: schema.clone(),

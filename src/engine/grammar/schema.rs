@@ -82,8 +82,30 @@ pub struct CompiledSchema {
     pub warnings: Vec<String>,
 }
 
+/// Literal text around each document: `open` JSON `close`, and with a `separator` one or more
+/// such blocks (tool calls: [`crate::engine::tools`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing<'a> {
+    /// Before each document.
+    pub open: &'a [u8],
+    /// After each.
+    pub close: &'a [u8],
+    /// Between blocks; `None`: exactly one block.
+    pub separator: Option<&'a [u8]>,
+}
+
 /// Compile `schema`; `strict` makes unsupported keywords errors; `limit` bounds the grammar.
 pub fn compile(schema: &Value, strict: bool, limit: usize) -> Result<CompiledSchema, SchemaError> {
+    compile_framed(schema, strict, limit, None)
+}
+
+/// [`compile`], with the documents framed by literal text.
+pub fn compile_framed(
+    schema: &Value,
+    strict: bool,
+    limit: usize,
+    framing: Option<&Framing<'_>>,
+) -> Result<CompiledSchema, SchemaError> {
     let mut c = Compiler {
         b: Builder::new(limit),
         root: schema,
@@ -92,7 +114,19 @@ pub fn compile(schema: &Value, strict: bool, limit: usize) -> Result<CompiledSch
         refs: HashMap::new(),
         shared: HashMap::new(),
     };
-    let root = c.schema(schema, "")?;
+    let mut root = c.schema(schema, "")?;
+    if let Some(f) = framing {
+        let mut block = c.b.lit(f.open);
+        block.push(root);
+        block.extend(c.b.lit(f.close));
+        root = c.b.seq(block)?;
+        if let Some(sep) = f.separator {
+            let mut more = c.b.lit(sep);
+            more.push(root);
+            let rest = c.b.star(more)?;
+            root = c.b.seq(vec![root, rest])?;
+        }
+    }
     Ok(CompiledSchema {
         grammar: Arc::new(c.b.build(root)),
         warnings: c.warnings,
