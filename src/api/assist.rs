@@ -245,7 +245,7 @@ pub(crate) async fn step(state: &AppState, run: &mut Run, assist: &Assist) -> Op
                     return Some(Step::Token(text));
                 }
             }
-            Some(Output::Piece { .. }) => {}
+            Some(Output::Piece { .. } | Output::Tool { .. }) => {}
             Some(Output::Done { summary, .. }) => done = Some(summary),
             Some(Output::Failed(e)) => return Some(Step::Failed(e.into())),
             // Polled to the end, so the run finishes normally (usage, cache fill).

@@ -454,6 +454,8 @@ impl ChatService {
         let mut ended = loop {
             tokio::select! {
                 out = run.next() => match out {
+                    // Conversations offer no tools.
+                    Some(Output::Tool { .. }) => {}
                     Some(Output::Piece { text, sampled_at, .. }) => {
                         live.push(&text, sampled_at.and_then(super::run::unix_micros));
                         unsaved += 1;

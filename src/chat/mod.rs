@@ -106,6 +106,15 @@ pub fn finish_str(reason: FinishReason) -> &'static str {
     }
 }
 
+/// `finish_reason` of a choice that made `calls` tool calls: `tool_calls` when it ended by
+/// itself after making some.
+pub fn finish_with_calls(reason: FinishReason, calls: usize) -> &'static str {
+    match reason {
+        FinishReason::Stop if calls > 0 => "tool_calls",
+        other => finish_str(other),
+    }
+}
+
 struct Inner {
     router: Arc<Router>,
     store: Store,
@@ -201,6 +210,12 @@ impl ChatService {
     ) -> Result<Run, ChatError> {
         let inner = &self.inner;
         self.check_allowed(&caller.principal, &ask.model)?;
+        let tool_calls = ask
+            .params
+            .tools
+            .as_ref()
+            .filter(|t| t.offered())
+            .map(|t| t.max_calls());
         let identity = caller.identity();
         let ticket = inner.admission.admit(&identity).await.inspect_err(|r| {
             inner.metrics.chat_event(r.event());
@@ -228,7 +243,7 @@ impl ChatService {
         if let Some(key) = &key {
             if let Some(hit) = inner.cache.get(key) {
                 inner.metrics.chat_event("cache_hit");
-                return Ok(Run::replay(&ask.model, &hit, finisher));
+                return Ok(Run::replay(&ask.model, &hit, finisher).with_tools(tool_calls));
             }
             inner.metrics.chat_event("cache_miss");
         }
@@ -258,7 +273,8 @@ impl ChatService {
             inner.cache.max_entry_bytes(),
             inner.guards.clone(),
             finisher,
-        ))
+        )
+        .with_tools(tool_calls))
     }
 
     /// Count a finished generation for the principal's user and key, on a task of its own:

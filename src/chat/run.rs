@@ -16,6 +16,7 @@ use super::ChatService;
 use crate::auth::Principal;
 use crate::backends::Summary;
 use crate::backends::{BackendError, Event, Generation, TokenLogprobs};
+use crate::engine::tools::{ToolCall, ToolCallParser, ToolDelta};
 
 /// What a run produces, for transports to encode.
 #[derive(Debug, Clone)]
@@ -31,12 +32,21 @@ pub enum Output {
         /// When the token was sampled (none for text released at the end, or from the cache).
         sampled_at: Option<Instant>,
     },
+    /// A tool call of one choice begins, or more of its arguments (requests with tools).
+    Tool {
+        /// The choice's index.
+        choice: usize,
+        /// [`ToolDelta::Start`] or [`ToolDelta::Args`].
+        delta: ToolDelta,
+    },
     /// A choice ended normally.
     Done {
         /// The choice's index.
         choice: usize,
-        /// Its totals, timings and whole text.
+        /// Its totals, timings and whole text (with tools: its content, calls left out).
         summary: Summary,
+        /// The calls it made (requests with tools).
+        tool_calls: Vec<ToolCall>,
         /// Set when a guard ended it (`repetition`, `filter`); `finish_reason` is then `stop`.
         stopped_by: Option<&'static str>,
     },
@@ -86,6 +96,8 @@ struct Choice {
     guard: ChoiceGuard,
     /// Ends this choice's generation early (a guard stopped it).
     stop: Option<futures::channel::oneshot::Sender<()>>,
+    /// Reads tool calls out of its text (requests with tools).
+    tools: Option<ToolCallParser>,
 }
 
 enum Source {
@@ -112,6 +124,8 @@ pub struct Run {
     /// A choice's end that waits for the text released with it.
     pending_done: Option<(usize, Summary)>,
     pending_stop: Option<&'static str>,
+    /// Outputs made from one event, not given out yet.
+    queued: VecDeque<Output>,
     finisher: Option<Finisher>,
 }
 
@@ -159,6 +173,7 @@ impl Run {
             guards,
             pending_done: None,
             pending_stop: None,
+            queued: VecDeque::new(),
             finisher: Some(finisher),
         }
     }
@@ -183,6 +198,7 @@ impl Run {
             outputs.push_back(Output::Done {
                 choice: i,
                 summary: summary.clone(),
+                tool_calls: Vec::new(),
                 stopped_by: None,
             });
             choices.push(Choice {
@@ -206,6 +222,7 @@ impl Run {
             guards: Arc::new(Guards::default()),
             pending_done: None,
             pending_stop: None,
+            queued: VecDeque::new(),
             finisher: Some(finisher),
         }
     }
@@ -256,8 +273,88 @@ impl Run {
         usage
     }
 
+    /// Read tool calls out of every choice's text, keeping at most `max_calls` per choice.
+    pub(super) fn with_tools(mut self, max_calls: Option<usize>) -> Self {
+        if let Some(max) = max_calls {
+            for c in &mut self.choices {
+                c.tools = Some(ToolCallParser::new(max));
+            }
+        }
+        self
+    }
+
     /// The next output; `None` once every choice is done (or after `Failed`).
     pub async fn next(&mut self) -> Option<Output> {
+        loop {
+            if let Some(out) = self.queued.pop_front() {
+                return Some(out);
+            }
+            let out = self.next_text().await?;
+            let choice = match &out {
+                Output::Piece { choice, .. } | Output::Done { choice, .. } => *choice,
+                _ => return Some(out),
+            };
+            let Some(parser) = self.choices.get_mut(choice).and_then(|c| c.tools.as_mut()) else {
+                return Some(out);
+            };
+            match out {
+                Output::Piece {
+                    text,
+                    mut logprobs,
+                    sampled_at,
+                    ..
+                } => {
+                    for d in parser.push(&text) {
+                        self.queued.push_back(match d {
+                            ToolDelta::Text(text) => Output::Piece {
+                                choice,
+                                text,
+                                logprobs: logprobs.take(),
+                                sampled_at,
+                            },
+                            delta => Output::Tool { choice, delta },
+                        });
+                    }
+                    if logprobs.is_some() {
+                        self.queued.push_back(Output::Piece {
+                            choice,
+                            text: String::new(),
+                            logprobs,
+                            sampled_at,
+                        });
+                    }
+                }
+                Output::Done {
+                    mut summary,
+                    stopped_by,
+                    ..
+                } => {
+                    for d in parser.finish() {
+                        self.queued.push_back(match d {
+                            ToolDelta::Text(text) => Output::Piece {
+                                choice,
+                                text,
+                                logprobs: None,
+                                sampled_at: None,
+                            },
+                            delta => Output::Tool { choice, delta },
+                        });
+                    }
+                    summary.text = parser.content().to_string();
+                    self.queued.push_back(Output::Done {
+                        choice,
+                        summary,
+                        tool_calls: parser.calls().to_vec(),
+                        stopped_by,
+                    });
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The next output before tool calls are read out of it.
+    async fn next_text(&mut self) -> Option<Output> {
         if let Some((i, summary)) = self.pending_done.take() {
             let stopped_by = self.pending_stop.take();
             return Some(self.end_choice(i, summary, stopped_by));
@@ -400,6 +497,7 @@ impl Run {
         Output::Done {
             choice: i,
             summary,
+            tool_calls: Vec::new(),
             stopped_by,
         }
     }

@@ -10,7 +10,7 @@ use super::sse::{stream_response, StreamMeta};
 use super::validate::{chat_messages, chat_plan, plan, system_fingerprint};
 use super::wire::{
     finish_str, AssistantMessage, ChatChoice, ChatLogprobs, Completion, TextChoice, TextLogprobs,
-    UsageBody,
+    UsageBody, WireToolCall,
 };
 use super::{now_secs, ChatRequest, CompletionRequest, PromptSpec};
 use crate::api::error::ApiError;
@@ -24,6 +24,7 @@ use crate::engine::generate::OutputFormat;
 /// One finished choice.
 struct Choice {
     summary: Summary,
+    tool_calls: Vec<crate::engine::tools::ToolCall>,
     tokens: Vec<TokenLogprobs>,
     stopped_by: Option<&'static str>,
 }
@@ -43,16 +44,18 @@ async fn collect(mut run: Run) -> Result<(Vec<Choice>, Run), ApiError> {
                     t.push(lp);
                 }
             }
-            Output::Piece { .. } => {}
+            Output::Piece { .. } | Output::Tool { .. } => {}
             Output::Done {
                 choice,
                 summary,
+                tool_calls,
                 stopped_by,
             } => {
                 if let Some(slot) = choices.get_mut(choice) {
                     *slot = Some(Choice {
                         stopped_by,
                         summary,
+                        tool_calls,
                         tokens: std::mem::take(&mut tokens[choice]),
                     });
                 }
@@ -142,13 +145,20 @@ async fn answer_chat(
         .enumerate()
         .map(|(index, c)| ChatChoice {
             index,
+            finish_reason: crate::chat::finish_with_calls(
+                c.summary.finish_reason,
+                c.tool_calls.len(),
+            ),
             message: AssistantMessage {
                 role: "assistant",
-                content: c.summary.text,
+                // With calls and no text, `content` is null, as OpenAI sends it.
+                content: (c.tool_calls.is_empty() || !c.summary.text.is_empty())
+                    .then_some(c.summary.text),
                 refusal: None,
+                tool_calls: (!c.tool_calls.is_empty())
+                    .then(|| c.tool_calls.iter().map(WireToolCall::from).collect()),
             },
             logprobs: plan.logprobs.then(|| ChatLogprobs::from_tokens(&c.tokens)),
-            finish_reason: finish_str(c.summary.finish_reason),
             stopped_by: c.stopped_by,
         })
         .collect::<Vec<_>>();

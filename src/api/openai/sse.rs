@@ -10,7 +10,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, StreamExt};
 
-use super::wire::{finish_str, ChatLogprobs, Chunk, ChunkChoice, Delta, UsageBody};
+use super::wire::{ChatLogprobs, Chunk, ChunkChoice, Delta, UsageBody, WireToolCall};
 use crate::api::error::ApiError;
 use crate::api::headers::add_run_headers;
 use crate::api::AppState;
@@ -77,8 +77,8 @@ impl Encoder {
             ChunkChoice::Chat {
                 index,
                 delta: Delta {
-                    role: None,
                     content: (!text.is_empty()).then_some(text),
+                    ..Delta::default()
                 },
                 logprobs,
                 finish_reason: finish,
@@ -106,6 +106,7 @@ impl Encoder {
                             delta: Delta {
                                 role: Some("assistant"),
                                 content: Some(String::new()),
+                                tool_calls: None,
                             },
                             logprobs: None,
                             finish_reason: None,
@@ -145,12 +146,30 @@ impl Encoder {
                     false,
                 )
             }
+            Output::Tool { choice, delta } => {
+                let Some(call) = WireToolCall::piece(delta) else {
+                    return (Vec::new(), false);
+                };
+                let piece = ChunkChoice::Chat {
+                    index: choice,
+                    delta: Delta {
+                        tool_calls: Some(vec![call]),
+                        ..Delta::default()
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                    stopped_by: None,
+                };
+                (vec![self.chunk(vec![piece], usage)], false)
+            }
             Output::Done {
                 choice,
                 summary,
+                tool_calls,
                 stopped_by,
             } => {
-                let finish = finish_str(summary.finish_reason);
+                let finish =
+                    crate::chat::finish_with_calls(summary.finish_reason, tool_calls.len());
                 (
                     vec![self.chunk(
                         vec![self.choice(choice, String::new(), Some(finish), None, stopped_by)],

@@ -142,10 +142,81 @@ impl TextLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The text.
-    pub content: String,
+    /// The text (null when the answer is tool calls alone).
+    pub content: Option<String>,
     /// Always null (the model never refuses through this field).
     pub refusal: Option<String>,
+    /// The calls the answer made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall>>,
+}
+
+/// `function` of a tool call (whole or a streamed piece).
+#[derive(Debug, Serialize)]
+pub struct WireFunction {
+    /// The function (on a call's first piece).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its arguments text (a piece of it when streamed).
+    pub arguments: String,
+}
+
+/// A tool call in `message.tool_calls` or a piece of one in `delta.tool_calls`.
+#[derive(Debug, Serialize)]
+pub struct WireToolCall {
+    /// Its index among the answer's calls (in streamed pieces only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// `call_…` (on a call's first piece).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function` (on a call's first piece).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// The function and arguments.
+    pub function: WireFunction,
+}
+
+impl From<&crate::engine::tools::ToolCall> for WireToolCall {
+    fn from(c: &crate::engine::tools::ToolCall) -> Self {
+        Self {
+            index: None,
+            id: Some(c.id.clone()),
+            kind: Some("function"),
+            function: WireFunction {
+                name: Some(c.name.clone()),
+                arguments: c.arguments.clone(),
+            },
+        }
+    }
+}
+
+impl WireToolCall {
+    /// A streamed piece of a call.
+    pub fn piece(delta: crate::engine::tools::ToolDelta) -> Option<Self> {
+        use crate::engine::tools::ToolDelta;
+        match delta {
+            ToolDelta::Start { index, id, name } => Some(Self {
+                index: Some(index),
+                id: Some(id),
+                kind: Some("function"),
+                function: WireFunction {
+                    name: Some(name),
+                    arguments: String::new(),
+                },
+            }),
+            ToolDelta::Args { index, fragment } => Some(Self {
+                index: Some(index),
+                id: None,
+                kind: None,
+                function: WireFunction {
+                    name: None,
+                    arguments: fragment,
+                },
+            }),
+            ToolDelta::Text(_) => None,
+        }
+    }
 }
 
 /// One choice of a chat completion.
@@ -208,6 +279,9 @@ pub struct Delta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// New tool calls, or more of their arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<WireToolCall>>,
 }
 
 /// One choice in a stream chunk: a chat delta or completion text.

@@ -155,6 +155,7 @@ async fn drive(
                 }
                 send(out, frame);
             }
+            Output::Tool { delta, .. } => send(out, tool_frame(&id, delta)),
             Output::Done {
                 summary,
                 stopped_by,
@@ -199,4 +200,23 @@ fn done_frame(id: &str, s: &Summary, usage: Usage, model: &str, cache_hit: bool)
             "decode_tokens_per_s": rate(s.completion_tokens.saturating_sub(1), s.decode_time),
         },
     })
+}
+
+/// A `tool_call` frame (a call begins: its index, call id and function) or a `tool_args`
+/// frame (more of its arguments text).
+fn tool_frame(id: &str, delta: crate::engine::tools::ToolDelta) -> serde_json::Value {
+    use crate::engine::tools::ToolDelta;
+    match delta {
+        ToolDelta::Start {
+            index,
+            id: call,
+            name,
+        } => {
+            json!({"type": "tool_call", "id": id, "index": index, "call_id": call, "name": name})
+        }
+        ToolDelta::Args { index, fragment } => {
+            json!({"type": "tool_args", "id": id, "index": index, "arguments": fragment})
+        }
+        ToolDelta::Text(text) => json!({"type": "token", "id": id, "text": text}),
+    }
 }
