@@ -151,7 +151,8 @@ impl Engine {
 
     /// Render chat messages into the prompt text the model expects.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        Ok(self.template.render(messages, true)?)
+        let messages = self.template.prepare_messages(messages, None);
+        Ok(self.template.render_with_tools(&messages, true, None)?)
     }
 
     /// Prompt ids for chat messages: rendered by the template, whose markup becomes special

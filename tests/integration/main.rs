@@ -31,5 +31,6 @@ mod store;
 mod structured;
 mod template_reference;
 mod tokenizer_reference;
+mod tools;
 mod web;
 mod ws;

@@ -344,7 +344,7 @@ async fn bad_input_gets_openai_shaped_errors_with_the_right_status() {
         ),
         (
             "/v1/chat/completions",
-            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}).to_string(),
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}).to_string(),
             400,
             Some("tool_choice"),
         ),
