@@ -441,12 +441,12 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
     Ok(plan)
 }
 
+/// A request's tools, and the grammar of its calls when one is required.
+type OfferedTools = (ToolSet, Option<Arc<JsonSchemaFormat>>);
+
 /// `tools`, `tool_choice` and `parallel_tool_calls`: the tool set, and for a required or named
 /// call the compiled grammar of its calls. `None` when the request offers no tools.
-fn tools(
-    state: &AppState,
-    req: &ChatRequest,
-) -> Result<Option<(ToolSet, Option<Arc<JsonSchemaFormat>>)>, ApiError> {
+fn tools(state: &AppState, req: &ChatRequest) -> Result<Option<OfferedTools>, ApiError> {
     let defs = match req.tools.as_ref() {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list

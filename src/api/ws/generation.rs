@@ -155,7 +155,7 @@ async fn drive(
                 }
                 send(out, frame);
             }
-            Output::Tool { delta, .. } => send(out, tool_frame(&id, delta)),
+            Output::Tool { delta, .. } => send(out, tool_frame(id, delta)),
             Output::Done {
                 summary,
                 stopped_by,
