@@ -560,22 +560,8 @@ impl ToolCallParser {
                             && (s.last_key == "arguments" || s.last_key == "parameters");
                         if is_args {
                             s.args_depth = Some(level);
-                            if let (None, Some(name), true) =
-                                (s.started, &s.name, self.calls.len() < self.max_calls)
-                            {
-                                let index = self.calls.len();
-                                let id = new_call_id();
-                                out.push(ToolDelta::Start {
-                                    index,
-                                    id: id.clone(),
-                                    name: name.clone(),
-                                });
-                                self.calls.push(ToolCall {
-                                    id,
-                                    name: name.clone(),
-                                    arguments: String::new(),
-                                });
-                                s.started = Some(index);
+                            if let (None, Some(name)) = (s.started, &s.name) {
+                                s.started = self.announce(name.clone(), out);
                             }
                             streamed = s.started.is_some();
                         }
@@ -617,42 +603,49 @@ impl ToolCallParser {
         input.len()
     }
 
-    /// A call object is complete: record what streamed, or announce it whole.
-    fn end_call(&mut self, obj: &str, started: Option<usize>, out: &mut Vec<ToolDelta>) {
-        let parsed: Option<Value> = serde_json::from_str(obj).ok();
-        if started.is_some() {
-            return; // announced already; its arguments streamed
-        }
-        let Some(Value::Object(o)) = parsed else {
-            return; // not a call: dropped, as a malformed block
-        };
-        let Some(name) = o.get("name").and_then(Value::as_str) else {
-            return;
-        };
+    /// A new call of `name`, unless the answer has made as many as it may: its index.
+    fn announce(&mut self, name: String, out: &mut Vec<ToolDelta>) -> Option<usize> {
         if self.calls.len() >= self.max_calls {
-            return;
+            return None;
         }
-        let arguments = match o.get("arguments").or_else(|| o.get("parameters")) {
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-            None => "{}".to_string(),
-        };
         let index = self.calls.len();
         let id = new_call_id();
         out.push(ToolDelta::Start {
             index,
             id: id.clone(),
-            name: name.to_string(),
-        });
-        out.push(ToolDelta::Args {
-            index,
-            fragment: arguments.clone(),
+            name: name.clone(),
         });
         self.calls.push(ToolCall {
             id,
-            name: name.to_string(),
-            arguments: String::new(), // recorded from the delta, as streamed ones are
+            name,
+            arguments: String::new(),
         });
+        Some(index)
+    }
+
+    /// A call object is complete: record what streamed, or announce it whole.
+    fn end_call(&mut self, obj: &str, started: Option<usize>, out: &mut Vec<ToolDelta>) {
+        if started.is_some() {
+            return; // announced already; its arguments streamed
+        }
+        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(obj) else {
+            return; // not a call: dropped, as a malformed block
+        };
+        let Some(name) = o.get("name").and_then(Value::as_str) else {
+            return;
+        };
+        let arguments = match o.get("arguments").or_else(|| o.get("parameters")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => "{}".to_string(),
+        };
+        if let Some(index) = self.announce(name.to_string(), out) {
+            // Recorded from the delta, as streamed arguments are.
+            out.push(ToolDelta::Args {
+                index,
+                fragment: arguments,
+            });
+        }
     }
 }
 
