@@ -17,4 +17,5 @@ pub mod source;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
+pub mod tool_parser;
 pub mod tools;
