@@ -11,6 +11,7 @@
 pub mod breaker;
 pub mod local;
 pub mod remote;
+mod remote_tools;
 pub mod router;
 
 use std::pin::Pin;

@@ -17,9 +17,7 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::CreateChatCompletionStreamResponse;
 use async_openai::types::chat::{
-    ChatChoiceLogprobs, ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    ChatCompletionStreamOptions, CompletionFinishReason, CompletionUsage,
+    ChatChoiceLogprobs, ChatCompletionStreamOptions, CompletionFinishReason, CompletionUsage,
     CreateChatCompletionRequest, FinishReason as RemoteFinish, Logprobs, Prompt as RemotePrompt,
     ResponseFormat, ResponseFormatJsonSchema, StopConfiguration,
 };
@@ -27,6 +25,7 @@ use async_openai::types::completions::{CreateCompletionRequest, CreateCompletion
 use async_openai::Client;
 use futures::{Stream, StreamExt};
 
+use super::remote_tools::{self, CallText};
 use super::{BackendError, BackendRequest, ErrorKind, Event, EventStream, Prompt, TokenLogprobs};
 use crate::backends::Summary;
 use crate::config::BackendSettings;
@@ -100,7 +99,12 @@ impl RemoteBackend {
                     .create_stream(chat_request(model, req, true))
                     .await
                     .map_err(classify)?;
-                Ok(relay(upstream.map(|r| r.map(chat_chunk)), sent, deadline))
+                let mut calls = CallText::default();
+                Ok(relay(
+                    upstream.map(move |r| r.map(|c| chat_chunk(c, &mut calls))),
+                    sent,
+                    deadline,
+                ))
             }
             (Prompt::Chat(_), false) => {
                 let reply = with_deadline(
@@ -109,8 +113,12 @@ impl RemoteBackend {
                 )
                 .await?;
                 let choice = reply.choices.into_iter().next().ok_or_else(no_choices)?;
+                let mut text = choice.message.content.unwrap_or_default();
+                text.push_str(&CallText::whole(
+                    choice.message.tool_calls.as_deref().unwrap_or_default(),
+                ));
                 let chunk = Chunk {
-                    text: choice.message.content.unwrap_or_default(),
+                    text,
                     logprobs: chat_logprobs(choice.logprobs),
                     finish: choice.finish_reason.map(chat_finish),
                     usage: reply.usage,
@@ -156,12 +164,22 @@ struct Chunk {
     usage: Option<CompletionUsage>,
 }
 
-/// A streamed chat chunk (its first choice; a usage-only chunk has none).
-fn chat_chunk(chunk: CreateChatCompletionStreamResponse) -> Chunk {
+/// A streamed chat chunk (its first choice; a usage-only chunk has none), its calls written
+/// into the text by `calls`.
+fn chat_chunk(chunk: CreateChatCompletionStreamResponse, calls: &mut CallText) -> Chunk {
     let usage = chunk.usage;
     match chunk.choices.into_iter().next() {
         Some(c) => Chunk {
-            text: c.delta.content.unwrap_or_default(),
+            text: {
+                let mut text = c.delta.content.unwrap_or_default();
+                for call in c.delta.tool_calls.iter().flatten() {
+                    text.push_str(&calls.chunk(call));
+                }
+                if c.finish_reason.is_some() {
+                    text.push_str(&calls.close());
+                }
+                text
+            },
             logprobs: chat_logprobs(c.logprobs),
             finish: c.finish_reason.map(chat_finish),
             usage,
@@ -207,16 +225,22 @@ async fn with_deadline<T>(
     }
 }
 
-/// A whole (non-streamed) reply as events: its logprobs as tokens, then done.
+/// A whole (non-streamed) reply as events: its text, its logprobs as tokens, then done.
 fn whole_reply(chunk: Chunk, sent: Instant) -> EventStream {
     let now = Instant::now();
     let mut events = vec![Event::Started];
     let counted = chunk.logprobs.len();
+    // The text rides on the first token, as in a stream, so what reads the events (filters,
+    // the tool-call parser) sees it.
+    let mut text = Some(chunk.text.clone());
     events.extend(chunk.logprobs.into_iter().map(|lp| Event::Token {
-        text: String::new(),
+        text: text.take().unwrap_or_default(),
         logprobs: Some(lp),
         sampled_at: now,
     }));
+    if let Some(text) = text.filter(|t| !t.is_empty()) {
+        events.push(Event::Text(text));
+    }
     events.push(Event::Done(summary(
         chunk.text,
         chunk.finish.unwrap_or(FinishReason::Stop),
@@ -433,33 +457,17 @@ fn nonzero(v: f32) -> Option<f32> {
 #[allow(deprecated)]
 fn chat_request(model: &str, req: &BackendRequest, stream: bool) -> CreateChatCompletionRequest {
     let messages = match &req.prompt {
-        Prompt::Chat(messages) => messages
-            .iter()
-            .map(|m| match m.role.as_str() {
-                "system" => {
-                    ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
-                        content: m.content.clone().into(),
-                        name: None,
-                    })
-                }
-                "assistant" => {
-                    ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
-                        content: Some(m.content.clone().into()),
-                        ..Default::default()
-                    })
-                }
-                _ => ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
-                    content: m.content.clone().into(),
-                    name: None,
-                }),
-            })
-            .collect(),
+        Prompt::Chat(messages) => remote_tools::request_messages(messages),
         _ => Vec::new(),
     };
     let p = &req.params;
     let s = &p.sampling;
+    let (tools, tool_choice, parallel_tool_calls) = remote_tools::request_tools(p.tools.as_deref());
     CreateChatCompletionRequest {
         messages,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
         model: model.to_string(),
         max_completion_tokens: Some(p.max_tokens.min(u32::MAX as usize) as u32),
         temperature: Some(s.temperature),
@@ -477,7 +485,7 @@ fn chat_request(model: &str, req: &BackendRequest, stream: bool) -> CreateChatCo
         logprobs: req.logprobs.then_some(true),
         top_logprobs: (req.logprobs && p.top_logprobs > 0).then_some(p.top_logprobs.min(20) as u8),
         response_format: match &p.format {
-            // Tool calls are refused for remote models before a backend is asked.
+            // A forced call is the remote's to keep (`tool_choice` is relayed).
             OutputFormat::Text | OutputFormat::ToolCalls(_) => None,
             OutputFormat::JsonObject => Some(ResponseFormat::JsonObject),
             OutputFormat::JsonSchema(f) => Some(ResponseFormat::JsonSchema {

@@ -34,6 +34,9 @@ pub struct ToolDef {
     pub description: Option<String>,
     /// `function.parameters`: a JSON Schema of the arguments object.
     pub parameters: Value,
+    /// `function.strict`, relayed to remote backends (the local model's forced calls are
+    /// always constrained).
+    pub strict: Option<bool>,
 }
 
 impl ToolDef {

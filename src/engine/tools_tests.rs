@@ -155,6 +155,7 @@ fn text_that_only_looks_like_a_call_is_content() {
 fn the_fallback_prompt_writes_tools_calls_and_results() {
     let tools = ToolSet {
         defs: vec![ToolDef {
+            strict: None,
             name: "get_weather".into(),
             description: Some("Weather in a city".into()),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
@@ -214,6 +215,7 @@ fn the_fallback_prompt_writes_tools_calls_and_results() {
 fn the_forced_call_grammar_accepts_valid_calls_only() {
     use crate::engine::grammar::schema::{compile_framed, Framing};
     let defs = [ToolDef {
+        strict: None,
         name: "add".into(),
         description: None,
         parameters: json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": false}),

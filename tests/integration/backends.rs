@@ -705,3 +705,86 @@ async fn json_schema_response_formats_reach_the_remote_as_sent() {
     assert_eq!(r.status(), 400);
     assert_eq!(fake.count(), before);
 }
+
+#[tokio::test]
+async fn tools_reach_the_remote_as_sent_and_its_calls_come_back_whole_and_streamed() {
+    let fake = FakeOpenAi::start(Duration::ZERO);
+    let addr = hearth(vec![remote("remote", &fake.base_url, &[REMOTE])]);
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false},
+        "strict": true,
+    }}]);
+    let choice = json!({"type": "function", "function": {"name": "get_weather"}});
+    let mut body = chat(REMOTE, 32);
+    body["tools"] = tools.clone();
+    body["tool_choice"] = choice.clone();
+    body["parallel_tool_calls"] = json!(false);
+    let args = fake_openai::CALL_ARGS.concat();
+
+    let r = post(addr, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    let (_, sent, _) = fake.requests().pop().expect("request");
+    assert_eq!(sent["tools"], tools);
+    assert_eq!(sent["tool_choice"], choice);
+    assert_eq!(sent["parallel_tool_calls"], false);
+    let choice0 = &v["choices"][0];
+    assert_eq!(choice0["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(choice0["message"]["content"], Value::Null, "{v}");
+    let call = &choice0["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], args.as_str());
+    let id = call["id"].as_str().expect("id").to_string();
+
+    body["stream"] = json!(true);
+    let chunks = payloads(&read_sse(post(addr, "/v1/chat/completions", &body).await).await);
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["delta"]["tool_calls"][0])
+        .filter(|d| d.is_object())
+        .collect();
+    assert_eq!(deltas[0]["function"]["name"], "get_weather", "{chunks:?}");
+    assert!(deltas[0]["id"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("call_")));
+    let streamed: String = deltas
+        .iter()
+        .filter_map(|d| d["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(streamed, args);
+    assert!(deltas.len() > 2, "arguments arrive in pieces: {deltas:?}");
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("tool_calls"));
+    assert_eq!(streamed_text(&chunks), "");
+
+    // The result goes back: the remote sees the call (by the id Hearth gave it) and the tool
+    // message answering it, and answers in text.
+    body["stream"] = json!(false);
+    body["tool_choice"] = json!("auto");
+    body["messages"] = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": id, "content": "{\"temp_c\": 18}"},
+    ]);
+    let r = post(addr, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["choices"][0]["message"]["content"], reply_text());
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let (_, sent, _) = fake.requests().pop().expect("request");
+    let messages = sent["messages"].as_array().expect("messages");
+    assert_eq!(messages[1]["tool_calls"][0]["id"], id.as_str());
+    assert_eq!(
+        messages[1]["tool_calls"][0]["function"]["arguments"],
+        args.as_str()
+    );
+    assert_eq!(
+        messages[2],
+        json!({"role": "tool", "tool_call_id": id, "content": "{\"temp_c\": 18}"})
+    );
+}

@@ -418,15 +418,6 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
     let mut plan = plan(state, &req.common, if logprobs { top } else { 0 }, logprobs)?;
     plan.params.format = format;
     if let Some((set, forced)) = tools {
-        if set.offered() && !state.router.is_local(&plan.model) {
-            return Err(ApiError::invalid(
-                "tools",
-                format!(
-                    "tool calling is served by the local model only; `{}` is remote",
-                    plan.model
-                ),
-            ));
-        }
         if let Some(f) = forced {
             if !matches!(plan.params.format, OutputFormat::Text) {
                 return Err(ApiError::invalid(
@@ -582,9 +573,20 @@ fn tool_def(t: &Value, i: usize) -> Result<ToolDef, ApiError> {
             ))
         }
     };
+    let strict = match f.get("strict") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("{param}.function.strict"),
+                "must be a boolean",
+            ))
+        }
+    };
     Ok(ToolDef {
         name,
         description,
         parameters,
+        strict,
     })
 }

@@ -62,6 +62,9 @@ pub const PIECES: [&str; 6] = ["Hello", " from", " the", " remote", " model", ".
 /// The reply in JSON mode (`response_format: json_object`).
 pub const JSON_PIECES: [&str; 6] = ["{\"", "name", "\": \"", "Alice", "\", \"age\": ", "30}"];
 
+/// The arguments of the fake's tool call, streamed in these pieces.
+pub const CALL_ARGS: [&str; 3] = ["{\"ci", "ty\": \"Pa", "ris\"}"];
+
 /// The whole reply text.
 pub fn reply_text() -> String {
     PIECES.concat()
@@ -196,6 +199,20 @@ async fn reply(
         .as_bool()
         .unwrap_or(false);
     let json_mode = body["response_format"]["type"] == "json_object";
+    // With tools offered (and no tool result to answer yet), it calls the named tool or the
+    // first one, as a model that wants a tool does.
+    let answering_tool = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "tool");
+    let call_name = match &body["tool_choice"] {
+        _ if answering_tool || !chat => None,
+        Value::String(s) if s == "none" => None,
+        c => c["function"]["name"]
+            .as_str()
+            .or(body["tools"][0]["function"]["name"].as_str())
+            .map(str::to_string),
+    };
     let all: &[&str] = if json_mode { &JSON_PIECES } else { &PIECES };
     // Stop strings cut the reply before the first one (whole pieces only, like tokens).
     let stops: Vec<String> = match &body["stop"] {
@@ -252,6 +269,9 @@ async fn reply(
                 .into_response();
         }
         _ => {}
+    }
+    if let Some(name) = call_name {
+        return tool_call_reply(&model, &name, stream);
     }
     let usage = json!({"prompt_tokens": 11, "completion_tokens": pieces.len(), "total_tokens": 11 + pieces.len()});
     let (object, chunk_object) = if chat {
@@ -368,5 +388,46 @@ async fn reply(
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A reply that calls `name` with [`CALL_ARGS`]: `message.tool_calls`, or streamed as OpenAI
+/// streams calls (id, type and name first, then the arguments in pieces).
+fn tool_call_reply(model: &str, name: &str, stream: bool) -> Response {
+    let usage = json!({"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16});
+    if !stream {
+        let call = json!({"id": "call_remote_1", "type": "function", "function": {"name": name, "arguments": CALL_ARGS.concat()}});
+        return Json(json!({
+            "id": "fake-1", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]}, "finish_reason": "tool_calls", "logprobs": null}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        let v = json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {v}\n\n")
+    };
+    let mut frames = vec![chunk(
+        json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_remote_1", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+        Value::Null,
+    )];
+    for piece in CALL_ARGS {
+        frames.push(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+            Value::Null,
+        ));
+    }
+    frames.push(chunk(json!({}), json!("tool_calls")));
+    let v = json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
+    frames.push(format!("data: {v}\n\n"));
+    frames.push("data: [DONE]\n\n".to_string());
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(futures::stream::iter(
+            frames
+                .into_iter()
+                .map(|f| Ok::<_, std::io::Error>(Bytes::from(f))),
+        )))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
