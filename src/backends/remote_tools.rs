@@ -16,7 +16,8 @@ use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
     ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionToolChoiceOption,
-    ChatCompletionTools, FunctionCall, FunctionName, FunctionObject, ToolChoiceOptions,
+    ChatCompletionTools, FunctionCall, FunctionCallStream, FunctionName, FunctionObject,
+    ToolChoiceOptions,
 };
 use serde_json::Value;
 
@@ -144,20 +145,28 @@ impl CallText {
         out
     }
 
-    /// A whole answer's calls as text.
+    /// A whole answer's calls as text (each written as one streamed chunk would be).
     pub(super) fn whole(calls: &[ChatCompletionMessageToolCalls]) -> String {
         let mut w = CallText::default();
-        let mut out = String::new();
-        for call in calls {
-            if let ChatCompletionMessageToolCalls::Function(c) = call {
-                w.close_into(&mut out);
-                w.open_into(&mut out, c.function.name.clone());
-                w.open = Some(0);
-                w.has_args = !c.function.arguments.trim().is_empty();
-                out.push_str(&c.function.arguments);
-            }
-        }
-        w.close_into(&mut out);
+        let functions = calls.iter().filter_map(|c| match c {
+            ChatCompletionMessageToolCalls::Function(f) => Some(&f.function),
+            ChatCompletionMessageToolCalls::Custom(_) => None,
+        });
+        let mut out: String = functions
+            .enumerate()
+            .map(|(index, f)| {
+                w.chunk(&ChatCompletionMessageToolCallChunk {
+                    index: index as u32,
+                    id: None,
+                    r#type: None,
+                    function: Some(FunctionCallStream {
+                        name: Some(f.name.clone()),
+                        arguments: Some(f.arguments.clone()),
+                    }),
+                })
+            })
+            .collect();
+        out.push_str(&w.close());
         out
     }
 
@@ -186,7 +195,6 @@ impl CallText {
 mod tests {
     use super::*;
     use crate::engine::tools::{ToolCallParser, ToolDelta};
-    use async_openai::types::chat::FunctionCallStream;
 
     fn chunk(index: u32, name: Option<&str>, args: &str) -> ChatCompletionMessageToolCallChunk {
         ChatCompletionMessageToolCallChunk {
