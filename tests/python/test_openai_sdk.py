@@ -373,6 +373,104 @@ class StructuredOutputsTest(SdkTestCase):
         self.assertIn("multipleOf", str(cm.exception))
 
 
+class ToolsTest(SdkTestCase):
+    """A tool-calling round trip as the SDK's users write it: a function tool from a Pydantic
+    model, the call streamed (`delta.tool_calls`) and read back by the SDK's `stream()` helper,
+    the assistant message appended as the SDK returned it, a `tool` result, and the answer."""
+
+    MESSAGES = user("What is the weather in Paris?")
+
+    @staticmethod
+    def weather_tool():
+        import pydantic
+
+        class GetWeather(pydantic.BaseModel):
+            """Current weather in a city."""
+
+            city: str = pydantic.Field(max_length=20)
+
+        return GetWeather, openai.pydantic_function_tool(GetWeather, name="get_weather")
+
+    def call(self, tool, **kwargs):
+        # A named function is constrained to its arguments' schema, so even the small local
+        # model makes a valid call; one call is what this test wants.
+        return dict(
+            model=MODEL,
+            messages=self.MESSAGES,
+            tools=[tool],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            parallel_tool_calls=False,
+            temperature=0,
+            max_tokens=64,
+            **kwargs,
+        )
+
+    def test_streamed_call_matches_the_whole_one_and_parses_into_the_model(self):
+        GetWeather, tool = self.weather_tool()
+        whole = self.client.chat.completions.create(**self.call(tool))
+        choice = whole.choices[0]
+        self.assertEqual(choice.finish_reason, "tool_calls")
+        self.assertIsNone(choice.message.content)
+        [expected] = choice.message.tool_calls
+        self.assertEqual(expected.type, "function")
+        self.assertEqual(expected.function.name, "get_weather")
+        GetWeather.model_validate_json(expected.function.arguments)
+
+        # The raw stream: the first piece names the call, the next ones carry its arguments.
+        with self.client.chat.completions.create(**self.call(tool), stream=True) as stream:
+            chunks = [c for c in stream if c.choices]
+        pieces = [t for c in chunks for t in (c.choices[0].delta.tool_calls or [])]
+        self.assertGreater(len(pieces), 1, "the arguments arrive in pieces")
+        first = pieces[0]
+        self.assertEqual((first.index, first.type, first.function.name), (0, "function", "get_weather"))
+        self.assertTrue(first.id)
+        self.assertTrue(all(p.index == 0 for p in pieces))
+        self.assertEqual(
+            "".join(p.function.arguments or "" for p in pieces), expected.function.arguments
+        )
+        self.assertEqual(chunks[-1].choices[0].finish_reason, "tool_calls")
+
+        # The SDK's stream() helper assembles the same call and parses it into the model.
+        with self.client.chat.completions.stream(**self.call(tool)) as stream:
+            done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+            final = stream.get_final_completion()
+        self.assertEqual(len(done), 1)
+        self.assertEqual(done[0].name, "get_weather")
+        self.assertIsInstance(done[0].parsed_arguments, GetWeather)
+        [call] = final.choices[0].message.tool_calls
+        self.assertEqual(call.function.arguments, expected.function.arguments)
+        self.assertEqual(call.function.parsed_arguments, done[0].parsed_arguments)
+
+    def test_round_trip_with_the_sdk_message_appended_as_returned(self):
+        GetWeather, tool = self.weather_tool()
+        first = self.client.chat.completions.create(**self.call(tool), stream=False)
+        message = first.choices[0].message
+        [call] = message.tool_calls
+        city = GetWeather.model_validate_json(call.function.arguments).city
+        # As OpenAI's function-calling guide does: the SDK's own message object goes back.
+        messages = [*self.MESSAGES, message]
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": call.id,
+                "content": json.dumps({"city": city, "temperature": 18, "sky": "sunny"}),
+            }
+        )
+        r = self.client.chat.completions.create(
+            model=MODEL,
+            messages=messages,
+            tools=[tool],
+            tool_choice="none",
+            temperature=0,
+            max_tokens=24,
+        )
+        answer = r.choices[0]
+        self.assertIn(answer.finish_reason, ("stop", "length"))
+        self.assertTrue(answer.message.content)
+        self.assertFalse(answer.message.tool_calls)
+        self.assert_usage(r.usage, max_tokens=24)
+
+
 class CompletionsTest(SdkTestCase):
     PROMPT = "The capital of France is"
 
