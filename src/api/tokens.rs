@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::openai::RequestMessage;
+use super::openai::{chat_plan, ChatRequest};
 use super::AppState;
 use crate::engine::generate::Engine;
 
@@ -96,23 +96,31 @@ pub async fn detokenize(
     .await
 }
 
-/// `POST /apply-template` body.
+/// `POST /apply-template` body: a chat request (its `messages`, and `tools`/`tool_choice` as
+/// chat takes them), plus llama-server's `add_generation_prompt`.
 #[derive(Debug, Deserialize)]
 pub struct ApplyTemplateRequest {
-    /// OpenAI-style messages.
-    pub messages: Vec<RequestMessage>,
+    /// The chat the prompt is for.
+    #[serde(flatten)]
+    pub chat: ChatRequest,
+    /// End with the assistant-turn opener (default `true`); `false` renders the messages as
+    /// they are, a final assistant message closed rather than continued.
+    #[serde(default)]
+    pub add_generation_prompt: Option<bool>,
 }
 
-/// `POST /apply-template` → `{"prompt": "..."}`.
+/// `POST /apply-template` → `{"prompt": "..."}`: the prompt text chat would give the model.
 pub async fn apply_template(
     State(state): State<AppState>,
     body: Result<Json<ApplyTemplateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body?;
-    let messages = super::openai::chat_messages(req.messages)?;
+    let tools = chat_plan(&state, &req.chat)?.params.tools;
+    let messages = super::openai::chat_messages(req.chat.messages)?;
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     off_runtime(&state, move |engine| {
         let prompt = engine
-            .render_chat(&messages)
+            .render_chat(&messages, tools.as_deref(), add_generation_prompt)
             .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         Ok(json!({ "prompt": prompt }))
     })

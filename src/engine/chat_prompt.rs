@@ -33,7 +33,8 @@ pub enum ChatPromptError {
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 
-/// The prompt ids for `messages` (with a generation prompt), BOS as the model asks and never
+/// The prompt ids for `messages` (with a generation prompt; a final assistant message is
+/// continued, [`ChatTemplate::render_prompt`]), BOS as the model asks and never
 /// doubled when the template writes it.
 pub fn chat_prompt_ids(
     template: &ChatTemplate,
@@ -54,10 +55,10 @@ pub fn chat_prompt_ids(
         })
         .collect();
     let ids = if literals.is_empty() {
-        let text = template.render_with_tools(messages, true, tools)?;
+        let text = template.render_prompt(messages, true, tools)?;
         tokenizer.encode(&text, false, true)?
     } else {
-        let rendered = template.render_with_tools(&masked, true, tools)?;
+        let rendered = template.render_prompt(&masked, true, tools)?;
         let (text, ranges) = unmask(&rendered, &nonce, &literals);
         tokenizer.encode_with_literals(&text, false, true, &ranges)?
     };

@@ -149,10 +149,18 @@ impl Engine {
         &self.info
     }
 
-    /// Render chat messages into the prompt text the model expects.
-    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let messages = self.template.prepare_messages(messages, None);
-        Ok(self.template.render_with_tools(&messages, true, None)?)
+    /// Render chat messages (and the tools a request offers) into the prompt text the model
+    /// gets ([`ChatTemplate::render_prompt`]).
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&super::tools::ToolSet>,
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
+        let messages = self.template.prepare_messages(messages, tools);
+        Ok(self
+            .template
+            .render_prompt(&messages, add_generation_prompt, tools)?)
     }
 
     /// Prompt ids for chat messages: rendered by the template, whose markup becomes special

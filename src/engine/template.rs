@@ -593,6 +593,29 @@ impl ChatTemplate {
         })
     }
 
+    /// The prompt text for `messages`. With `add_generation_prompt`, a final assistant message
+    /// without calls is a **prefill**, continued rather than closed (as llama-server does): the
+    /// turns before it are rendered with the assistant-turn opener and its content follows it,
+    /// so the model's answer carries on from that text.
+    pub fn render_prompt(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&ToolSet>,
+    ) -> Result<String, TemplateError> {
+        match messages.split_last() {
+            Some((last, head))
+                if add_generation_prompt
+                    && last.role == "assistant"
+                    && last.tool_calls.is_empty()
+                    && !head.is_empty() =>
+            {
+                Ok(self.render_with_tools(head, true, tools)? + &last.content)
+            }
+            _ => self.render_with_tools(messages, add_generation_prompt, tools),
+        }
+    }
+
     /// The Jinja source.
     pub fn source(&self) -> &str {
         &self.source
@@ -620,6 +643,37 @@ mod tests {
     fn chat_template_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<ChatTemplate>();
+    }
+
+    #[test]
+    fn a_final_assistant_message_is_continued_unless_no_generation_prompt_is_asked() {
+        let t = ChatTemplate::chatml_default(None, None);
+        let chat = [user("Hi"), ChatMessage::new("assistant", "Hello, I")];
+        let prefill = t.render_prompt(&chat, true, None).unwrap();
+        assert_eq!(
+            prefill,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello, I"
+        );
+        let closed = t.render_prompt(&chat, false, None).unwrap();
+        assert_eq!(closed, t.render(&chat, false).unwrap());
+        assert!(closed.ends_with("Hello, I<|im_end|>\n"), "{closed}");
+        // A call is a finished turn, and a lone assistant message has nothing to continue from.
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = vec![ToolCall {
+            id: "call_1".into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        }];
+        let chat = [user("Hi"), call];
+        assert_eq!(
+            t.render_prompt(&chat, true, None).unwrap(),
+            t.render(&chat, true).unwrap()
+        );
+        let alone = [ChatMessage::new("assistant", "Hello")];
+        assert_eq!(
+            t.render_prompt(&alone, true, None).unwrap(),
+            t.render(&alone, true).unwrap()
+        );
     }
 
     #[test]

@@ -402,7 +402,7 @@ fn control_token_text_in_a_message_is_text_and_forges_no_turn() {
 
     // Content without control text is tokenized exactly as the rendered prompt always was.
     let messages = user("Plain <b>markup</b> and <|not a token|>.");
-    let rendered = engine.render_chat(&messages).expect("render");
+    let rendered = engine.render_chat(&messages, None, true).expect("render");
     assert_eq!(
         engine.chat_prompt_ids(&messages).expect("prompt"),
         engine.text_prompt_ids(&rendered).expect("prompt")

@@ -1,7 +1,8 @@
 //! Tool calling on the real server and model: forced calls (`tool_choice` `required` or named)
 //! parse and their arguments satisfy the function's schema; streamed `delta.tool_calls` add up
 //! to the whole answer's calls; a round trip with a `tool` message answers; bad tool fields are
-//! 400s naming the field.
+//! 400s naming the field; `/apply-template` takes `tools` and `add_generation_prompt`, and a
+//! final assistant message is continued (prefill) there and in chat.
 
 use crate::common;
 
@@ -44,8 +45,12 @@ fn body(choice: Value, seed: u64) -> Value {
 }
 
 async fn post(client: &reqwest::Client, body: &Value) -> (u16, Value) {
+    post_to(client, "/v1/chat/completions", body).await
+}
+
+async fn post_to(client: &reqwest::Client, path: &str, body: &Value) -> (u16, Value) {
     let r = client
-        .post(format!("http://{}/v1/chat/completions", server()))
+        .post(format!("http://{}{path}", server()))
         .json(body)
         .send()
         .await
@@ -235,4 +240,82 @@ async fn the_readme_tool_call_example_makes_a_call() {
         .expect("arguments");
     let args: Value = serde_json::from_str(args).expect("arguments are JSON");
     assert!(args["city"].is_string(), "{args}");
+}
+
+#[tokio::test]
+async fn apply_template_takes_tools_and_a_prefill_that_chat_continues() {
+    let _turn = common::serial();
+    let client = reqwest::Client::new();
+    let template = |body: Value| {
+        let client = client.clone();
+        async move { post_to(&client, "/apply-template", &body).await }
+    };
+    let question = json!([{"role": "user", "content": "Name a fruit."}]);
+    let opener = "<|im_start|>assistant\n";
+
+    let (status, v) = template(json!({"messages": question})).await;
+    assert_eq!(status, 200, "{v}");
+    let plain = v["prompt"].as_str().unwrap().to_string();
+    assert!(plain.ends_with(opener), "{plain}");
+    let (_, v) = template(json!({"messages": question, "add_generation_prompt": false})).await;
+    assert_eq!(v["prompt"].as_str(), plain.strip_suffix(opener), "{v}");
+
+    // Tools reach the prompt as chat gives them to the model; `none` hides them.
+    let tools = body(json!("auto"), 0)["tools"].clone();
+    let (_, v) = template(json!({"messages": question, "tools": tools})).await;
+    let with_tools = v["prompt"].as_str().unwrap();
+    assert!(
+        with_tools.contains("<tools>") && with_tools.contains("\"get_time\""),
+        "{with_tools}"
+    );
+    let (_, v) =
+        template(json!({"messages": question, "tools": tools, "tool_choice": "none"})).await;
+    assert_eq!(v["prompt"].as_str(), Some(plain.as_str()), "{v}");
+    for (bad, param) in [
+        (json!({"tools": 7}), "tools"),
+        (
+            json!({"tools": tools, "tool_choice": "nope"}),
+            "tool_choice",
+        ),
+        (json!({"add_generation_prompt": "yes"}), ""),
+    ] {
+        let mut request = json!({"messages": question});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        let (status, v) = template(request).await;
+        assert_eq!(status, 400, "{v}");
+        if !param.is_empty() {
+            assert_eq!(v["error"]["param"], param, "{v}");
+        }
+    }
+
+    // A final assistant message is continued, not closed ...
+    let prefill = "My favourite fruit is the";
+    let mut chat = question.as_array().unwrap().clone();
+    chat.push(json!({"role": "assistant", "content": prefill}));
+    let (_, v) = template(json!({"messages": chat})).await;
+    let prompt = v["prompt"].as_str().unwrap().to_string();
+    assert_eq!(prompt, format!("{plain}{prefill}"));
+    // ... and chat answers from where it stops: the same greedy text as completing that prompt.
+    let (status, answer) = post(
+        &client,
+        &json!({"messages": chat, "max_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, completion) = post_to(
+        &client,
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{completion}");
+    let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.is_empty());
+    assert_eq!(
+        text, completion["choices"][0]["text"],
+        "{answer} {completion}"
+    );
 }
