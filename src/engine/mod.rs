@@ -15,6 +15,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod source;
 pub mod stop;
+pub mod team;
 pub mod template;
 pub mod tokenizer;
 pub mod tool_parser;

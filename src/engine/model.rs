@@ -108,6 +108,14 @@ impl Linear {
         }
     }
 
+    /// The matrix, when Hearth's own kernels compute it.
+    fn as_blocks(&self) -> Option<&QMatrix> {
+        match &self.kind {
+            LinearKind::Blocks(m) => Some(m),
+            LinearKind::Candle(_) => None,
+        }
+    }
+
     /// `x [rows, in] → [rows, out]` on plain slices (the CPU path).
     fn forward_rows(&self, x: &[f32], rows: usize) -> candle_core::Result<Vec<f32>> {
         if let LinearKind::Blocks(m) = &self.kind {

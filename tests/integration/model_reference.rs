@@ -87,10 +87,14 @@ fn exact_greedy_matches_llama_cpp_for_first_16_tokens() {
                 continue;
             }
             // Where llama.cpp (f16 KV cache, other summation order) and we differ, the step
-            // must be a genuine near-tie in our logits; after it the sequences diverge.
+            // must be a near-tie in our logits, with llama.cpp's token our runner-up; after it
+            // the sequences diverge. Near: closer than the logits' own spread between two exact
+            // implementations — single logits differ from llama.cpp's by up to 0.30 (the test
+            // above), and the same weights computed unquantized in f32 already part from
+            // llama.cpp at step 0 of chat 0 on a gap of 0.085 (measured).
             let ((_, l1), (id2, l2)) = tops[i];
             assert!(
-                l1 - l2 < 0.1 && id2 == want[i],
+                l1 - l2 < 0.3 && id2 == want[i],
                 "step {i}: got {} want {} (our top-2 gap {:.4}, runner-up {id2})\n got {got:?}\nwant {:?}",
                 got[i],
                 want[i],

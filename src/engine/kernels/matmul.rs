@@ -1,17 +1,16 @@
-//! A quantized weight matrix in the file's own block format and `x · Wᵀ` over it.
+//! A quantized weight matrix in the file's own blocks (regrouped, see [`super::packed`]) and
+//! `x · Wᵀ` over it.
 //!
-//! The output columns are split into one contiguous range per thread of rayon's pool (the pool
-//! Candle and the rest of the engine use, so nothing competes for the cores); each thread walks
-//! its weight rows in small tiles and, per tile, every activation row, so a tile is read from
-//! memory once per call whatever the batch. Every output element is the same row kernel over the
+//! The output columns are split into one contiguous range of sixteen-row groups per thread of
+//! rayon's pool (the pool Candle and the rest of the engine use, so nothing competes for the
+//! cores); each thread takes its groups one at a time against every activation row, so a group
+//! (at most ~17 KB: 1536 inputs of Q8_0) is read from memory once per call and stays in L1
+//! while the activations pass over it. Every output element is the same operations over the
 //! same two rows, whatever the batch size, the chunking or the thread count: results are
 //! bit-identical however a request is batched.
 
-use super::{dot_rows_fn, quantize_row, scalar, BlockQ8, DotRows, Isa, WeightType, QK};
-
-/// Weight rows per tile: a tile of the widest matrix here (1536 inputs, Q8_0) is ~26 KB, so it
-/// stays in L1/L2 while every activation row passes over it.
-const TILE: usize = 16;
+use super::packed::{self, Aligned, GroupLayout, GROUP};
+use super::{group_kernel, quantize_row, BlockQ8, GroupKernel, Isa, WeightType, QK};
 
 /// Activation rows from which quantizing them is spread over the pool.
 const PARALLEL_QUANTIZE_ROWS: usize = 8;
@@ -22,8 +21,9 @@ pub struct QMatrix {
     ty: WeightType,
     rows: usize,
     cols: usize,
-    data: std::sync::Arc<Vec<u8>>,
-    kernel: DotRows,
+    /// The blocks in the group layout.
+    data: std::sync::Arc<Aligned>,
+    kernel: GroupKernel,
     isa: Isa,
 }
 
@@ -60,8 +60,16 @@ unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not its field).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl QMatrix {
-    /// Wrap `data` (the blocks of `rows` rows of `cols` values each) with the selected ISA's kernel.
+    /// Regroup `data` (the GGUF blocks of `rows` rows of `cols` values each) for the selected
+    /// ISA's kernel.
     pub fn new(
         ty: WeightType,
         rows: usize,
@@ -96,8 +104,8 @@ impl QMatrix {
             ty,
             rows,
             cols,
-            data: std::sync::Arc::new(data),
-            kernel: dot_rows_fn(ty, isa),
+            data: std::sync::Arc::new(packed::pack(ty, rows, cols, &data)),
+            kernel: group_kernel(ty, isa),
             isa,
         })
     }
@@ -124,22 +132,17 @@ impl QMatrix {
 
     /// Bytes of weights held.
     pub fn size_in_bytes(&self) -> usize {
-        self.data.len()
-    }
-
-    fn row_bytes(&self) -> usize {
-        self.cols / QK * self.ty.block_bytes()
+        self.data.bytes().len()
     }
 
     /// Row `r` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let rb = self.row_bytes();
-        let row = &self.data[r * rb..(r + 1) * rb];
-        for (b, o) in row
-            .chunks_exact(self.ty.block_bytes())
-            .zip(out.chunks_exact_mut(QK))
-        {
-            scalar::dequantize_block(self.ty, b, o);
+        let nb = self.cols / QK;
+        for (b, o) in out.chunks_exact_mut(QK).enumerate().take(nb) {
+            let (u, d, m, offset) = packed::unpack(self.ty, self.data.bytes(), nb, r, b);
+            for (o, v) in o.iter_mut().zip(u) {
+                *o = d * (v as i32 - offset) as f32 + m;
+            }
         }
     }
 
@@ -161,22 +164,29 @@ impl QMatrix {
         self.matmul_quantized(&xq, out);
     }
 
-    /// `out [m, rows]` from activations already quantized (`m · cols / 32` blocks).
+    /// Number of sixteen-row groups (the unit a team of threads splits).
+    pub fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
+    }
+
+    /// `out [m, rows]` from activations already quantized (`m · cols / 32` blocks), the groups
+    /// split over rayon's pool.
     pub fn matmul_quantized(&self, xq: &[BlockQ8], out: &mut [f32]) {
         let nb = self.cols / QK;
         let m = xq.len() / nb;
         assert_eq!(out.len(), m * self.rows, "matmul output size");
-        let threads = rayon::current_num_threads().clamp(1, self.rows.div_ceil(TILE));
+        let groups = self.groups();
+        let threads = rayon::current_num_threads().clamp(1, groups);
         let shared = SharedOut(out.as_mut_ptr());
-        let n = self.rows;
         let work = |t: usize| {
-            let start = (n * t / threads) / TILE * TILE;
-            let end = if t + 1 == threads {
-                n
-            } else {
-                (n * (t + 1) / threads) / TILE * TILE
-            };
-            self.rows_range(start, end, xq, nb, shared);
+            // SAFETY: `out` holds `m · rows` floats (asserted) and each thread takes its own groups.
+            unsafe {
+                self.matmul_groups(
+                    groups * t / threads..groups * (t + 1) / threads,
+                    xq,
+                    shared.get(),
+                )
+            }
         };
         if threads == 1 {
             work(0);
@@ -190,26 +200,27 @@ impl QMatrix {
         }
     }
 
-    /// Output columns `start..end` for every activation row.
-    fn rows_range(&self, start: usize, end: usize, xq: &[BlockQ8], nb: usize, out: SharedOut) {
-        let rb = self.row_bytes();
-        let n = self.rows;
-        let m = xq.len() / nb;
-        let mut tile = vec![0f32; m * TILE];
-        let mut tile_start = start;
-        while tile_start < end {
-            let tile_end = (tile_start + TILE).min(end);
-            let width = tile_end - tile_start;
-            let w = &self.data[tile_start * rb..tile_end * rb];
-            (self.kernel)(w, rb, xq, nb, &mut tile[..m * width]);
-            for (i, part) in tile[..m * width].chunks_exact(width).enumerate() {
-                // SAFETY: `out` holds `m · n` floats (asserted by the caller) and this thread is
-                // the only one writing columns `start..end` of any row.
-                let o =
-                    unsafe { std::slice::from_raw_parts_mut(out.0.add(i * n + tile_start), width) };
-                o.copy_from_slice(part);
+    /// Output columns of groups `range` (rows `16 · range.start..`) for every activation row of
+    /// `xq`, into `out` (`[m, rows]`).
+    ///
+    /// # Safety
+    /// `out` must hold `m · rows` floats, and nothing else may access those groups' columns
+    /// meanwhile.
+    pub unsafe fn matmul_groups(
+        &self,
+        range: std::ops::Range<usize>,
+        xq: &[BlockQ8],
+        out: *mut f32,
+    ) {
+        let nb = self.cols / QK;
+        let bytes = nb * GroupLayout::of(self.ty).bytes;
+        for g in range {
+            let group = &self.data.bytes()[g * bytes..(g + 1) * bytes];
+            let cols = (self.rows - g * GROUP).min(GROUP);
+            // SAFETY: the caller's promise covers `out`; the kernel matches this CPU (`new`).
+            unsafe {
+                (self.kernel)(group, nb, xq, out.add(g * GROUP), self.rows, cols);
             }
-            tile_start = tile_end;
         }
     }
 }

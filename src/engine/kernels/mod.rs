@@ -1,23 +1,26 @@
 //! Hearth's own CPU matrix kernels: weights kept in the file's own quantization, activations
 //! quantized per 32-value block, integer dot products, runtime SIMD dispatch.
 //!
-//! Owns the GGUF block layouts Hearth computes on directly ([`WeightType`]), the activation
-//! format ([`BlockQ8`]: an f32 scale, the sum of its 32 `i8` values, the values), the scalar
-//! reference ([`scalar`]) every SIMD path is tested against, the x86 SIMD paths ([`x86`]:
-//! AVX512-VNNI, AVX-VNNI, AVX2), and the choice between them ([`Isa`], picked once from the CPU,
-//! `HEARTH_ISA` overriding it for tests and benchmarks). Nothing here is built with
-//! `-C target-cpu`: every SIMD function carries its own `#[target_feature]` and is only called
-//! after the feature was detected.
+//! Owns the GGUF block types Hearth computes on directly ([`WeightType`]), the interleaved
+//! layout they are regrouped into at load ([`packed`]: sixteen rows' blocks side by side, the
+//! values untouched), the activation format ([`BlockQ8`]: an f32 scale, the sum of its 32 `i8`
+//! values, the values), the scalar reference ([`scalar`]) every SIMD path is tested against, the
+//! x86 SIMD paths ([`x86`]: AVX512-VNNI, AVX-VNNI, AVX2), the ARM one ([`neon`]), and the
+//! choice between them ([`Isa`], picked once from the CPU, `HEARTH_ISA` overriding it for tests
+//! and benchmarks). Nothing here is built with `-C target-cpu`: every SIMD function carries its
+//! own `#[target_feature]` and is only called after the feature was detected.
 //!
 //! Every type's dot product is computed the same way: the weight block's values as unsigned
 //! integers (`0..16` for 4-bit, `0..32` for 5-bit, `w + 128` for 8-bit) against the activation's
-//! signed ones, one integer sum per block, then `d_w · d_x · (Σ u·x − offset · Σx)` (+ `m · d_x · Σx`
-//! for the types with a minimum). The integer part is exact on every ISA; the float part runs in
-//! a fixed order per row, so a row's result never depends on what else is in the batch.
+//! signed ones, one exact integer sum per block, then `acc + isum · (d_w · d_x)` (and
+//! `acc + m · s_x` for the types with a minimum), each a fused multiply-add, block after block
+//! ([`scalar::accumulate`]). Every ISA runs exactly these operations per output, so a row's
+//! result is the same bits whatever the ISA, the batch, the chunking or the thread count.
 
+pub mod attention;
 pub mod matmul;
+pub mod packed;
 pub mod scalar;
-pub mod vector;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -125,7 +128,7 @@ fn f16_round(v: f32) -> f32 {
 /// The instruction sets the kernels come in, fastest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// AVX-512 with VNNI (`vpdpbusd` on 256-bit registers).
+    /// AVX-512 with VNNI (`vpdpbusd` on 512-bit registers).
     Avx512Vnni,
     /// AVX-VNNI (the VEX-encoded `vpdpbusd` of Alder Lake and later).
     AvxVnni,
@@ -154,7 +157,7 @@ impl Isa {
             match self {
                 Isa::Avx512Vnni => {
                     avx2 && is_x86_feature_detected!("avx512vnni")
-                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512bw")
                         && is_x86_feature_detected!("avx512f")
                 }
                 Isa::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
@@ -219,19 +222,28 @@ pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
     }
 }
 
-/// The dot products of consecutive weight rows (`row_bytes` each, starting at `w`) with
-/// activation rows of `nb` blocks each (`x`, one after another): `out[j · rows + r]` is weight
-/// row `r` against activation row `j`, where `rows = out.len() / (x.len() / nb)`.
-pub type DotRows = fn(w: &[u8], row_bytes: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]);
+/// A group kernel: output columns `0..cols` (`cols ≤ GROUP`) of one [`packed`] group (`group`:
+/// its `nb` blocks) for every activation row of `x` (`nb` blocks each), written to
+/// `out[j · ldo + r]`.
+///
+/// # Safety
+/// `out` must be valid for those writes and nothing else may access them meanwhile; a SIMD
+/// kernel may only be called on a CPU with its features (what [`group_kernel`] checks).
+pub type GroupKernel =
+    unsafe fn(group: &[u8], nb: usize, x: &[BlockQ8], out: *mut f32, ldo: usize, cols: usize);
 
-/// The row kernel for `ty` on `isa`.
-pub fn dot_rows_fn(ty: WeightType, isa: Isa) -> DotRows {
+/// The group kernel for `ty` on `isa` (which must be [`Isa::available`]).
+pub fn group_kernel(ty: WeightType, isa: Isa) -> GroupKernel {
+    assert!(
+        isa.available(),
+        "{} is not available on this CPU",
+        isa.name()
+    );
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        return x86::dot_rows_fn(ty, isa);
+        return x86::group_kernel(ty, isa);
     }
-    let _ = isa;
-    scalar::dot_rows_fn(ty)
+    scalar::group_kernel(ty)
 }
 
 /// Read a little-endian f16 at `b[0..2]` as f32.

@@ -49,10 +49,6 @@ fn quantized(x: &[f32]) -> Vec<BlockQ8> {
     q
 }
 
-fn close(a: f32, b: f32, scale: f32) -> bool {
-    (a - b).abs() <= 1e-5 * scale.max(1.0)
-}
-
 #[test]
 fn our_dequantization_reads_every_block_layout_as_candle_does() {
     let mut r = rng(1);
@@ -136,35 +132,51 @@ fn activations_round_to_the_nearest_step_of_their_block() {
     assert!(q[0].qs.iter().any(|v| v.unsigned_abs() == 127) && q[0].d == d);
 }
 
+/// `rows × cols` weights of `ty` against `nx` activation rows on `isa`, through the matrix
+/// (regrouped, threaded), against the scalar reference on the file's own blocks.
+fn check_against_reference(
+    ty: WeightType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    isa: Isa,
+) {
+    let nb = cols / QK;
+    let rb = nb * ty.block_bytes();
+    let xq = quantized(x);
+    let nx = x.len() / cols;
+    let m = QMatrix::with_isa(ty, rows, cols, w.to_vec(), isa).expect("matrix");
+    let mut got = vec![f32::NAN; nx * rows];
+    m.matmul_quantized(&xq, &mut got);
+    for j in 0..nx {
+        for r in 0..rows {
+            let want = scalar::dot_row(ty, &w[r * rb..(r + 1) * rb], &xq[j * nb..(j + 1) * nb]);
+            let g = got[j * rows + r];
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "{ty:?} {isa:?} [{rows}, {cols}] × {nx}: row {r} of activation {j}: {g} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
-fn every_simd_kernel_matches_the_scalar_reference_on_random_blocks_odd_shapes_and_unaligned_rows() {
+fn every_kernel_matches_the_scalar_reference_bit_for_bit_on_random_blocks_and_odd_shapes() {
     let mut r = rng(4);
     let isas = Isa::all_available();
     eprintln!("ISAs on this CPU: {isas:?}");
     for ty in WeightType::ALL {
+        // Row counts off the 16-row groups (padded lanes), and 1 to 48 blocks per row.
         for &(rows, cols) in &[(1, 32), (3, 64), (17, 96), (5, 576), (33, 1536), (2, 4096)] {
-            let nb = cols / QK;
-            let rb = nb * ty.block_bytes();
-            // One spare byte in front: the rows start at an odd address.
-            let mut w = vec![0u8; 1];
-            w.extend(random_blocks(ty, rows * nb, &mut r));
-            // 1, 6 and 13 activation rows: the kernels take them eight (AVX-512) or four at a
-            // time, then the rest.
+            let w = random_blocks(ty, rows * cols / QK, &mut r);
+            // 1, 6 and 13 activation rows: the kernels take them eight, four, two and one at a
+            // time.
             let nx = [1, 6, 13][rows % 3];
             let x = random_vec(nx * cols, &mut r);
-            let xq = quantized(&x);
-            let mut want = vec![0f32; nx * rows];
-            scalar::dot_rows_fn(ty)(&w[1..], rb, &xq, nb, &mut want);
-            let scale: f32 = x.iter().map(|v| v.abs()).sum::<f32>() * 0.3;
             for &isa in &isas {
-                let mut got = vec![f32::NAN; nx * rows];
-                dot_rows_fn(ty, isa)(&w[1..], rb, &xq, nb, &mut got);
-                for (g, e) in got.iter().zip(&want) {
-                    assert!(
-                        close(*g, *e, scale),
-                        "{ty:?} {isa:?} [{rows}, {cols}] × {nx}: {g} vs {e}"
-                    );
-                }
+                check_against_reference(ty, &w, rows, cols, &x, isa);
             }
         }
     }
@@ -172,31 +184,26 @@ fn every_simd_kernel_matches_the_scalar_reference_on_random_blocks_odd_shapes_an
 
 #[test]
 fn an_extreme_activation_block_cannot_saturate_any_kernel() {
-    // Every weight at its largest unsigned value against ±127 activations: the worst case for
-    // AVX2's 16-bit pair sums.
-    let isas = Isa::all_available();
+    // Every weight at its largest unsigned value (Q8_0: −128) against ±127 activations: the worst
+    // case for AVX2's 16-bit pair sums.
     for ty in WeightType::ALL {
-        let mut w = random_blocks(ty, 1, &mut rng(5));
-        let bb = ty.block_bytes();
+        let rows = 16;
+        let mut w = random_blocks(ty, rows, &mut rng(5));
         let body = match ty {
             WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => 2,
             WeightType::Q4_1 | WeightType::Q5_1 => 4,
         };
         let fill = if ty == WeightType::Q8_0 { 0x80 } else { 0xff };
-        w[body..bb].fill(fill);
+        for b in w.chunks_exact_mut(ty.block_bytes()) {
+            b[body..].fill(fill);
+        }
         let x: Vec<f32> = (0..QK)
             .map(|i| if i % 2 == 0 { -1.0 } else { 1.0 })
             .collect();
-        let xq = quantized(&x);
-        let want = scalar::dot_row(ty, &w, &xq);
-        for &isa in &isas {
-            let mut got = [0f32];
-            dot_rows_fn(ty, isa)(&w, bb, &xq, 1, &mut got);
-            assert!(
-                close(got[0], want, 10.0),
-                "{ty:?} {isa:?}: {} vs {want}",
-                got[0]
-            );
+        let all_negative = vec![-1.0f32; QK];
+        for &isa in &Isa::all_available() {
+            check_against_reference(ty, &w, rows, QK, &x, isa);
+            check_against_reference(ty, &w, rows, QK, &all_negative, isa);
         }
     }
 }

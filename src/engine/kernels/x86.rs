@@ -1,272 +1,417 @@
-//! The x86-64 SIMD row kernels: one body per instruction set, stamped out by a macro so each
-//! copy is compiled with its own `#[target_feature]` set (and only ever called after
+//! The x86-64 SIMD group kernels: one body per register width, stamped out per instruction set
+//! so each copy is compiled with its own `#[target_feature]` set (and only ever called after
 //! [`super::Isa::available`] said yes).
 //!
-//! Per block: the weight's 32 unsigned values are unpacked into one 256-bit register, multiplied
-//! with the activation's 32 signed bytes and summed into eight `i32` lanes (`vpdpbusd` with
-//! VNNI; `vpmaddubsw` + `vpmaddwd` on plain AVX2), the type's offset (`8`, `16`, `128`) is folded
-//! into lane 0 as `−offset · Σx`, so the integer sum is exact, and the lanes are scaled by
-//! `d_w · d_x` into eight f32 accumulators. A row's accumulators are summed once at its end.
+//! A group's block (see [`super::packed`]) is unpacked into eight registers `u[k]`, lane `r`
+//! holding row `r`'s values `4k..4k+4` as unsigned bytes. Against one activation row, each
+//! `u[k]` meets the broadcast activation word `x[4k..4k+4]` (`vpdpbusd` with VNNI; `vpmaddubsw`
+//! and `vpmaddwd` on plain AVX2), so eight products leave every row's exact integer sum in its own
+//! lane, the type's offset (`8`, `16`, `128`) folded in as `−offset · Σx` from the start. Each lane
+//! then runs [`super::scalar::accumulate`]'s float steps, so every ISA gives the scalar
+//! reference's result bit for bit. AVX-512 takes the sixteen rows of a group in one register;
+//! the 256-bit paths take them as two halves of eight.
 
 use std::arch::x86_64::*;
 
-use super::{BlockQ8, DotRows, Isa, WeightType};
+use super::packed::{GroupLayout, GROUP};
+use super::{BlockQ8, GroupKernel, Isa, WeightType};
 
-/// Byte `j` of the result is `0x10` where bit `j` of `bits` is set, else 0 (the fifth bit of
-/// the 5-bit formats, in place).
-macro_rules! fifth_bits {
-    ($bits:expr) => {{
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32($bits as i32),
-            _mm256_set_epi64x(
-                0x0303030303030303,
-                0x0202020202020202,
-                0x0101010101010101,
-                0x0000000000000000,
-            ),
-        );
-        // Byte j of the mask has every bit but (j mod 8) set: OR-ing leaves 0xff iff that bit is.
-        let all = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe_u64 as i64));
-        _mm256_and_si256(
-            _mm256_cmpeq_epi8(all, _mm256_set1_epi64x(-1)),
-            _mm256_set1_epi8(0x10),
-        )
+/// How many group blocks ahead of the one being computed the kernels prefetch.
+const PREFETCH_BLOCKS: usize = 2;
+
+/// Activation rows computed per pass over a group's blocks (then fewer for the rest).
+const MAX_NX: usize = 8;
+
+/// The offset folded into a block's integer sum: the unsigned values minus this are the signed
+/// ones. `q8_signed`: plain AVX2 multiplies Q8_0's values as signed bytes, so no offset.
+const fn offset(ty: WeightType, q8_signed: bool) -> i32 {
+    match ty {
+        WeightType::Q4_0 => 8,
+        WeightType::Q5_0 => 16,
+        WeightType::Q8_0 if q8_signed => 0,
+        WeightType::Q8_0 => 128,
+        WeightType::Q4_1 | WeightType::Q5_1 => 0,
+    }
+}
+
+/// The activation word `x.qs[4k..4k+4]` as an `i32`.
+#[inline(always)]
+unsafe fn word(x: &BlockQ8, k: usize) -> i32 {
+    (x.qs.as_ptr().add(4 * k) as *const i32).read_unaligned()
+}
+
+/// Run `rows::<NX>` over every activation row: eight at a time, then four, two, one.
+macro_rules! each_row_chunk {
+    ($rows:ident, $T:ident, $g:expr, $nb:expr, $x:expr, $out:expr, $ldo:expr, $cols:expr) => {{
+        let total = $x.len() / $nb;
+        let mut j = 0;
+        while j < total {
+            let (xs, o) = ($x.as_ptr().add(j * $nb), $out.add(j * $ldo));
+            let n = match total - j {
+                n if n >= MAX_NX => {
+                    $rows::<$T, MAX_NX>($g, $nb, xs, o, $ldo, $cols);
+                    MAX_NX
+                }
+                n if n >= 4 => {
+                    $rows::<$T, 4>($g, $nb, xs, o, $ldo, $cols);
+                    4
+                }
+                n if n >= 2 => {
+                    $rows::<$T, 2>($g, $nb, xs, o, $ldo, $cols);
+                    2
+                }
+                _ => {
+                    $rows::<$T, 1>($g, $nb, xs, o, $ldo, $cols);
+                    1
+                }
+            };
+            j += n;
+        }
     }};
 }
 
-/// How far ahead of the block being computed the kernels prefetch, in bytes.
-const PREFETCH_AHEAD: usize = 512;
+/// The five types' entry points for one ISA's `all::<T>`.
+macro_rules! entry_points {
+    () => {
+        unsafe fn q4_0(g: &[u8], nb: usize, x: &[BlockQ8], o: *mut f32, ldo: usize, c: usize) {
+            // SAFETY: handed out by `group_kernel` only after the features were detected.
+            unsafe { all::<0>(g, nb, x, o, ldo, c) }
+        }
+        unsafe fn q4_1(g: &[u8], nb: usize, x: &[BlockQ8], o: *mut f32, ldo: usize, c: usize) {
+            // SAFETY: as above.
+            unsafe { all::<1>(g, nb, x, o, ldo, c) }
+        }
+        unsafe fn q5_0(g: &[u8], nb: usize, x: &[BlockQ8], o: *mut f32, ldo: usize, c: usize) {
+            // SAFETY: as above.
+            unsafe { all::<2>(g, nb, x, o, ldo, c) }
+        }
+        unsafe fn q5_1(g: &[u8], nb: usize, x: &[BlockQ8], o: *mut f32, ldo: usize, c: usize) {
+            // SAFETY: as above.
+            unsafe { all::<3>(g, nb, x, o, ldo, c) }
+        }
+        unsafe fn q8_0(g: &[u8], nb: usize, x: &[BlockQ8], o: *mut f32, ldo: usize, c: usize) {
+            // SAFETY: as above.
+            unsafe { all::<4>(g, nb, x, o, ldo, c) }
+        }
 
-macro_rules! kernel_set {
-    ($name:ident, $features:literal, $dot_u:ident, $prep8:ident, $dot8:ident, $offset8:expr) => {
-        mod $name {
-            use super::*;
-
-            /// A little-endian f16 at `p` as f32 (F16C).
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn f16(p: *const u8) -> f32 {
-                let bits = (p as *const u16).read_unaligned();
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-            }
-
-            /// 16 bytes of packed nibbles → 32 bytes: low nibbles first, then high.
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn nibbles(p: *const u8) -> __m256i {
-                let q = _mm_loadu_si128(p as *const __m128i);
-                let mask = _mm_set1_epi8(0x0f);
-                let lo = _mm_and_si128(q, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-                _mm256_set_m128i(hi, lo)
-            }
-
-            /// Sum of the eight f32 lanes.
-            #[inline]
-            #[target_feature(enable = $features)]
-            unsafe fn hsum(v: __m256) -> f32 {
-                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-                _mm_cvtss_f32(s)
-            }
-
-            /// Weight rows against `NX` activation rows starting at `x[0]`, `nb` blocks each:
-            /// `out[j * rows + r]`. Each weight block is unpacked once for the `NX` rows; each
-            /// (weight row, activation row) pair keeps its own accumulators and runs the same
-            /// operations in the same order whatever `NX` is.
-            #[target_feature(enable = $features)]
-            unsafe fn block_rows<const T: u8, const NX: usize>(
-                w: &[u8],
-                row_bytes: usize,
-                x: &[BlockQ8],
-                nb: usize,
-                out: &mut [f32],
-                rows: usize,
-            ) {
-                let ty = WeightType::ALL[T as usize];
-                let bb = ty.block_bytes();
-                debug_assert!(row_bytes >= nb * bb && w.len() >= rows * row_bytes);
-                debug_assert!(x.len() >= NX * nb && out.len() >= NX * rows);
-                for r in 0..rows {
-                    let row = w.as_ptr().add(r * row_bytes);
-                    let mut acc = [_mm256_setzero_ps(); NX];
-                    let mut acc_min = [0f32; NX];
-                    for b in 0..nb {
-                        let p = row.add(b * bb);
-                        // Decode streams the weights from memory: ask for the bytes 512 ahead.
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD) as *const i8);
-                        let d = f16(p);
-                        // The block's unsigned values (Q8_0: prepared signed ones) and offset.
-                        let (u, offset) = match ty {
-                            WeightType::Q4_0 => (nibbles(p.add(2)), 8),
-                            WeightType::Q4_1 => (nibbles(p.add(4)), 0),
-                            WeightType::Q5_0 => {
-                                let qh = (p.add(2) as *const u32).read_unaligned();
-                                (_mm256_or_si256(nibbles(p.add(6)), fifth_bits!(qh)), 16)
-                            }
-                            WeightType::Q5_1 => {
-                                let qh = (p.add(4) as *const u32).read_unaligned();
-                                (_mm256_or_si256(nibbles(p.add(8)), fifth_bits!(qh)), 0)
-                            }
-                            WeightType::Q8_0 => (
-                                $prep8(_mm256_loadu_si256(p.add(2) as *const __m256i)),
-                                $offset8,
-                            ),
-                        };
-                        let m = if ty.has_min() { f16(p.add(2)) } else { 0.0 };
-                        for j in 0..NX {
-                            let xb = x.get_unchecked(j * nb + b);
-                            let xq = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-                            let init = _mm256_castsi128_si256(_mm_cvtsi32_si128(-offset * xb.sum));
-                            let sum = if ty == WeightType::Q8_0 {
-                                $dot8(init, u, xq)
-                            } else {
-                                $dot_u(init, u, xq)
-                            };
-                            acc[j] = _mm256_fmadd_ps(
-                                _mm256_cvtepi32_ps(sum),
-                                _mm256_set1_ps(d * xb.d),
-                                acc[j],
-                            );
-                            if ty.has_min() {
-                                acc_min[j] += m * xb.s;
-                            }
-                        }
-                    }
-                    for j in 0..NX {
-                        *out.get_unchecked_mut(j * rows + r) = hsum(acc[j]) + acc_min[j];
-                    }
-                }
-            }
-
-            /// Every activation row, four at a time (then the rest together).
-            #[target_feature(enable = $features)]
-            unsafe fn all_rows<const T: u8>(
-                w: &[u8],
-                row_bytes: usize,
-                x: &[BlockQ8],
-                nb: usize,
-                out: &mut [f32],
-            ) {
-                let nx = x.len() / nb;
-                let rows = out.len() / nx.max(1);
-                let mut j = 0;
-                while j < nx {
-                    let (xs, o) = (&x[j * nb..], &mut out[j * rows..]);
-                    match nx - j {
-                        1 => block_rows::<T, 1>(w, row_bytes, xs, nb, o, rows),
-                        2 => block_rows::<T, 2>(w, row_bytes, xs, nb, o, rows),
-                        3 => block_rows::<T, 3>(w, row_bytes, xs, nb, o, rows),
-                        _ => block_rows::<T, 4>(w, row_bytes, xs, nb, o, rows),
-                    }
-                    j += 4;
-                }
-            }
-
-            fn q4_0(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
-                // SAFETY: only handed out by `dot_rows_fn` after the features were detected.
-                unsafe { all_rows::<0>(w, rb, x, nb, out) }
-            }
-            fn q4_1(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
-                // SAFETY: as above.
-                unsafe { all_rows::<1>(w, rb, x, nb, out) }
-            }
-            fn q5_0(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
-                // SAFETY: as above.
-                unsafe { all_rows::<2>(w, rb, x, nb, out) }
-            }
-            fn q5_1(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
-                // SAFETY: as above.
-                unsafe { all_rows::<3>(w, rb, x, nb, out) }
-            }
-            fn q8_0(w: &[u8], rb: usize, x: &[BlockQ8], nb: usize, out: &mut [f32]) {
-                // SAFETY: as above.
-                unsafe { all_rows::<4>(w, rb, x, nb, out) }
-            }
-
-            pub(super) fn get(ty: WeightType) -> DotRows {
-                match ty {
-                    WeightType::Q4_0 => q4_0,
-                    WeightType::Q4_1 => q4_1,
-                    WeightType::Q5_0 => q5_0,
-                    WeightType::Q5_1 => q5_1,
-                    WeightType::Q8_0 => q8_0,
-                }
+        pub(super) fn get(ty: WeightType) -> GroupKernel {
+            match ty {
+                WeightType::Q4_0 => q4_0,
+                WeightType::Q4_1 => q4_1,
+                WeightType::Q5_0 => q5_0,
+                WeightType::Q5_1 => q5_1,
+                WeightType::Q8_0 => q8_0,
             }
         }
     };
 }
 
-/// `acc + Σ u·x` per lane, unsigned × signed bytes, AVX-512 VNNI on 256-bit registers.
-#[inline]
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
-unsafe fn dot_u_avx512vnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_epi32(acc, u, x)
+/// AVX-512 with VNNI: a whole group per register.
+mod zmm {
+    use super::*;
+
+    /// The eight value registers of the group block at `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn values<const T: u8>(p: *const u8, lay: GroupLayout) -> [__m512i; 8] {
+        let ty = WeightType::ALL[T as usize];
+        let q = p.add(lay.qs);
+        let mut u = [_mm512_setzero_si512(); 8];
+        if ty == WeightType::Q8_0 {
+            let flip = _mm512_set1_epi8(-128);
+            for (k, u) in u.iter_mut().enumerate() {
+                *u = _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * k) as *const _), flip);
+            }
+            return u;
+        }
+        let low = _mm512_set1_epi8(0x0f);
+        for c in 0..4 {
+            let v = _mm512_loadu_si512(q.add(64 * c) as *const _);
+            u[c] = _mm512_and_si512(v, low);
+            u[c + 4] = _mm512_and_si512(_mm512_srli_epi64::<4>(v), low);
+        }
+        if matches!(ty, WeightType::Q5_0 | WeightType::Q5_1) {
+            let h = _mm512_loadu_si512(p.add(lay.qh) as *const _);
+            let bit = _mm512_set1_epi8(0x10);
+            // Bit k of each byte moved to bit 4 (within the byte: the mask drops what crossed),
+            // then `u | (h' & 0x10)` in one ternary op.
+            macro_rules! or_bit {
+                ($u:expr, $h:expr) => {
+                    _mm512_ternarylogic_epi32::<0xf8>($u, $h, bit)
+                };
+            }
+            u[0] = or_bit!(u[0], _mm512_slli_epi64::<4>(h));
+            u[1] = or_bit!(u[1], _mm512_slli_epi64::<3>(h));
+            u[2] = or_bit!(u[2], _mm512_slli_epi64::<2>(h));
+            u[3] = or_bit!(u[3], _mm512_slli_epi64::<1>(h));
+            u[4] = or_bit!(u[4], h);
+            u[5] = or_bit!(u[5], _mm512_srli_epi64::<1>(h));
+            u[6] = or_bit!(u[6], _mm512_srli_epi64::<2>(h));
+            u[7] = or_bit!(u[7], _mm512_srli_epi64::<3>(h));
+        }
+        u
+    }
+
+    /// One group against `NX` activation rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
+    unsafe fn rows<const T: u8, const NX: usize>(
+        g: *const u8,
+        nb: usize,
+        x: *const BlockQ8,
+        out: *mut f32,
+        ldo: usize,
+        cols: usize,
+    ) {
+        let ty = WeightType::ALL[T as usize];
+        let lay = GroupLayout::of(ty);
+        let off = offset(ty, false);
+        let mut acc = [_mm512_setzero_ps(); NX];
+        for b in 0..nb {
+            let p = g.add(b * lay.bytes);
+            let ahead = p.wrapping_add(PREFETCH_BLOCKS * lay.bytes);
+            for line in (0..lay.bytes).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+            }
+            let u = values::<T>(p, lay);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            let m = if ty.has_min() {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.add(lay.m) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let xb = &*x.add(j * nb + b);
+                let mut s = _mm512_set1_epi32(-off * xb.sum);
+                for (k, u) in u.iter().enumerate() {
+                    s = _mm512_dpbusd_epi32(s, *u, _mm512_set1_epi32(word(xb, k)));
+                }
+                let dd = _mm512_mul_ps(d, _mm512_set1_ps(xb.d));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, *acc);
+                if ty.has_min() {
+                    *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(xb.s), *acc);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let o = out.add(j * ldo);
+            if cols == GROUP {
+                _mm512_storeu_ps(o, *acc);
+            } else {
+                _mm512_mask_storeu_ps(o, ((1u32 << cols) - 1) as u16, *acc);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c,fma")]
+    unsafe fn all<const T: u8>(
+        g: &[u8],
+        nb: usize,
+        x: &[BlockQ8],
+        out: *mut f32,
+        ldo: usize,
+        cols: usize,
+    ) {
+        each_row_chunk!(rows, T, g.as_ptr(), nb, x, out, ldo, cols)
+    }
+
+    entry_points!();
 }
 
-/// Q8_0 weights for the VNNI kernels: `w + 128` as unsigned bytes (the caller folds
-/// `−128 · Σx` into the accumulator).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn offset_by_128(w: __m256i) -> __m256i {
-    _mm256_xor_si256(w, _mm256_set1_epi8(-128))
+/// The 256-bit body, stamped out for AVX-VNNI and plain AVX2: a group as two halves of eight
+/// rows. `$isum` turns the eight value registers and an activation block into the eight rows'
+/// integer sums; `$q8_signed` says whether it takes Q8_0's values signed (plain AVX2) or offset
+/// by 128 (VNNI).
+macro_rules! ymm_kernels {
+    ($name:ident, $features:literal, $isum:ident, $q8_signed:expr) => {
+        mod $name {
+            use super::*;
+
+            /// The eight value registers of half `h` of the group block at `p`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn values<const T: u8>(
+                p: *const u8,
+                lay: GroupLayout,
+                h: usize,
+            ) -> [__m256i; 8] {
+                let ty = WeightType::ALL[T as usize];
+                let q = p.add(lay.qs + 32 * h);
+                let mut u = [_mm256_setzero_si256(); 8];
+                if ty == WeightType::Q8_0 {
+                    for (k, u) in u.iter_mut().enumerate() {
+                        let v = _mm256_loadu_si256(q.add(64 * k) as *const __m256i);
+                        *u = if $q8_signed {
+                            v
+                        } else {
+                            _mm256_xor_si256(v, _mm256_set1_epi8(-128))
+                        };
+                    }
+                    return u;
+                }
+                let low = _mm256_set1_epi8(0x0f);
+                for c in 0..4 {
+                    let v = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                    u[c] = _mm256_and_si256(v, low);
+                    u[c + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                }
+                if matches!(ty, WeightType::Q5_0 | WeightType::Q5_1) {
+                    let hb = _mm256_loadu_si256(p.add(lay.qh + 32 * h) as *const __m256i);
+                    let bit = _mm256_set1_epi8(0x10);
+                    macro_rules! or_bit {
+                        ($u:expr, $s:expr) => {
+                            _mm256_or_si256($u, _mm256_and_si256($s, bit))
+                        };
+                    }
+                    u[0] = or_bit!(u[0], _mm256_slli_epi16::<4>(hb));
+                    u[1] = or_bit!(u[1], _mm256_slli_epi16::<3>(hb));
+                    u[2] = or_bit!(u[2], _mm256_slli_epi16::<2>(hb));
+                    u[3] = or_bit!(u[3], _mm256_slli_epi16::<1>(hb));
+                    u[4] = or_bit!(u[4], hb);
+                    u[5] = or_bit!(u[5], _mm256_srli_epi16::<1>(hb));
+                    u[6] = or_bit!(u[6], _mm256_srli_epi16::<2>(hb));
+                    u[7] = or_bit!(u[7], _mm256_srli_epi16::<3>(hb));
+                }
+                u
+            }
+
+            /// Half `h` of one group against `NX` activation rows.
+            #[target_feature(enable = $features)]
+            unsafe fn half<const T: u8, const NX: usize>(
+                g: *const u8,
+                nb: usize,
+                x: *const BlockQ8,
+                out: *mut f32,
+                ldo: usize,
+                h: usize,
+                cols: usize,
+            ) {
+                let ty = WeightType::ALL[T as usize];
+                let lay = GroupLayout::of(ty);
+                let off = offset(ty, $q8_signed);
+                let mut acc = [_mm256_setzero_ps(); NX];
+                for b in 0..nb {
+                    let p = g.add(b * lay.bytes);
+                    if h == 0 {
+                        let ahead = p.wrapping_add(PREFETCH_BLOCKS * lay.bytes);
+                        for line in (0..lay.bytes).step_by(64) {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8);
+                        }
+                    }
+                    let u = values::<T>(p, lay, h);
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * h) as *const __m128i));
+                    let m = if ty.has_min() {
+                        _mm256_cvtph_ps(_mm_loadu_si128(p.add(lay.m + 16 * h) as *const __m128i))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let xb = &*x.add(j * nb + b);
+                        let s = $isum::<T>(_mm256_set1_epi32(-off * xb.sum), &u, xb);
+                        let dd = _mm256_mul_ps(d, _mm256_set1_ps(xb.d));
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dd, *acc);
+                        if ty.has_min() {
+                            *acc = _mm256_fmadd_ps(m, _mm256_set1_ps(xb.s), *acc);
+                        }
+                    }
+                }
+                for (j, acc) in acc.iter().enumerate() {
+                    let o = out.add(j * ldo + 8 * h);
+                    if cols >= 8 * (h + 1) {
+                        _mm256_storeu_ps(o, *acc);
+                    } else {
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), o, cols - 8 * h);
+                    }
+                }
+            }
+
+            /// One group against `NX` activation rows: both halves (the second only if it holds
+            /// a kept column).
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn rows<const T: u8, const NX: usize>(
+                g: *const u8,
+                nb: usize,
+                x: *const BlockQ8,
+                out: *mut f32,
+                ldo: usize,
+                cols: usize,
+            ) {
+                half::<T, NX>(g, nb, x, out, ldo, 0, cols);
+                if cols > 8 {
+                    half::<T, NX>(g, nb, x, out, ldo, 1, cols);
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn all<const T: u8>(
+                g: &[u8],
+                nb: usize,
+                x: &[BlockQ8],
+                out: *mut f32,
+                ldo: usize,
+                cols: usize,
+            ) {
+                each_row_chunk!(rows, T, g.as_ptr(), nb, x, out, ldo, cols)
+            }
+
+            entry_points!();
+        }
+    };
 }
 
-/// Q8_0 weights for plain AVX2: kept signed ([`dot_s8_avx2`] multiplies them).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn as_signed(w: __m256i) -> __m256i {
-    w
-}
-
-/// As [`dot_u_avx512vnni`], the VEX-encoded AVX-VNNI form.
+/// Eight rows' integer sums with AVX-VNNI: one `vpdpbusd` per value register.
 #[inline]
 #[target_feature(enable = "avx2,avxvnni")]
-unsafe fn dot_u_avxvnni(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    _mm256_dpbusd_avx_epi32(acc, u, x)
+unsafe fn isum_avxvnni<const T: u8>(init: __m256i, u: &[__m256i; 8], x: &BlockQ8) -> __m256i {
+    let mut s = init;
+    for (k, u) in u.iter().enumerate() {
+        s = _mm256_dpbusd_avx_epi32(s, *u, _mm256_set1_epi32(word(x, k)));
+    }
+    s
 }
 
-/// Unsigned values below 64 (4- and 5-bit weights): `vpmaddubsw` cannot saturate.
+/// Eight rows' integer sums with plain AVX2. `vpmaddubsw` makes 16-bit pair sums, which may be
+/// added together only while they cannot overflow: all eight for 4-bit values
+/// (8 · 2 · 15 · 127 = 30 480), four at a time for 5-bit ones (4 · 2 · 31 · 127 = 31 496), one at
+/// a time for Q8_0 (taken as `|w| · sign(x, w)`: 2 · 128 · 127 = 32 512).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_u_avx2(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    let pairs = _mm256_maddubs_epi16(u, x);
-    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+unsafe fn isum_avx2<const T: u8>(init: __m256i, u: &[__m256i; 8], x: &BlockQ8) -> __m256i {
+    let ty = WeightType::ALL[T as usize];
+    let ones = _mm256_set1_epi16(1);
+    let per = match ty {
+        WeightType::Q4_0 | WeightType::Q4_1 => 8,
+        WeightType::Q5_0 | WeightType::Q5_1 => 4,
+        WeightType::Q8_0 => 1,
+    };
+    let mut s = init;
+    for part in (0..8).step_by(per) {
+        let mut pairs = _mm256_setzero_si256();
+        for (k, &u) in u.iter().enumerate().skip(part).take(per) {
+            let xk = _mm256_set1_epi32(word(x, k));
+            let p = if ty == WeightType::Q8_0 {
+                _mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(xk, u))
+            } else {
+                _mm256_maddubs_epi16(u, xk)
+            };
+            pairs = _mm256_add_epi16(pairs, p);
+        }
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(pairs, ones));
+    }
+    s
 }
 
-/// Signed × signed through `|w| · sign(x, w)` (no offset: the caller folds in zero).
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_s8_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
-    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-}
+ymm_kernels!(avxvnni, "avx2,fma,f16c,avxvnni", isum_avxvnni, false);
+ymm_kernels!(avx2, "avx2,fma,f16c", isum_avx2, true);
 
-kernel_set!(
-    avx512vnni,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    dot_u_avx512vnni,
-    offset_by_128,
-    dot_u_avx512vnni,
-    128
-);
-kernel_set!(
-    avxvnni,
-    "avx2,fma,f16c,avxvnni",
-    dot_u_avxvnni,
-    offset_by_128,
-    dot_u_avxvnni,
-    128
-);
-kernel_set!(avx2, "avx2,fma,f16c", dot_u_avx2, as_signed, dot_s8_avx2, 0);
-
-/// The row kernel for `ty` on a SIMD `isa` (the caller checked [`Isa::available`]).
-pub fn dot_rows_fn(ty: WeightType, isa: Isa) -> DotRows {
+/// The group kernel for `ty` on a SIMD `isa` (the caller checked [`Isa::available`]).
+pub fn group_kernel(ty: WeightType, isa: Isa) -> GroupKernel {
     match isa {
-        Isa::Avx512Vnni => avx512vnni::get(ty),
+        Isa::Avx512Vnni => zmm::get(ty),
         Isa::AvxVnni => avxvnni::get(ty),
         Isa::Avx2 => avx2::get(ty),
-        Isa::Scalar => super::scalar::dot_rows_fn(ty),
+        Isa::Scalar => super::scalar::group_kernel(ty),
     }
 }

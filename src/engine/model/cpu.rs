@@ -3,19 +3,27 @@
 //! Owns the CPU's per-sequence KV buffers ([`HostKv`]: f16, position-major) and the CPU copies of
 //! the small tensors ([`HostTables`]: norm weights, rotary tables), and runs one forward over a
 //! set of rows — the tokens of one prompt chunk, or one token each of a decode batch — through
-//! Hearth's kernels. Apart from the matrix products and the attention, which run on rayon's pool,
-//! everything here is a plain loop over a row's own values. Every row is computed by the same
-//! code whatever else is in the call, so a sequence's logits are bit-identical alone, batched,
-//! chunked or resumed from a prefix cache.
+//! Hearth's kernels.
+//!
+//! The pass is a fixed list of steps per layer, each either over rows (norms, rotary, the
+//! activations' quantization, SwiGLU), over (row, head) pairs (attention) or over a matrix's
+//! row groups (the products). When every matrix runs on Hearth's kernels, the whole team of
+//! threads runs the pass together ([`team`]), each thread taking its share of every step, with
+//! a barrier between steps; otherwise (Candle computes some matrix) one thread runs the steps
+//! and each product brings its own parallelism. Every row is computed by the same operations
+//! whatever else is in the call and whichever thread takes it, so a sequence's logits are
+//! bit-identical alone, batched, chunked or resumed from a prefix cache.
 
 use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 use half::f16;
-use rayon::prelude::*;
+use half::slice::HalfFloatSliceExt;
 
-use super::{Block, LlamaModel, ModelConfig, RopeStyle, SeqCache};
-use crate::engine::kernels::vector::{axpy_f16, dot_f16};
+use super::{Block, Linear, LlamaModel, RopeStyle, SeqCache};
+use crate::engine::kernels::attention::{self, combine, partial_len};
+use crate::engine::kernels::{quantize_row, BlockQ8, QK};
+use crate::engine::team::{self, Par, Shared};
 
 /// One row of a forward call: a token of sequence `seq` (an index into the caches) at `pos`.
 #[derive(Debug, Clone, Copy)]
@@ -91,15 +99,13 @@ impl HostTables {
     }
 }
 
-/// `out = x / sqrt(mean(x²) + eps) · w`, row by row (sequential sums, as Candle's rms-norm).
+/// `out = x · (1 / sqrt(mean(x²) + eps)) · w` for one row, the sum of squares in f64 (as
+/// llama.cpp computes it).
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let n = w.len();
-    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let sum2: f32 = xr.iter().map(|v| v * v).sum();
-        let m = (sum2 / n as f32 + eps).sqrt();
-        for ((o, v), g) in or.iter_mut().zip(xr).zip(w) {
-            *o = v / m * g;
-        }
+    let sum2: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let scale = 1.0 / ((sum2 / w.len() as f64) as f32 + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
     }
 }
 
@@ -119,69 +125,160 @@ fn rope(x: &mut [f32], hd: usize, style: RopeStyle, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Cached positions read (summed over every (row, head) pair) from which attention is spread
-/// over the pool: below it, waking other threads costs more than the loop.
-const PARALLEL_ATTENTION_POSITIONS: usize = 1024;
+/// Positions per attention chunk. A (row, KV head, chunk) is one unit of the attention step;
+/// chunks start at multiples of this (absolute positions), so how a row's positions are cut
+/// depends on the row alone, never on the batch or the thread count.
+const CHUNK: usize = 64;
 
-/// Attention of every row's query heads `q [rows, nh · hd]` over its own sequence's cache up to
-/// and including its position. Returns `[rows, nh · hd]`.
-///
-/// Each (row, head) pair is one sequential loop over its keys and values — the same loop for a
-/// prompt of 500 tokens as for one decode step. Pairs are spread over the pool when there are
-/// enough; that changes which thread computes a pair, never how.
-fn attention(
-    cfg: &ModelConfig,
-    layer: usize,
-    q: &[f32],
-    rows: &[Row],
-    caches: &[&SeqCache],
-) -> Vec<f32> {
-    let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let (group, width) = (nh / nkv, nkv * hd);
-    let scale = 1f32 / (hd as f32).sqrt();
-    let one = |c: usize, oh: &mut [f32]| {
-        let (r, h) = (c / nh, c % nh);
-        let row = rows[r];
-        let kv = &caches[row.seq].host[layer];
-        let total = row.pos + 1;
-        let first = cfg.sliding_window.map_or(0, |w| total.saturating_sub(w));
-        let off = (h / group) * hd;
-        let qh = &q[c * hd..(c + 1) * hd];
-        let mut scores = Vec::with_capacity(total - first);
-        let mut max = f32::NEG_INFINITY;
-        for t in first..total {
-            let s = dot_f16(qh, &kv.k[t * width + off..t * width + off + hd]) * scale;
-            scores.push(s);
-            max = max.max(s);
+/// The attention units of a pass: `(row, KV head, chunk)`, row by row, KV head by KV head.
+struct Units {
+    units: Vec<(usize, usize, usize)>,
+    /// Each row's first unit.
+    row_start: Vec<usize>,
+    /// Each row's chunks (its units per KV head).
+    row_chunks: Vec<usize>,
+}
+
+impl Units {
+    fn new(rows: &[Row], nkv: usize, window: Option<usize>) -> Self {
+        let mut u = Units {
+            units: Vec::new(),
+            row_start: Vec::with_capacity(rows.len()),
+            row_chunks: Vec::with_capacity(rows.len()),
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let (first, total) = positions(row, window);
+            let chunks = first / CHUNK..total.div_ceil(CHUNK);
+            u.row_start.push(u.units.len());
+            u.row_chunks.push(chunks.len());
+            for g in 0..nkv {
+                u.units.extend(chunks.clone().map(|c| (i, g, c)));
+            }
         }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        for (s, t) in scores.iter().zip(first..total) {
-            axpy_f16(oh, s * inv, &kv.v[t * width + off..t * width + off + hd]);
-        }
-    };
-    let mut out = vec![0f32; rows.len() * nh * hd];
-    let positions: usize = rows.iter().map(|r| r.pos + 1).sum::<usize>() * nh;
-    if positions >= PARALLEL_ATTENTION_POSITIONS {
-        out.par_chunks_mut(hd)
-            .enumerate()
-            .for_each(|(c, oh)| one(c, oh));
-    } else {
-        for (c, oh) in out.chunks_mut(hd).enumerate() {
-            one(c, oh);
-        }
+        u
     }
-    out
+}
+
+/// The cached positions row `row` attends to: `first..total`.
+fn positions(row: &Row, window: Option<usize>) -> (usize, usize) {
+    let total = row.pos + 1;
+    (window.map_or(0, |w| total.saturating_sub(w)), total)
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
+}
+
+/// One step's input to a matrix: `n` rows of `k` values, and their 32-value blocks when
+/// Hearth's kernels compute the matrix.
+struct Input {
+    k: usize,
+    values: Vec<f32>,
+    blocks: Vec<BlockQ8>,
+}
+
+impl Input {
+    fn new(n: usize, k: usize, quantized: bool) -> Self {
+        Input {
+            k,
+            values: vec![0f32; n * k],
+            blocks: vec![BlockQ8::ZERO; if quantized { n * k / QK } else { 0 }],
+        }
+    }
+}
+
+/// [`Input`] as the team shares it.
+struct SharedInput {
+    k: usize,
+    values: Shared<f32>,
+    blocks: Shared<BlockQ8>,
+}
+
+impl SharedInput {
+    fn new(i: &mut Input) -> Self {
+        SharedInput {
+            k: i.k,
+            values: Shared::new(&mut i.values),
+            blocks: Shared::new(&mut i.blocks),
+        }
+    }
+
+    /// Row `i`'s values, to fill (then [`SharedInput::seal`] it).
+    ///
+    /// # Safety
+    /// Only this thread touches row `i` until the next barrier.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, i: usize) -> &mut [f32] {
+        // SAFETY: the caller's promise.
+        unsafe { self.values.part(i * self.k..(i + 1) * self.k) }
+    }
+
+    /// Fill columns `cols` of row `i` with `fill` and quantize them (if the matrix takes
+    /// blocks, `cols` is one whole block).
+    ///
+    /// # Safety
+    /// Only this thread touches those columns until the next barrier.
+    unsafe fn block(&self, i: usize, cols: Range<usize>, fill: impl FnOnce(&mut [f32])) {
+        let at = i * self.k + cols.start;
+        // SAFETY: the caller's promise.
+        unsafe {
+            let values = self.values.part(at..at + cols.len());
+            fill(values);
+            if !self.blocks.is_empty() {
+                quantize_row(values, self.blocks.part(at / QK..(at + cols.len()) / QK));
+            }
+        }
+    }
+
+    /// Quantize row `i` (if the matrix takes blocks).
+    ///
+    /// # Safety
+    /// As [`SharedInput::row`].
+    unsafe fn seal(&self, i: usize) {
+        let nb = self.k / QK;
+        // SAFETY: `blocks` is empty or holds every row's blocks; the caller owns row `i`.
+        unsafe {
+            if self.blocks.is_empty() {
+                return;
+            }
+            quantize_row(self.row(i), self.blocks.part(i * nb..(i + 1) * nb));
+        }
+    }
+}
+
+/// `out = input · Wᵀ` for `n` rows as one step: the team splits the matrix's groups; alone,
+/// the matrix brings its own parallelism (ours over rayon's pool, or Candle's).
+///
+/// # Safety
+/// Every thread of `par` calls it together, after a barrier that follows the input's writing,
+/// and a barrier follows before anyone reads `out`.
+unsafe fn product(
+    par: Par,
+    w: &Linear,
+    input: &SharedInput,
+    n: usize,
+    out: &Shared<f32>,
+) -> candle_core::Result<()> {
+    // SAFETY: the step's promise: nobody writes the input now, and the output's writers split
+    // it by groups (team) or are this thread alone.
+    unsafe {
+        match (w.as_blocks(), par.is_team()) {
+            (Some(m), true) => {
+                m.matmul_groups(par.split(m.groups()), input.blocks.all(), out.as_mut_ptr())
+            }
+            (Some(m), false) => {
+                let dst = out.part(0..n * m.rows());
+                m.matmul_quantized(input.blocks.all(), dst)
+            }
+            (None, _) => {
+                let y = w.forward_rows(input.values.all(), n)?;
+                out.part(0..y.len()).copy_from_slice(&y);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl LlamaModel {
@@ -196,11 +293,66 @@ impl LlamaModel {
         caches: &mut [&mut SeqCache],
         logits: Range<usize>,
     ) -> candle_core::Result<Tensor> {
-        // The whole pass runs on one of the pool's threads: each parallel step then hands work
-        // to the others from inside the pool, instead of this thread sleeping on every one.
-        if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_cpu(host, tokens, rows, caches, logits));
-        }
+        let cfg = &self.config;
+        let n = rows.len();
+        let (hidden, q_w) = (cfg.hidden_size, cfg.num_heads * cfg.head_dim);
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let mut x: Vec<f32> = self.embed.forward(&ids)?.flatten_all()?.to_vec1()?;
+        // A step quantizes its rows when it feeds a matrix of Hearth's kernels in any layer (a
+        // file may mix types).
+        let blocks_in =
+            |w: fn(&Block) -> &Linear| self.blocks.iter().any(|b| w(b).as_blocks().is_some());
+        let mut bufs = Buffers {
+            x: std::mem::take(&mut x),
+            h: Input::new(n, hidden, blocks_in(|b| &b.wqkv)),
+            qkv: vec![0f32; n * (q_w + 2 * cfg.num_kv_heads * cfg.head_dim)],
+            q: vec![0f32; n * q_w],
+            y: Input::new(n, q_w, blocks_in(|b| &b.wo)),
+            o: vec![0f32; n * hidden],
+            h2: Input::new(n, hidden, blocks_in(|b| &b.w_gate_up)),
+            gate_up: vec![0f32; n * 2 * cfg.intermediate_size],
+            act: Input::new(n, cfg.intermediate_size, blocks_in(|b| &b.w_down)),
+            down: vec![0f32; n * hidden],
+            last: Input::new(logits.len(), hidden, self.lm_head.as_blocks().is_some()),
+            partials: Vec::new(),
+            logits: vec![0f32; logits.len() * cfg.vocab_size],
+        };
+        let att = Units::new(rows, cfg.num_kv_heads, cfg.sliding_window);
+        bufs.partials = vec![
+            0f32;
+            att.units.len() * cfg.num_heads / cfg.num_kv_heads.max(1)
+                * partial_len(cfg.head_dim)
+        ];
+        let steps = Steps::new(&mut bufs, caches, att);
+        let team = self.blocks.iter().all(|b| {
+            [&b.wqkv, &b.wo, &b.w_gate_up, &b.w_down]
+                .iter()
+                .all(|w| w.as_blocks().is_some())
+        }) && self.lm_head.as_blocks().is_some();
+        team::run(team, |par| {
+            // SAFETY: every thread runs the same steps in the same order (`pass`).
+            let done = unsafe { self.pass(par, host, rows, &steps, logits.clone()) };
+            match par {
+                Par::Team { index, .. } if index > 0 => None,
+                _ => Some(done),
+            }
+        })?;
+        Tensor::from_vec(bufs.logits, (logits.len(), cfg.vocab_size), &Device::Cpu)
+    }
+
+    /// The steps of one pass, run by every thread of `par` together.
+    ///
+    /// # Safety
+    /// Every thread of the team calls it with the same arguments; `s` points into buffers and
+    /// caches that outlive the pass.
+    unsafe fn pass(
+        &self,
+        par: Par,
+        host: &HostTables,
+        rows: &[Row],
+        s: &Steps,
+        logits: Range<usize>,
+    ) -> candle_core::Result<()> {
         let cfg = &self.config;
         let (hidden, nh, nkv, hd) = (
             cfg.hidden_size,
@@ -214,56 +366,189 @@ impl LlamaModel {
         let eps = cfg.rms_norm_eps as f32;
         let half = hd / 2;
         let n = rows.len();
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x: Vec<f32> = self.embed.forward(&ids)?.flatten_all()?.to_vec1()?;
-        let mut h = vec![0f32; n * hidden];
+        let mine = par.split(n);
+        let group = nh / nkv;
+        let mut scores = Vec::new();
+        // SAFETY (every block below): each step writes only this thread's rows, pairs or
+        // groups of its outputs, reads only what a barrier before it completed, and is
+        // followed by a barrier before anyone reads what it wrote.
         for (layer, (block, (attn_norm, ffn_norm))) in
             self.blocks.iter().zip(&host.norms).enumerate()
         {
-            rms_norm(&x, attn_norm, eps, &mut h);
-            let qkv = block.wqkv.forward_rows(&h, n)?;
-            let mut q = vec![0f32; n * q_w];
-            for (i, row) in rows.iter().enumerate() {
+            for i in mine.clone() {
+                let xi = unsafe { s.x.part(i * hidden..(i + 1) * hidden) };
+                if layer > 0 {
+                    add_into(xi, unsafe { &s.down.all()[i * hidden..(i + 1) * hidden] });
+                }
+                rms_norm(xi, attn_norm, eps, unsafe { s.h.row(i) });
+                unsafe { s.h.seal(i) };
+            }
+            par.sync();
+            unsafe { product(par, &block.wqkv, &s.h, n, &s.qkv)? };
+            par.sync();
+            let qkv = unsafe { s.qkv.all() };
+            for i in mine.clone() {
+                let row = rows[i];
                 let src = &qkv[i * qkv_w..(i + 1) * qkv_w];
-                let (cos, sin) = (
-                    &host.cos[row.pos * half..(row.pos + 1) * half],
-                    &host.sin[row.pos * half..(row.pos + 1) * half],
-                );
-                let qi = &mut q[i * q_w..(i + 1) * q_w];
+                let at = row.pos * half;
+                let (cos, sin) = (&host.cos[at..at + half], &host.sin[at..at + half]);
+                let qi = unsafe { s.q.part(i * q_w..(i + 1) * q_w) };
                 qi.copy_from_slice(&src[..q_w]);
                 rope(qi, hd, cfg.rope_style, cos, sin);
                 let mut k = src[q_w..q_w + kv_w].to_vec();
                 rope(&mut k, hd, cfg.rope_style, cos, sin);
-                let kv = &mut caches[row.seq].host[layer];
-                let at = row.pos * kv_w;
-                for (d, s) in kv.k[at..at + kv_w].iter_mut().zip(&k) {
-                    *d = f16::from_f32(*s);
-                }
-                for (d, s) in kv.v[at..at + kv_w].iter_mut().zip(&src[q_w + kv_w..]) {
-                    *d = f16::from_f32(*s);
-                }
+                let (ks, vs) = &s.kv[row.seq][layer];
+                let at = row.pos * kv_w..(row.pos + 1) * kv_w;
+                unsafe { ks.part(at.clone()) }.convert_from_f32_slice(&k);
+                unsafe { vs.part(at) }.convert_from_f32_slice(&src[q_w + kv_w..]);
             }
-            let views: Vec<&SeqCache> = caches.iter().map(|c| &**c).collect();
-            let y = attention(cfg, layer, &q, rows, &views);
-            add_into(&mut x, &block.wo.forward_rows(&y, n)?);
-            rms_norm(&x, ffn_norm, eps, &mut h);
-            let gate_up = block.w_gate_up.forward_rows(&h, n)?;
-            let mut act = vec![0f32; n * inter];
-            for (a, gu) in act
-                .chunks_exact_mut(inter)
-                .zip(gate_up.chunks_exact(2 * inter))
-            {
-                let (g, u) = gu.split_at(inter);
-                for ((o, g), u) in a.iter_mut().zip(g).zip(u) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
+            par.sync();
+            let q = unsafe { s.q.all() };
+            let plen = group * partial_len(hd);
+            // Units round-robin: a prompt's later rows have more chunks.
+            for u in par.strided(s.att.units.len()) {
+                let (i, g, c) = s.att.units[u];
+                let row = rows[i];
+                let (first, total) = positions(&row, cfg.sliding_window);
+                let span = first.max(c * CHUNK)..total.min((c + 1) * CHUNK);
+                let (ks, vs) = &s.kv[row.seq][layer];
+                let heads = i * q_w + g * group * hd..i * q_w + (g + 1) * group * hd;
+                attention::unit(
+                    &q[heads],
+                    unsafe { ks.all() },
+                    unsafe { vs.all() },
+                    kv_w,
+                    g * hd,
+                    hd,
+                    span,
+                    &mut scores,
+                    unsafe { s.partials.part(u * plen..(u + 1) * plen) },
+                );
             }
-            add_into(&mut x, &block.w_down.forward_rows(&act, n)?);
+            par.sync();
+            let partials = unsafe { s.partials.all() };
+            for i in mine.clone() {
+                let y = unsafe { s.y.row(i) };
+                let (start, chunks) = (s.att.row_start[i], s.att.row_chunks[i]);
+                for (h, out) in y.chunks_exact_mut(hd).enumerate() {
+                    let (g, hh) = (h / group, h % group);
+                    let first = start + g * chunks;
+                    let of_unit = |u: usize| {
+                        let at = (u * group + hh) * partial_len(hd);
+                        &partials[at..at + partial_len(hd)]
+                    };
+                    combine((first..first + chunks).map(of_unit), out);
+                }
+                unsafe { s.y.seal(i) };
+            }
+            par.sync();
+            unsafe { product(par, &block.wo, &s.y, n, &s.o)? };
+            par.sync();
+            for i in mine.clone() {
+                let xi = unsafe { s.x.part(i * hidden..(i + 1) * hidden) };
+                add_into(xi, unsafe { &s.o.all()[i * hidden..(i + 1) * hidden] });
+                rms_norm(xi, ffn_norm, eps, unsafe { s.h2.row(i) });
+                unsafe { s.h2.seal(i) };
+            }
+            par.sync();
+            unsafe { product(par, &block.w_gate_up, &s.h2, n, &s.gate_up)? };
+            par.sync();
+            let gate_up = unsafe { s.gate_up.all() };
+            // By (row, block) — one decode row's 1536 exponentials are worth splitting.
+            let nb = inter.div_ceil(QK);
+            for ib in par.split(n * nb) {
+                let (i, b) = (ib / nb, ib % nb);
+                let cols = b * QK..inter.min((b + 1) * QK);
+                let at = i * 2 * inter;
+                let g = &gate_up[at + cols.start..at + cols.end];
+                let u = &gate_up[at + inter + cols.start..at + inter + cols.end];
+                unsafe {
+                    s.act.block(i, cols, |a| {
+                        for ((o, g), u) in a.iter_mut().zip(g).zip(u) {
+                            *o = g / (1.0 + (-g).exp()) * u;
+                        }
+                    })
+                };
+            }
+            par.sync();
+            unsafe { product(par, &block.w_down, &s.act, n, &s.down)? };
+            par.sync();
         }
-        let picked = &x[logits.start * hidden..logits.end * hidden];
-        let mut normed = vec![0f32; picked.len()];
-        rms_norm(picked, &host.final_norm, eps, &mut normed);
-        let out = self.lm_head.forward_rows(&normed, logits.len())?;
-        Tensor::from_vec(out, (logits.len(), cfg.vocab_size), &Device::Cpu)
+        for i in par.split(logits.len()) {
+            let r = logits.start + i;
+            let xr = unsafe { s.x.part(r * hidden..(r + 1) * hidden) };
+            add_into(xr, unsafe { &s.down.all()[r * hidden..(r + 1) * hidden] });
+            rms_norm(xr, &host.final_norm, eps, unsafe { s.last.row(i) });
+            unsafe { s.last.seal(i) };
+        }
+        par.sync();
+        unsafe { product(par, &self.lm_head, &s.last, logits.len(), &s.logits) }
+    }
+}
+
+/// The buffers of one pass.
+struct Buffers {
+    x: Vec<f32>,
+    h: Input,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    y: Input,
+    o: Vec<f32>,
+    h2: Input,
+    gate_up: Vec<f32>,
+    act: Input,
+    down: Vec<f32>,
+    last: Input,
+    logits: Vec<f32>,
+    partials: Vec<f32>,
+}
+
+/// [`Buffers`] as the team shares them.
+struct Steps {
+    x: Shared<f32>,
+    h: SharedInput,
+    qkv: Shared<f32>,
+    q: Shared<f32>,
+    y: SharedInput,
+    o: Shared<f32>,
+    h2: SharedInput,
+    gate_up: Shared<f32>,
+    act: SharedInput,
+    down: Shared<f32>,
+    last: SharedInput,
+    logits: Shared<f32>,
+    partials: Shared<f32>,
+    /// Each sequence's `(keys, values)` per layer.
+    kv: Vec<Vec<(Shared<f16>, Shared<f16>)>>,
+    att: Units,
+}
+
+impl Steps {
+    fn new(b: &mut Buffers, caches: &mut [&mut SeqCache], att: Units) -> Self {
+        Steps {
+            x: Shared::new(&mut b.x),
+            h: SharedInput::new(&mut b.h),
+            qkv: Shared::new(&mut b.qkv),
+            q: Shared::new(&mut b.q),
+            y: SharedInput::new(&mut b.y),
+            o: Shared::new(&mut b.o),
+            h2: SharedInput::new(&mut b.h2),
+            gate_up: Shared::new(&mut b.gate_up),
+            act: SharedInput::new(&mut b.act),
+            down: Shared::new(&mut b.down),
+            last: SharedInput::new(&mut b.last),
+            logits: Shared::new(&mut b.logits),
+            partials: Shared::new(&mut b.partials),
+            kv: caches
+                .iter_mut()
+                .map(|c| {
+                    c.host
+                        .iter_mut()
+                        .map(|kv| (Shared::new(&mut kv.k), Shared::new(&mut kv.v)))
+                        .collect()
+                })
+                .collect(),
+            att,
+        }
     }
 }
