@@ -137,8 +137,10 @@ pub fn load_engine(config: &Config) -> Result<Engine> {
         exact: config.model.exact,
         device: config.model.device,
     };
-    let mut engine =
-        Engine::load(&source, &opts).with_context(|| format!("loading `{}`", config.model.path))?;
+    let mut engine = Engine::load(&source, &opts)
+        .with_context(|| format!("loading `{}`", config.model.path))?
+        .with_kv_type(config.model.kv_cache)
+        .context("model.kv_cache")?;
     if let Some(template) = template_override(config, engine.tokenizer())? {
         engine = engine.with_template(template);
     }

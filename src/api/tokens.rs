@@ -151,6 +151,7 @@ pub async fn props(State(state): State<AppState>) -> Json<Value> {
             },
         },
         "total_slots": state.config.server.max_active,
+        "kv_cache": engine.model().kv_type(),
         "chat_template": engine.template().source(),
         "modalities": {"vision": false, "audio": false},
         "build_info": concat!("hearth ", env!("CARGO_PKG_VERSION")),

@@ -9,6 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::loader::DeviceChoice;
+use crate::engine::model::KvType;
 
 mod backends;
 mod blog;
@@ -244,6 +245,9 @@ pub struct ModelSettings {
     pub exact: bool,
     /// `auto`, `cpu`, `cuda` or `metal`.
     pub device: DeviceChoice,
+    /// How the CPU's KV cache stores keys and values: `f16` (default) or `q8_0` (about half
+    /// the memory per position, as llama.cpp's `--cache-type-k/v q8_0`).
+    pub kv_cache: KvType,
     /// CPU threads for the model (0 = one per physical core).
     pub threads: usize,
     /// How much lower than the server's I/O threads the model's compute threads run (a nice
@@ -272,6 +276,7 @@ impl Default for ModelSettings {
             path: "models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
             exact: false,
             device: DeviceChoice::Auto,
+            kv_cache: KvType::F16,
             threads: 0,
             nice: 5,
             offline: false,

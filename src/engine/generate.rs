@@ -129,6 +129,12 @@ impl Engine {
         self
     }
 
+    /// Store the KV cache of the CPU path as `ty` (see [`LlamaModel::set_kv_type`]).
+    pub fn with_kv_type(mut self, ty: crate::engine::model::KvType) -> candle_core::Result<Self> {
+        self.model.set_kv_type(ty)?;
+        Ok(self)
+    }
+
     /// The forward pass and its configuration.
     pub fn model(&self) -> &LlamaModel {
         &self.model

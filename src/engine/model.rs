@@ -9,9 +9,11 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor, D};
 
-use super::kernels::matmul::QMatrix;
+use super::kernels::{self, matmul::QMatrix};
 
 mod cpu;
+
+pub use cpu::KvType;
 
 /// How rotary position embedding pairs the head dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -189,6 +191,8 @@ pub struct LlamaModel {
     sin: Tensor,
     /// The CPU path's own copies (norm weights, rotary tables); `None` on a GPU.
     host: Option<cpu::HostTables>,
+    /// How the CPU path's KV cache stores keys and values.
+    kv_type: KvType,
 }
 
 /// Per-sequence attention state: keys and values of every position fed so far.
@@ -316,6 +320,7 @@ impl LlamaModel {
         let sin = angles.sin()?;
         Ok(Self {
             host,
+            kv_type: KvType::F16,
             config,
             device,
             embed,
@@ -325,6 +330,24 @@ impl LlamaModel {
             cos,
             sin,
         })
+    }
+
+    /// Store the CPU path's KV cache as `ty` (caches made from now on). Q8_0 needs heads of a
+    /// multiple of 32 values; a GPU keeps its own cache whatever this says.
+    pub fn set_kv_type(&mut self, ty: KvType) -> candle_core::Result<()> {
+        if ty == KvType::Q8_0 && !self.config.head_dim.is_multiple_of(kernels::QK) {
+            candle_core::bail!(
+                "a q8_0 KV cache needs heads of a multiple of 32 values; this model's have {}",
+                self.config.head_dim
+            );
+        }
+        self.kv_type = ty;
+        Ok(())
+    }
+
+    /// How the CPU path's KV cache stores keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// The model's hyper-parameters.
@@ -366,7 +389,7 @@ impl LlamaModel {
                 .host
                 .resize_with(self.config.num_layers, cpu::HostKv::default);
             for kv in &mut cache.host {
-                kv.reserve(needed, width);
+                kv.reserve(needed, width, self.kv_type);
             }
             return Ok(());
         }

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use hearth::engine::model::LlamaModel;
+use hearth::engine::model::{KvType, LlamaModel};
 
 fn top2(v: &[f32]) -> Top2 {
     let mut best = (0u32, f32::NEG_INFINITY);
@@ -160,7 +160,52 @@ fn bits(trace: &[Vec<f32>]) -> Vec<Vec<u32>> {
 #[test]
 fn a_sequence_gets_bit_identical_logits_alone_chunked_batched_and_after_a_prefix_hit() {
     let engine = common::fast_engine();
+    assert_batch_invariant(engine.model());
+}
+
+#[test]
+fn a_q8_0_kv_cache_stays_close_to_f16_and_batch_invariant() {
+    let engine = common::q8_kv_engine();
     let model = engine.model();
+    assert_eq!(model.kv_type(), KvType::Q8_0);
+    let r = common::reference();
+    for chat in r["chats"].as_array().expect("chats") {
+        let prompt = ids(&chat["prompt_ids"]);
+        let (_, _, first) = greedy(model, &prompt, 0);
+        for entry in chat["first_step_top5"].as_array().expect("top5") {
+            let id = entry["id"].as_u64().expect("id") as usize;
+            let want = entry["logit"].as_f64().expect("logit") as f32;
+            // The f16 cache is within 0.35 of llama.cpp (above); 8-bit keys and values add
+            // their own rounding (measured: 0.004–0.63, mean 0.26), still far from the whole
+            // units a bug shows as.
+            assert!(
+                (first[id] - want).abs() < 0.8,
+                "token {id}: our logit {} vs llama.cpp {want}",
+                first[id]
+            );
+        }
+    }
+    // Positions per KV chunk are 64: a 150-token prompt spans three.
+    let long: Vec<u32> = (0..150).map(|i| 200 + (i * 7919) % 20_000).collect();
+    let q8 = cache_bytes(model, &long, KvType::Q8_0);
+    let cfg = model.config();
+    let f16 = cfg.num_layers * long.len() * cfg.num_kv_heads * cfg.head_dim * 2 * 2;
+    assert!(
+        q8 * 100 <= f16 * 55,
+        "q8_0 cache {q8} bytes against {f16} in f16"
+    );
+    assert_batch_invariant(model);
+}
+
+/// Bytes one sequence's cache holds after `prompt`.
+fn cache_bytes(model: &LlamaModel, prompt: &[u32], ty: KvType) -> usize {
+    assert_eq!(model.kv_type(), ty);
+    let mut cache = model.new_cache().expect("cache");
+    model.forward(prompt, &mut cache, false).expect("prefill");
+    cache.size_in_bytes()
+}
+
+fn assert_batch_invariant(model: &LlamaModel) {
     let r = common::reference();
     let prompts: Vec<Vec<u32>> = r["chats"]
         .as_array()
@@ -168,7 +213,11 @@ fn a_sequence_gets_bit_identical_logits_alone_chunked_batched_and_after_a_prefix
         .iter()
         .map(|c| ids(&c["prompt_ids"]))
         .collect();
-    let target = &prompts[2];
+    // The third chat, then 100 more positions: its prompt chunks cross attention's 64-position
+    // chunks.
+    let mut target = prompts[2].clone();
+    target.extend((0..100).map(|i| 200 + (i * 7919) % 20_000));
+    let target = &target;
     let steps = 12;
     let alone = bits(&logits_trace(model, target, target.len(), None, steps));
     for chunk in [1, 5, 16] {

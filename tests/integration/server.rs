@@ -1394,3 +1394,39 @@ async fn a_request_answers_the_same_alone_from_the_prefix_cache_batched_and_chun
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_configured_with_a_q8_0_kv_cache_uses_it_and_answers() {
+    let _turn = common::serial();
+    let addr = spawn_server(|c| c.model.kv_cache = hearth::engine::model::KvType::Q8_0);
+    let client = reqwest::Client::new();
+    let props = props_of(&client, addr).await;
+    assert_eq!(props["kv_cache"], "q8_0", "{props}");
+    let answer = post_json(
+        &client,
+        addr,
+        "/v1/chat/completions",
+        &json!({
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 12,
+            "temperature": 0,
+        }),
+    )
+    .await;
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!text.trim().is_empty(), "{answer}");
+    assert_eq!(props_of(&client, server()).await["kv_cache"], "f16");
+}
+
+async fn props_of(client: &reqwest::Client, addr: SocketAddr) -> Value {
+    client
+        .get(url(addr, "/props"))
+        .send()
+        .await
+        .expect("props")
+        .json()
+        .await
+        .expect("json")
+}

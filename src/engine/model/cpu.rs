@@ -21,7 +21,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::{Block, Linear, LlamaModel, RopeStyle, SeqCache};
-use crate::engine::kernels::attention::{self, combine, partial_len};
+use crate::engine::kernels::attention::{self, combine, partial_len, Rows};
 use crate::engine::kernels::{quantize_row, BlockQ8, QK};
 use crate::engine::team::{self, Par, Shared};
 
@@ -32,40 +32,164 @@ pub(super) struct Row {
     pub pos: usize,
 }
 
-/// One layer's keys and values of one sequence, `[positions, width]` each (`width = nkv · hd`),
-/// in f16: half the memory of f32, converted back by the attention kernels as they read.
+/// How the CPU's KV cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvType {
+    /// Half precision: 2 bytes a value.
+    #[default]
+    F16,
+    /// Q8_0: an `i8` a value and an f16 scale per 32 (1.06 bytes a value, about half of f16),
+    /// as llama.cpp's `--cache-type-k/v q8_0`. Needs heads of a multiple of 32 values.
+    Q8_0,
+}
+
+/// One layer's keys and values of one sequence, `[positions, width]` each (`width = nkv · hd`):
+/// f16, or Q8_0 (values and per-32 scales), converted to f32 by the attention as it reads.
 #[derive(Debug, Clone, Default)]
 pub struct HostKv {
     width: usize,
     k: Vec<f16>,
     v: Vec<f16>,
+    kq: Vec<i8>,
+    vq: Vec<i8>,
+    /// Q8_0 scales of `kq` and `vq`, one per 32 values.
+    kd: Vec<f16>,
+    vd: Vec<f16>,
+    ty: KvType,
 }
 
 impl HostKv {
-    /// Room for `positions` rows of `width` values (grows by doubling, never shrinks).
-    pub(super) fn reserve(&mut self, positions: usize, width: usize) {
+    /// Room for `positions` rows of `width` values in `ty` (grows by doubling, never shrinks).
+    pub(super) fn reserve(&mut self, positions: usize, width: usize, ty: KvType) {
         self.width = width;
+        self.ty = ty;
         let n = positions * width;
-        if self.k.len() < n {
-            let target = n.max(self.k.len() * 2);
-            self.k.resize(target, f16::ZERO);
-            self.v.resize(target, f16::ZERO);
+        let grow = |len: usize| n.max(len * 2);
+        match ty {
+            KvType::F16 if self.k.len() < n => {
+                let target = grow(self.k.len());
+                self.k.resize(target, f16::ZERO);
+                self.v.resize(target, f16::ZERO);
+            }
+            KvType::Q8_0 if self.kq.len() < n => {
+                let target = grow(self.kq.len());
+                self.kq.resize(target, 0);
+                self.vq.resize(target, 0);
+                self.kd.resize(target / QK, f16::ZERO);
+                self.vd.resize(target / QK, f16::ZERO);
+            }
+            _ => {}
         }
     }
 
     /// A copy of the first `len` positions.
     pub(super) fn prefix(&self, len: usize) -> HostKv {
-        let n = (len * self.width).min(self.k.len());
+        let n = len * self.width;
+        let cut = |v: &[f16]| v[..n.min(v.len())].to_vec();
+        let cut_q = |v: &[i8]| v[..n.min(v.len())].to_vec();
+        let cut_d = |v: &[f16]| v[..(n / QK).min(v.len())].to_vec();
         HostKv {
             width: self.width,
-            k: self.k[..n].to_vec(),
-            v: self.v[..n].to_vec(),
+            k: cut(&self.k),
+            v: cut(&self.v),
+            kq: cut_q(&self.kq),
+            vq: cut_q(&self.vq),
+            kd: cut_d(&self.kd),
+            vd: cut_d(&self.vd),
+            ty: self.ty,
         }
     }
 
     /// Bytes held.
     pub(super) fn size_in_bytes(&self) -> usize {
-        (self.k.capacity() + self.v.capacity()) * std::mem::size_of::<f16>()
+        (self.k.capacity() + self.v.capacity() + self.kd.capacity() + self.vd.capacity()) * 2
+            + self.kq.capacity()
+            + self.vq.capacity()
+    }
+}
+
+/// A layer's KV buffers of one sequence as the team shares them.
+struct SharedKv {
+    ty: KvType,
+    width: usize,
+    k: Shared<f16>,
+    v: Shared<f16>,
+    kq: Shared<i8>,
+    vq: Shared<i8>,
+    kd: Shared<f16>,
+    vd: Shared<f16>,
+}
+
+impl SharedKv {
+    fn new(kv: &mut HostKv) -> Self {
+        SharedKv {
+            ty: kv.ty,
+            width: kv.width,
+            k: Shared::new(&mut kv.k),
+            v: Shared::new(&mut kv.v),
+            kq: Shared::new(&mut kv.kq),
+            vq: Shared::new(&mut kv.vq),
+            kd: Shared::new(&mut kv.kd),
+            vd: Shared::new(&mut kv.vd),
+        }
+    }
+
+    /// Store position `pos`'s keys and values.
+    ///
+    /// # Safety
+    /// Only this thread touches position `pos` until the next barrier.
+    unsafe fn write(&self, pos: usize, k: &[f32], v: &[f32]) {
+        let at = pos * self.width..(pos + 1) * self.width;
+        // SAFETY: the caller's promise; the buffers have room (`reserve`).
+        unsafe {
+            match self.ty {
+                KvType::F16 => {
+                    self.k.part(at.clone()).convert_from_f32_slice(k);
+                    self.v.part(at).convert_from_f32_slice(v);
+                }
+                KvType::Q8_0 => {
+                    let blocks = at.start / QK..at.end / QK;
+                    quantize_q8_0(k, self.kq.part(at.clone()), self.kd.part(blocks.clone()));
+                    quantize_q8_0(v, self.vq.part(at), self.vd.part(blocks));
+                }
+            }
+        }
+    }
+
+    /// The keys and values, to read.
+    ///
+    /// # Safety
+    /// Nobody writes them until the next barrier.
+    unsafe fn rows(&self) -> (Rows<'_>, Rows<'_>) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            match self.ty {
+                KvType::F16 => (Rows::F16(self.k.all()), Rows::F16(self.v.all())),
+                KvType::Q8_0 => (
+                    Rows::Q8 {
+                        qs: self.kq.all(),
+                        d: self.kd.all(),
+                    },
+                    Rows::Q8 {
+                        qs: self.vq.all(),
+                        d: self.vd.all(),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+/// `x` to Q8_0 (`d = max|x| / 127`, `q = round(x / d)`), as llama.cpp quantizes its cache.
+fn quantize_q8_0(x: &[f32], qs: &mut [i8], d: &mut [f16]) {
+    let mut block = [BlockQ8::ZERO];
+    for ((x, q), d) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).zip(d) {
+        quantize_row(x, &mut block);
+        for (q, b) in q.iter_mut().zip(block[0].qs) {
+            *q = b;
+        }
+        *d = f16::from_f32(block[0].d);
     }
 }
 
@@ -368,7 +492,7 @@ impl LlamaModel {
         let n = rows.len();
         let mine = par.split(n);
         let group = nh / nkv;
-        let mut scores = Vec::new();
+        let (mut scores, mut scratch) = (Vec::new(), vec![0f32; hd]);
         // SAFETY (every block below): each step writes only this thread's rows, pairs or
         // groups of its outputs, reads only what a barrier before it completed, and is
         // followed by a barrier before anyone reads what it wrote.
@@ -397,10 +521,7 @@ impl LlamaModel {
                 rope(qi, hd, cfg.rope_style, cos, sin);
                 let mut k = src[q_w..q_w + kv_w].to_vec();
                 rope(&mut k, hd, cfg.rope_style, cos, sin);
-                let (ks, vs) = &s.kv[row.seq][layer];
-                let at = row.pos * kv_w..(row.pos + 1) * kv_w;
-                unsafe { ks.part(at.clone()) }.convert_from_f32_slice(&k);
-                unsafe { vs.part(at) }.convert_from_f32_slice(&src[q_w + kv_w..]);
+                unsafe { s.kv[row.seq][layer].write(row.pos, &k, &src[q_w + kv_w..]) };
             }
             par.sync();
             let q = unsafe { s.q.all() };
@@ -411,17 +532,17 @@ impl LlamaModel {
                 let row = rows[i];
                 let (first, total) = positions(&row, cfg.sliding_window);
                 let span = first.max(c * CHUNK)..total.min((c + 1) * CHUNK);
-                let (ks, vs) = &s.kv[row.seq][layer];
+                let (ks, vs) = unsafe { s.kv[row.seq][layer].rows() };
                 let heads = i * q_w + g * group * hd..i * q_w + (g + 1) * group * hd;
                 attention::unit(
                     &q[heads],
-                    unsafe { ks.all() },
-                    unsafe { vs.all() },
+                    ks,
+                    vs,
                     kv_w,
                     g * hd,
-                    hd,
                     span,
                     &mut scores,
+                    &mut scratch,
                     unsafe { s.partials.part(u * plen..(u + 1) * plen) },
                 );
             }
@@ -518,8 +639,8 @@ struct Steps {
     last: SharedInput,
     logits: Shared<f32>,
     partials: Shared<f32>,
-    /// Each sequence's `(keys, values)` per layer.
-    kv: Vec<Vec<(Shared<f16>, Shared<f16>)>>,
+    /// Each sequence's keys and values per layer.
+    kv: Vec<Vec<SharedKv>>,
     att: Units,
 }
 
@@ -541,12 +662,7 @@ impl Steps {
             partials: Shared::new(&mut b.partials),
             kv: caches
                 .iter_mut()
-                .map(|c| {
-                    c.host
-                        .iter_mut()
-                        .map(|kv| (Shared::new(&mut kv.k), Shared::new(&mut kv.v)))
-                        .collect()
-                })
+                .map(|c| c.host.iter_mut().map(SharedKv::new).collect())
                 .collect(),
             att,
         }

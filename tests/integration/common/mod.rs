@@ -111,6 +111,20 @@ pub fn fast_engine() -> Guarded<'static> {
     }
 }
 
+/// The default model with a Q8_0 KV cache (`model.kv_cache = "q8_0"`).
+pub fn q8_kv_engine() -> Guarded<'static> {
+    static E: OnceLock<Engine> = OnceLock::new();
+    let guard = lock();
+    Guarded {
+        engine: E.get_or_init(|| {
+            load(false)
+                .with_kv_type(hearth::engine::model::KvType::Q8_0)
+                .expect("q8_0 KV cache")
+        }),
+        _guard: guard,
+    }
+}
+
 /// The fast-mode engine as an `Arc` (for the scheduler), with the model lock held.
 pub fn shared_fast_engine() -> (Arc<Engine>, MutexGuard<'static, ()>) {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
