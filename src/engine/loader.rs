@@ -287,11 +287,11 @@ fn stack_qtensors(parts: &[QTensor]) -> candle_core::Result<QTensor> {
 
 /// Build a [`Linear`] from the parts of a (possibly fused) projection, applying the format policy.
 ///
-/// On the CPU, the types Hearth's kernels cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) stay exactly as
-/// shipped and run on them. What they do not cover is kept as shipped on Candle's kernels when
-/// Candle has SIMD ones for it (the K-quants) or under `exact`; otherwise (F16, BF16, F32 and
-/// matrices fused from parts of different types) it becomes Q8_0 for Hearth's kernels. GPUs
-/// keep every weight as shipped.
+/// On the CPU, the types Hearth's kernels cover (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)
+/// stay exactly as shipped and run on them, parts of different types side by side (Q4_K_M files
+/// fuse Q4_K queries and keys with Q6_K values). The other K-quants (Q2_K, Q3_K) are kept as
+/// shipped on Candle's kernels, and so is everything under `exact`; otherwise (F16, BF16, F32)
+/// a matrix becomes Q8_0 for Hearth's kernels. GPUs keep every weight as shipped.
 fn build_linear(
     parts: Vec<QTensor>,
     opts: &LoadOptions,
@@ -299,14 +299,21 @@ fn build_linear(
 ) -> candle_core::Result<Linear> {
     let same_type = parts.iter().all(|p| p.dtype() == parts[0].dtype());
     let (n, k) = (n_of(&parts)?, k_of(&parts)?);
+    let ours = |p: &QTensor| weight_type(p.dtype()).filter(|t| k.is_multiple_of(t.block_values()));
+    if device.is_cpu() && parts.iter().all(|p| ours(p).is_some()) {
+        let matrices = parts
+            .iter()
+            .map(|p| {
+                let ty = ours(p).expect("checked above");
+                QMatrix::new(ty, p.shape().dims()[0], k, p.data()?.into_owned())
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let matrix =
+            QMatrix::stack(matrices).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        return Ok(Linear::blocks(matrix));
+    }
     if device.is_cpu() && k.is_multiple_of(kernels::QK) {
-        if let Some(ty) = weight_type(parts[0].dtype()).filter(|_| same_type) {
-            let mut bytes = Vec::with_capacity(n * k / kernels::QK * ty.block_bytes());
-            for p in &parts {
-                bytes.extend_from_slice(&p.data()?);
-            }
-            return blocks_linear(ty, n, k, bytes);
-        }
         let candle_simd = same_type && is_k_quant(parts[0].dtype());
         if !opts.exact && !candle_simd {
             let q = QTensor::quantize(&dequantize_stacked(&parts)?, GgmlDType::Q8_0)?;
@@ -349,6 +356,9 @@ fn weight_type(dtype: GgmlDType) -> Option<WeightType> {
         GgmlDType::Q5_0 => WeightType::Q5_0,
         GgmlDType::Q5_1 => WeightType::Q5_1,
         GgmlDType::Q8_0 => WeightType::Q8_0,
+        GgmlDType::Q4K => WeightType::Q4K,
+        GgmlDType::Q5K => WeightType::Q5K,
+        GgmlDType::Q6K => WeightType::Q6K,
         _ => return None,
     })
 }

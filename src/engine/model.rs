@@ -91,7 +91,7 @@ impl Linear {
     /// Which kernels run this matrix, for logs and tests: `Q4_1 (avx512vnni)`, `candle`.
     pub fn describe(&self) -> String {
         match &self.kind {
-            LinearKind::Blocks(m) => format!("{} ({})", m.weight_type().name(), m.isa().name()),
+            LinearKind::Blocks(m) => format!("{} ({})", m.type_names(), m.isa().name()),
             LinearKind::Candle(_) => "candle".into(),
         }
     }
@@ -348,6 +348,24 @@ impl LlamaModel {
     /// How the CPU path's KV cache stores keys and values.
     pub fn kv_type(&self) -> KvType {
         self.kv_type
+    }
+
+    /// How the first block's matrices and the output head are computed, as
+    /// `attn_qkv Q4_K+Q4_K+Q6_K (avx512vnni)` (logs and tests).
+    pub fn describe_matrices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(b) = self.blocks.first() {
+            for (name, w) in [
+                ("attn_qkv", &b.wqkv),
+                ("attn_output", &b.wo),
+                ("ffn_gate_up", &b.w_gate_up),
+                ("ffn_down", &b.w_down),
+            ] {
+                out.push(format!("{name} {}", w.describe()));
+            }
+        }
+        out.push(format!("output {}", self.lm_head.describe()));
+        out
     }
 
     /// The model's hyper-parameters.

@@ -20,6 +20,7 @@ mod cli_accounts;
 mod crash;
 mod generate;
 mod gguf_errors;
+mod kquants;
 mod model_reference;
 mod model_source;
 mod openai_sdk;

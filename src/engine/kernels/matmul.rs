@@ -15,26 +15,45 @@ use super::{group_kernel, quantize_row, BlockQ8, GroupKernel, Isa, WeightType, Q
 /// Activation rows from which quantizing them is spread over the pool.
 const PARALLEL_QUANTIZE_ROWS: usize = 8;
 
-/// A `[rows, cols]` matrix of GGUF blocks, row after row.
+/// A `[rows, cols]` matrix of GGUF blocks: one part, or parts of different types stacked on
+/// the output dimension (a fused Q/K/V whose V is Q6_K and Q/K Q4_K, as Q4_K_M files ship).
 #[derive(Debug, Clone)]
 pub struct QMatrix {
-    ty: WeightType,
     rows: usize,
     cols: usize,
+    parts: Vec<Part>,
+    isa: Isa,
+}
+
+/// Rows `first_row..first_row + rows` of a matrix, of one type.
+#[derive(Debug, Clone)]
+struct Part {
+    ty: WeightType,
+    rows: usize,
+    first_row: usize,
+    /// The matrix's group number of this part's first group.
+    first_group: usize,
     /// The blocks in the group layout.
     data: std::sync::Arc<Aligned>,
     kernel: GroupKernel,
-    isa: Isa,
+}
+
+impl Part {
+    fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
+    }
 }
 
 /// Why a matrix cannot be built from the given bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
-    /// Rows of this length cannot be split into 32-value blocks.
-    #[error("{cols} columns is not a multiple of {QK}")]
+    /// Rows of this length cannot be split into the type's blocks.
+    #[error("{cols} columns is not a multiple of {block}")]
     Columns {
         /// The row length given.
         cols: usize,
+        /// Values per block of the type.
+        block: usize,
     },
     /// The byte count does not match the shape.
     #[error("{ty} [{rows}, {cols}] needs {expected} bytes, got {got}")]
@@ -49,6 +68,14 @@ pub enum MatrixError {
         expected: usize,
         /// Bytes given.
         got: usize,
+    },
+    /// Stacked parts must share their column count.
+    #[error("a part of {cols} columns cannot stack on parts of {expected}")]
+    Stack {
+        /// The part's columns.
+        cols: usize,
+        /// The first part's.
+        expected: usize,
     },
 }
 
@@ -87,10 +114,13 @@ impl QMatrix {
         data: Vec<u8>,
         isa: Isa,
     ) -> Result<Self, MatrixError> {
-        if !cols.is_multiple_of(QK) {
-            return Err(MatrixError::Columns { cols });
+        if !cols.is_multiple_of(ty.block_values()) {
+            return Err(MatrixError::Columns {
+                cols,
+                block: ty.block_values(),
+            });
         }
-        let expected = rows * cols / QK * ty.block_bytes();
+        let expected = rows * cols / ty.block_values() * ty.block_bytes();
         if data.len() != expected {
             return Err(MatrixError::Size {
                 ty: ty.name(),
@@ -101,18 +131,55 @@ impl QMatrix {
             });
         }
         Ok(Self {
-            ty,
             rows,
             cols,
-            data: std::sync::Arc::new(packed::pack(ty, rows, cols, &data)),
-            kernel: group_kernel(ty, isa),
+            parts: vec![Part {
+                ty,
+                rows,
+                first_row: 0,
+                first_group: 0,
+                data: std::sync::Arc::new(packed::pack(ty, rows, cols, &data)),
+                kernel: group_kernel(ty, isa),
+            }],
             isa,
         })
     }
 
-    /// The storage type.
+    /// `parts` (of one column count and ISA) stacked on the output dimension, in order.
+    pub fn stack(parts: Vec<QMatrix>) -> Result<Self, MatrixError> {
+        let (cols, isa) = (parts[0].cols, parts[0].isa);
+        let mut out = QMatrix {
+            rows: 0,
+            cols,
+            parts: Vec::new(),
+            isa,
+        };
+        for m in parts {
+            if m.cols != cols {
+                return Err(MatrixError::Stack {
+                    cols: m.cols,
+                    expected: cols,
+                });
+            }
+            for mut p in m.parts {
+                p.first_row = out.rows;
+                p.first_group = out.groups();
+                out.rows += p.rows;
+                out.parts.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The storage type (of the first part).
     pub fn weight_type(&self) -> WeightType {
-        self.ty
+        self.parts[0].ty
+    }
+
+    /// The storage types of the parts, as `Q4_K+Q6_K`.
+    pub fn type_names(&self) -> String {
+        let names: Vec<&str> = self.parts.iter().map(|p| p.ty.name()).collect();
+        names.join("+")
     }
 
     /// The instruction set its kernel uses.
@@ -132,16 +199,23 @@ impl QMatrix {
 
     /// Bytes of weights held.
     pub fn size_in_bytes(&self) -> usize {
-        self.data.bytes().len()
+        self.parts.iter().map(|p| p.data.bytes().len()).sum()
     }
 
     /// Row `r` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let nb = self.cols / QK;
+        let part = self
+            .parts
+            .iter()
+            .find(|p| r < p.first_row + p.rows)
+            .expect("row in range");
+        let offset = part.ty.offset();
         for (b, o) in out.chunks_exact_mut(QK).enumerate().take(nb) {
-            let (u, d, m, offset) = packed::unpack(self.ty, self.data.bytes(), nb, r, b);
-            for (o, v) in o.iter_mut().zip(u) {
-                *o = d * (v as i32 - offset) as f32 + m;
+            let blk = packed::unpack(part.ty, part.data.bytes(), nb, r - part.first_row, b);
+            for (i, (o, v)) in o.iter_mut().zip(blk.u).enumerate() {
+                let d = if i < QK / 2 { blk.d } else { blk.d_hi };
+                *o = d * (v as i32 - offset) as f32 + blk.m;
             }
         }
     }
@@ -166,7 +240,7 @@ impl QMatrix {
 
     /// Number of sixteen-row groups (the unit a team of threads splits).
     pub fn groups(&self) -> usize {
-        self.rows.div_ceil(GROUP)
+        self.parts.iter().map(Part::groups).sum()
     }
 
     /// `out [m, rows]` from activations already quantized (`m · cols / 32` blocks), the groups
@@ -200,8 +274,8 @@ impl QMatrix {
         }
     }
 
-    /// Output columns of groups `range` (rows `16 · range.start..`) for every activation row of
-    /// `xq`, into `out` (`[m, rows]`).
+    /// Output columns of groups `range` (rows `16 · range.start..`, counted over the parts) for
+    /// every activation row of `xq`, into `out` (`[m, rows]`).
     ///
     /// # Safety
     /// `out` must hold `m · rows` floats, and nothing else may access those groups' columns
@@ -213,13 +287,26 @@ impl QMatrix {
         out: *mut f32,
     ) {
         let nb = self.cols / QK;
-        let bytes = nb * GroupLayout::of(self.ty).bytes;
-        for g in range {
-            let group = &self.data.bytes()[g * bytes..(g + 1) * bytes];
-            let cols = (self.rows - g * GROUP).min(GROUP);
-            // SAFETY: the caller's promise covers `out`; the kernel matches this CPU (`new`).
-            unsafe {
-                (self.kernel)(group, nb, xq, out.add(g * GROUP), self.rows, cols);
+        for p in &self.parts {
+            let bytes = GroupLayout::of(p.ty).group_bytes(nb);
+            let (start, end) = (
+                range.start.max(p.first_group),
+                range.end.min(p.first_group + p.groups()),
+            );
+            for g in start.saturating_sub(p.first_group)..end.saturating_sub(p.first_group) {
+                let group = &p.data.bytes()[g * bytes..(g + 1) * bytes];
+                let cols = (p.rows - g * GROUP).min(GROUP);
+                // SAFETY: the caller's promise covers `out`; the kernel matches this CPU (`new`).
+                unsafe {
+                    (p.kernel)(
+                        group,
+                        nb,
+                        xq,
+                        out.add(p.first_row + g * GROUP),
+                        self.rows,
+                        cols,
+                    );
+                }
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Hearth's own CPU matrix kernels: weights kept in the file's own quantization, activations
 //! quantized per 32-value block, integer dot products, runtime SIMD dispatch.
 //!
-//! Owns the GGUF block types Hearth computes on directly ([`WeightType`]), the interleaved
+//! Owns the GGUF block types Hearth computes on directly ([`WeightType`]: the 32-value types and
+//! the K-quants Q4_K, Q5_K and Q6_K, each read as 32-value blocks), the interleaved
 //! layout they are regrouped into at load ([`packed`]: sixteen rows' blocks side by side, the
 //! values untouched), the activation format ([`BlockQ8`]: an f32 scale, the sum of its 32 `i8`
 //! values, the values), the scalar reference ([`scalar`]) every SIMD path is tested against, the
@@ -45,19 +46,38 @@ pub enum WeightType {
     Q5_1,
     /// 8-bit, f16 scale, value `d · q`.
     Q8_0,
+    /// 4-bit in 256-value super-blocks: per 32 values a 6-bit scale and minimum, value
+    /// `d · sc · q − dmin · m`.
+    Q4K,
+    /// 5-bit, super-blocks as Q4_K.
+    Q5K,
+    /// 6-bit in 256-value super-blocks: per 16 values an 8-bit signed scale, value
+    /// `d · sc · (q − 32)`.
+    Q6K,
 }
 
 impl WeightType {
     /// Every type, for tests and benchmarks.
-    pub const ALL: [WeightType; 5] = [
+    pub const ALL: [WeightType; 8] = [
         WeightType::Q4_0,
         WeightType::Q4_1,
         WeightType::Q5_0,
         WeightType::Q5_1,
         WeightType::Q8_0,
+        WeightType::Q4K,
+        WeightType::Q5K,
+        WeightType::Q6K,
     ];
 
-    /// Bytes of one 32-value block.
+    /// Values of one block as the file stores them (32, or 256 for the K-quants).
+    pub const fn block_values(self) -> usize {
+        match self {
+            WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => 256,
+            _ => QK,
+        }
+    }
+
+    /// Bytes of one block as the file stores it ([`WeightType::block_values`] values).
     pub const fn block_bytes(self) -> usize {
         match self {
             WeightType::Q4_0 => 18,
@@ -65,12 +85,39 @@ impl WeightType {
             WeightType::Q5_0 => 22,
             WeightType::Q5_1 => 24,
             WeightType::Q8_0 => 34,
+            WeightType::Q4K => 144,
+            WeightType::Q5K => 176,
+            WeightType::Q6K => 210,
         }
     }
 
-    /// Does a block carry a minimum `m` (value `d · q + m`)?
+    /// Does a 32-value block carry a minimum `m` (value `d · q + m`)?
     pub const fn has_min(self) -> bool {
-        matches!(self, WeightType::Q4_1 | WeightType::Q5_1)
+        matches!(
+            self,
+            WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K
+        )
+    }
+
+    /// Does a 32-value block have two scales, one per 16 values (Q6_K)?
+    pub const fn split(self) -> bool {
+        matches!(self, WeightType::Q6K)
+    }
+
+    /// What the unsigned values are offset by: value `u − offset` is the signed one.
+    pub const fn offset(self) -> i32 {
+        match self {
+            WeightType::Q4_0 => 8,
+            WeightType::Q5_0 => 16,
+            WeightType::Q8_0 => 128,
+            WeightType::Q6K => 32,
+            WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => 0,
+        }
+    }
+
+    /// Values of 5 bits (a fifth bit apart from the nibbles)?
+    pub const fn fifth_bit(self) -> bool {
+        matches!(self, WeightType::Q5_0 | WeightType::Q5_1 | WeightType::Q5K)
     }
 
     /// The GGUF name.
@@ -81,13 +128,17 @@ impl WeightType {
             WeightType::Q5_0 => "Q5_0",
             WeightType::Q5_1 => "Q5_1",
             WeightType::Q8_0 => "Q8_0",
+            WeightType::Q4K => "Q4_K",
+            WeightType::Q5K => "Q5_K",
+            WeightType::Q6K => "Q6_K",
         }
     }
 }
 
-/// One block of 32 quantized activations: `x ≈ d · qs`, with `sum = Σ qs` kept for the offset
-/// terms of the weight formats and `s ≈ d · sum` for their minimum terms. `d` and `s` carry f16
-/// precision, as llama.cpp's `block_q8_0` / `block_q8_1` store them, so products match its.
+/// One block of 32 quantized activations: `x ≈ d · qs`, with `sum = Σ qs` (and the sum of the
+/// first sixteen, for Q6_K's half-block scales) kept for the offset terms of the weight formats
+/// and `s ≈ d · sum` for their minimum terms. `d` and `s` carry f16 precision, as llama.cpp's
+/// `block_q8_0` / `block_q8_1` store them, so products match its.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C)]
 pub struct BlockQ8 {
@@ -97,6 +148,8 @@ pub struct BlockQ8 {
     pub s: f32,
     /// Sum of `qs`.
     pub sum: i32,
+    /// Sum of `qs[..16]`.
+    pub sum_lo: i32,
     /// The values.
     pub qs: [i8; QK],
 }
@@ -107,6 +160,7 @@ impl BlockQ8 {
         d: 0.0,
         s: 0.0,
         sum: 0,
+        sum_lo: 0,
         qs: [0; QK],
     };
 }
@@ -211,14 +265,15 @@ pub fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
         let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
         for (q, v) in block.qs.iter_mut().zip(chunk) {
             *q = round_ties_even_small(v * id).clamp(-127.0, 127.0) as i8;
-            sum += *q as i32;
         }
+        let sum_lo: i32 = block.qs[..QK / 2].iter().map(|&q| q as i32).sum();
+        let sum = sum_lo + block.qs[QK / 2..].iter().map(|&q| q as i32).sum::<i32>();
         block.d = f16_round(d);
         block.s = f16_round(d * sum as f32);
         block.sum = sum;
+        block.sum_lo = sum_lo;
     }
 }
 
