@@ -92,6 +92,8 @@ fn unit_on(
     scores.clear();
     scores.resize(group * len, 0.0);
     let wide = wide && hd.is_multiple_of(8);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = wide;
     let widen = |rows: &Rows, at: usize, row: &mut [f32]| {
         #[cfg(target_arch = "x86_64")]
         if wide {

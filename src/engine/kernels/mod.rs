@@ -20,6 +20,8 @@
 
 pub mod attention;
 pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod packed;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
@@ -188,6 +190,11 @@ pub enum Isa {
     AvxVnni,
     /// AVX2 + FMA (`vpmaddubsw`).
     Avx2,
+    /// AArch64 NEON with the dot-product extension (`sdot`: Apple M1 and later, Graviton 2 and
+    /// later, Cortex-A76 and later).
+    NeonDot,
+    /// AArch64 NEON (`smull`/`smlal`), every 64-bit ARM CPU.
+    Neon,
     /// Plain Rust, every CPU.
     Scalar,
 }
@@ -199,6 +206,8 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
             Isa::AvxVnni => "avxvnni",
             Isa::Avx2 => "avx2",
+            Isa::NeonDot => "neondot",
+            Isa::Neon => "neon",
             Isa::Scalar => "scalar",
         }
     }
@@ -216,10 +225,19 @@ impl Isa {
                 }
                 Isa::AvxVnni => avx2 && is_x86_feature_detected!("avxvnni"),
                 Isa::Avx2 => avx2,
+                Isa::NeonDot | Isa::Neon => false,
                 Isa::Scalar => true,
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            match self {
+                Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+                Isa::Neon | Isa::Scalar => true,
+                _ => false,
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             self == Isa::Scalar
         }
@@ -227,10 +245,17 @@ impl Isa {
 
     /// Every ISA this CPU runs, fastest first.
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Scalar]
-            .into_iter()
-            .filter(|i| i.available())
-            .collect()
+        [
+            Isa::Avx512Vnni,
+            Isa::AvxVnni,
+            Isa::Avx2,
+            Isa::NeonDot,
+            Isa::Neon,
+            Isa::Scalar,
+        ]
+        .into_iter()
+        .filter(|i| i.available())
+        .collect()
     }
 
     /// The ISA the engine uses: the fastest available, or `HEARTH_ISA` when it names an
@@ -297,6 +322,10 @@ pub fn group_kernel(ty: WeightType, isa: Isa) -> GroupKernel {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::group_kernel(ty, isa);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar {
+        return neon::group_kernel(ty, isa);
     }
     scalar::group_kernel(ty)
 }

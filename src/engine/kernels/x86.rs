@@ -562,6 +562,6 @@ pub fn group_kernel(ty: WeightType, isa: Isa) -> GroupKernel {
         Isa::Avx512Vnni => zmm::get(ty),
         Isa::AvxVnni => avxvnni::get(ty),
         Isa::Avx2 => avx2::get(ty),
-        Isa::Scalar => super::scalar::group_kernel(ty),
+        Isa::NeonDot | Isa::Neon | Isa::Scalar => super::scalar::group_kernel(ty),
     }
 }
