@@ -9,11 +9,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hearth::engine::loader::{load_gguf, DeviceChoice, LoadOptions};
 use hearth::engine::model::LlamaModel;
+use hearth::engine::requantize::requantize_gguf;
 
 const PROMPT_TOKENS: usize = 128;
 const DECODE_TOKENS: usize = 64;
@@ -147,44 +148,15 @@ fn bench_candle_quantized_llama(c: &mut Criterion) {
     g.finish();
 }
 
-/// The default model re-quantized to `ty` (every 2-D weight; `ty`'s fallback where a row length
-/// does not fit its blocks, as llama.cpp's quantizer does), written once under `target/`.
+/// The default model re-quantized to `ty` (every 2-D weight; Q5_0 where a row length does not
+/// fit `ty`'s blocks, as llama.cpp's quantizer does), written once under `target/`.
 fn requantized(ty: GgmlDType) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-models");
     let out = dir.join(format!("SmolLM2-135M-Instruct.{ty:?}.gguf"));
-    if out.exists() {
-        return out;
+    if !out.exists() {
+        std::fs::create_dir_all(&dir).expect("bench model dir");
+        requantize_gguf(&model_path(), &out, |_| Some(ty)).expect("write the re-quantized model");
     }
-    std::fs::create_dir_all(&dir).expect("bench model dir");
-    let path = model_path();
-    let mut file = std::fs::File::open(&path).expect("open");
-    let content = gguf_file::Content::read(&mut file).expect("gguf");
-    let mut tensors = Vec::new();
-    for name in content.tensor_infos.keys() {
-        let t = content
-            .tensor(&mut file, name, &Device::Cpu)
-            .expect("tensor");
-        let dims = t.shape().dims().to_vec();
-        let q = if dims.len() == 2 {
-            let f = t.dequantize(&Device::Cpu).expect("dequantize");
-            let fits = dims[1].is_multiple_of(ty.block_size());
-            let target = if fits { ty } else { GgmlDType::Q5_0 };
-            QTensor::quantize(&f, target).expect("quantize")
-        } else {
-            t
-        };
-        tensors.push((name.clone(), q));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let tmp = out.with_extension("tmp");
-    let mut w = std::fs::File::create(&tmp).expect("create");
-    gguf_file::write(&mut w, &metadata, &refs).expect("write gguf");
-    std::fs::rename(&tmp, &out).expect("rename");
     out
 }
 

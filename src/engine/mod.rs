@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod priority;
+pub mod requantize;
 pub mod sampler;
 pub mod scheduler;
 pub mod source;

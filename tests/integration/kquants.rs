@@ -6,54 +6,26 @@
 
 use std::path::PathBuf;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::{Device, Tensor};
 use hearth::engine::loader::{load_gguf, DeviceChoice, LoadOptions};
+use hearth::engine::requantize::requantize_gguf;
 
 use crate::common;
 
-/// The default model with each 2-D weight re-quantized to `pick(name)` (Q5_0 where a K-quant's
-/// 256-value blocks do not fit the row), written once under `target/test-models/`.
+/// The default model with each matrix but the embedding re-quantized to `pick(name)` (Q5_0
+/// where a K-quant's 256-value blocks do not fit the row), written once under
+/// `target/test-models/`.
 fn requantized(label: &str, pick: fn(&str) -> GgmlDType) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models");
     let out = dir.join(format!("SmolLM2-135M-Instruct.{label}.gguf"));
-    if out.exists() {
-        return out;
+    if !out.exists() {
+        std::fs::create_dir_all(&dir).expect("test model dir");
+        requantize_gguf(&common::model_path(), &out, |name| {
+            (name != "token_embd.weight").then(|| pick(name))
+        })
+        .expect("write the re-quantized model");
     }
-    std::fs::create_dir_all(&dir).expect("test model dir");
-    let src = common::model_path();
-    let mut file = std::fs::File::open(&src).expect("open");
-    let content = gguf_file::Content::read(&mut file).expect("gguf");
-    let mut tensors = Vec::new();
-    for name in content.tensor_infos.keys() {
-        let t = content
-            .tensor(&mut file, name, &Device::Cpu)
-            .expect("tensor");
-        let dims = t.shape().dims().to_vec();
-        let q = if dims.len() == 2 && name != "token_embd.weight" {
-            let f = t.dequantize(&Device::Cpu).expect("dequantize");
-            let ty = pick(name);
-            let ty = if dims[1].is_multiple_of(ty.block_size()) {
-                ty
-            } else {
-                GgmlDType::Q5_0
-            };
-            QTensor::quantize(&f, ty).expect("quantize")
-        } else {
-            t
-        };
-        tensors.push((name.clone(), q));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let tmp = out.with_extension(format!("{}.tmp", std::process::id()));
-    let mut w = std::fs::File::create(&tmp).expect("create");
-    gguf_file::write(&mut w, &metadata, &refs).expect("write gguf");
-    std::fs::rename(&tmp, &out).expect("rename");
     out
 }
 

@@ -622,14 +622,7 @@ async fn props_model_details_and_the_fields_clients_send() {
     let addr = server();
     let client = reqwest::Client::new();
     // llama.cpp-style /props.
-    let props: Value = client
-        .get(url(addr, "/props"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let props = props_of(&client, addr).await;
     assert_eq!(props["model"], MODEL);
     assert_eq!(props["model_path"], format!("{MODEL}.gguf"));
     assert_eq!(
