@@ -43,11 +43,20 @@ pub async fn export_conversation(
             let body = json!({
                 "format": EXPORT_FORMAT,
                 "conversation": conv,
-                "messages": messages.iter().map(|m| json!({
-                    "id": m.id, "parent_id": m.parent_id, "role": m.role, "content": m.content,
-                    "model": m.model, "status": m.status, "finish_reason": m.finish_reason,
-                    "created_at": m.created_at,
-                })).collect::<Vec<_>>(),
+                "messages": messages.iter().map(|m| {
+                    let mut e = json!({
+                        "id": m.id, "parent_id": m.parent_id, "role": m.role,
+                        "content": m.content, "model": m.model, "status": m.status,
+                        "finish_reason": m.finish_reason, "created_at": m.created_at,
+                    });
+                    if let Some(calls) = &m.tool_calls {
+                        e["tool_calls"] = calls.clone();
+                    }
+                    if let Some(id) = &m.tool_call_id {
+                        e["tool_call_id"] = json!(id);
+                    }
+                    e
+                }).collect::<Vec<_>>(),
             });
             let disposition = format!("attachment; filename=\"{}.json\"", conv.id);
             Ok(([(header::CONTENT_DISPOSITION, disposition)], Json(body)).into_response())
@@ -67,9 +76,31 @@ pub async fn export_conversation(
                     ("assistant", Some(model)) => format!("Assistant ({model})"),
                     ("assistant", None) => "Assistant".into(),
                     ("system", _) => "System".into(),
+                    ("tool", _) => format!(
+                        "Tool result ({})",
+                        m.tool_call_id.as_deref().unwrap_or_default()
+                    ),
                     _ => "User".into(),
                 };
                 md.push_str(&format!("\n**{who}:**\n\n{}\n", m.content));
+                for call in m
+                    .tool_calls
+                    .iter()
+                    .flat_map(|c| c.as_array().into_iter().flatten())
+                {
+                    let f = |key: &str| {
+                        call.pointer(&format!("/function/{key}"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+                    md.push_str(&format!(
+                        "\n*Calls `{}` ({id}):*\n\n```json\n{}\n```\n",
+                        f("name"),
+                        f("arguments")
+                    ));
+                }
             }
             let disposition = format!("attachment; filename=\"{}.md\"", conv.id);
             Ok((

@@ -28,7 +28,7 @@ use super::error::{clip, ApiError};
 use super::headers::add_run_headers;
 use super::openai::CommonParams;
 use super::AppState;
-use crate::chat::conversation::{branch_to, newest_leaf, Turn, TurnError, TurnRequest};
+use crate::chat::conversation::{branch_to, newest_leaf, ToolOutput, Turn, TurnError, TurnRequest};
 use crate::chat::live::{Ended, LiveEvent, Subscription};
 use crate::chat::Caller;
 use crate::store::conversations::{
@@ -71,10 +71,14 @@ impl From<TurnError> for ApiError {
     }
 }
 
-/// The keys a conversation's `params` may hold: sampling, and `memory` (a boolean: this
-/// conversation's turns carry the owner's memories, overriding the preference).
+/// The keys a conversation's `params` may hold: sampling, `memory` (a boolean: this
+/// conversation's turns carry the owner's memories, overriding the preference), and the tools
+/// its turns offer (`tools`, `tool_choice`, `parallel_tool_calls`, as in `/v1`).
 const PARAM_KEYS: &[&str] = &[
     "memory",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
     "temperature",
     "top_p",
     "top_k",
@@ -117,11 +121,42 @@ fn turn_plan(
             ));
         }
     }
+    let tools = sampling.remove("tools");
+    let tool_choice = sampling.remove("tool_choice");
+    let parallel = match sampling.remove("parallel_tool_calls") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(b),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "params",
+                "`parallel_tool_calls` must be true or false",
+            ))
+        }
+    };
     let mut common: CommonParams = serde_json::from_value(Value::Object(sampling))
         .map_err(|e| ApiError::invalid("params", clip(&e.to_string(), 256)))?;
     common.model = model.map(str::to_string);
-    let plan = super::openai::plan_params(state, &common)?;
+    let mut plan = super::openai::plan_params(state, &common)?;
+    super::openai::plan_tools(
+        state,
+        &mut plan,
+        tools.as_ref(),
+        tool_choice.as_ref(),
+        parallel,
+    )
+    .map_err(in_params)?;
     Ok((plan.model, plan.params))
+}
+
+/// An error about a `/v1` field, named as the conversation's `params.…`.
+fn in_params(e: ApiError) -> ApiError {
+    match e {
+        ApiError::InvalidRequest {
+            message,
+            param: Some(p),
+        } => ApiError::invalid(format!("params.{p}"), message),
+        other => other,
+    }
 }
 
 /// Check a conversation's model and parameters as a turn would.
@@ -386,12 +421,17 @@ pub async fn switch_branch(
     Ok(Json(json!({"active_leaf": leaf})))
 }
 
-/// `POST /api/conversations/{id}/messages` body.
+/// `POST /api/conversations/{id}/messages` body: `content` (a user message) or
+/// `tool_outputs` (the results of the calls the message it follows made).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostMessage {
     /// The user's message.
-    pub content: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    /// `[{"tool_call_id", "output"}]`, one per call.
+    #[serde(default)]
+    pub tool_outputs: Option<Vec<ToolOutput>>,
     /// The message it follows (absent: the active branch's newest; `null`: none, a new first
     /// message — how the first question is edited).
     #[serde(default, with = "double_option")]
@@ -422,13 +462,13 @@ pub async fn post_message(
     body: Result<Json<PostMessage>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    if req.content.trim().is_empty() {
-        return Err(ApiError::invalid("content", "`content` must not be empty"));
-    }
+    let tool_outputs = req.tool_outputs.unwrap_or_default();
+    check_turn_input(req.content.as_deref(), &tool_outputs, false)?;
     let stream = req.stream.unwrap_or(true);
     let ask = TurnAsk {
         conversation_id: id,
-        content: Some(req.content),
+        content: req.content,
+        tool_outputs,
         parent_id: req.parent_id,
         regenerate: None,
         model: req.model,
@@ -449,6 +489,7 @@ pub async fn regenerate(
     let ask = TurnAsk {
         conversation_id: id,
         content: None,
+        tool_outputs: Vec::new(),
         parent_id: None,
         regenerate: Some(message_id),
         model: req.model,
@@ -456,10 +497,33 @@ pub async fn regenerate(
     turn(&state, &owner, ask, stream).await
 }
 
+/// A turn's input, from HTTP or a WebSocket frame: a non-empty `content`, or tool outputs (or,
+/// when `regenerating`, neither).
+pub(crate) fn check_turn_input(
+    content: Option<&str>,
+    tool_outputs: &[ToolOutput],
+    regenerating: bool,
+) -> Result<(), ApiError> {
+    match (content, tool_outputs.is_empty()) {
+        (Some(_), false) => Err(ApiError::invalid(
+            "tool_outputs",
+            "send either `content` or `tool_outputs`, not both",
+        )),
+        (Some(c), true) if c.trim().is_empty() => {
+            Err(ApiError::invalid("content", "`content` must not be empty"))
+        }
+        (None, true) if !regenerating => {
+            Err(ApiError::invalid("content", "`content` must not be empty"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What a turn asks for, from HTTP or a WebSocket frame.
 pub(crate) struct TurnAsk {
     pub(crate) conversation_id: String,
     pub(crate) content: Option<String>,
+    pub(crate) tool_outputs: Vec<ToolOutput>,
     /// `None`: after the active leaf; `Some(None)`: a new first message (editing the first).
     pub(crate) parent_id: Option<Option<String>>,
     pub(crate) regenerate: Option<String>,
@@ -528,6 +592,7 @@ pub(crate) async fn start_turn(
             TurnRequest {
                 conversation,
                 content: ask.content,
+                tool_outputs: ask.tool_outputs,
                 parent_id: ask.parent_id,
                 regenerate: ask.regenerate,
                 model,
@@ -547,13 +612,15 @@ async fn turn(
     let t = start_turn(state, &owner.caller, owner.user_id, ask, &|| {}).await?;
     let Turn {
         user_message,
+        tool_messages,
         message,
         subscription,
         rate,
         cache_hit,
     } = t;
     let mut response = if stream {
-        let first = json!({"type": "message", "user_message": user_message, "message": message});
+        let first = json!({"type": "message", "user_message": user_message,
+            "tool_messages": tool_messages, "message": message});
         sse_response(state, Some(first), message.id.clone(), subscription)
     } else {
         let (_, ended) = crate::chat::conversation::collect(subscription).await;
@@ -566,7 +633,10 @@ async fn turn(
         }
         (
             StatusCode::CREATED,
-            Json(json!({"user_message": user_message, "message": stored})),
+            Json(
+                json!({"user_message": user_message, "tool_messages": tool_messages,
+                "message": stored}),
+            ),
         )
             .into_response()
     };
@@ -603,6 +673,7 @@ fn done_frame(message_id: &str, e: &Ended) -> Value {
         "stopped_by": e.stopped_by,
         "cached": e.cached,
         "timings": e.timings,
+        "tool_calls": e.tool_calls,
         "usage": {
             "prompt_tokens": e.prompt_tokens,
             "completion_tokens": e.completion_tokens,

@@ -33,6 +33,7 @@ impl LocalBackend {
         &self,
         prompt: &Prompt,
         tools: Option<Arc<ToolSet>>,
+        add_generation_prompt: bool,
     ) -> Result<(Vec<u32>, &'static str), BackendError> {
         let engine = self.engine().clone();
         let vocab = engine.model().config().vocab_size as u32;
@@ -40,7 +41,7 @@ impl LocalBackend {
             Prompt::Chat(messages) => {
                 let messages = messages.clone();
                 let ids = tokio::task::spawn_blocking(move || {
-                    engine.chat_prompt_ids_with_tools(&messages, tools.as_deref())
+                    engine.chat_prompt_ids_with(&messages, tools.as_deref(), add_generation_prompt)
                 })
                 .await
                 .map_err(|e| BackendError::new(ErrorKind::Internal, e.to_string()))?
@@ -86,7 +87,11 @@ impl LocalBackend {
         // Admission first: a full queue refuses at once, before the prompt is tokenized.
         self.scheduler.check_room().map_err(submit_error)?;
         let (ids, _) = self
-            .prompt_ids(&req.prompt, req.params.tools.clone())
+            .prompt_ids(
+                &req.prompt,
+                req.params.tools.clone(),
+                !req.params.no_generation_prompt,
+            )
             .await?;
         let engine = self.engine().clone();
         req.params

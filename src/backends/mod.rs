@@ -53,6 +53,10 @@ pub struct Params {
     pub format: OutputFormat,
     /// The tools offered, if any (rendered into the prompt; calls parsed from the answer).
     pub tools: Option<std::sync::Arc<crate::engine::tools::ToolSet>>,
+    /// llama-server's `add_generation_prompt: false`: a chat prompt ends after its last
+    /// message, without the assistant's opener (and a final assistant message is closed, not
+    /// continued).
+    pub no_generation_prompt: bool,
 }
 
 impl Params {

@@ -2,18 +2,25 @@
 //! newest messages of the active branch that fit in `context − max_tokens − reserve`; older
 //! ones are dropped, oldest first. Counts come from each message's cached token count (the
 //! real tokenizer, once per message), plus a fixed allowance per message for the chat
-//! template's role markers, so a turn never re-tokenizes the history. Pure logic.
+//! template's role markers, so a turn never re-tokenizes the history. A tool result whose
+//! call was dropped goes with it. Pure logic.
+
+use crate::engine::tools::ToolCall;
 
 /// One message of the branch, newest last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// The message id.
     pub id: String,
-    /// `user`, `assistant` or `system`.
+    /// `user`, `assistant`, `tool` or `system`.
     pub role: String,
     /// Its text.
     pub content: String,
-    /// Tokens of `content`.
+    /// The calls an assistant message made.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+    /// Tokens of `content` (and its calls).
     pub tokens: usize,
 }
 
@@ -90,6 +97,11 @@ pub fn fit(
         used += cost(e);
         start = i;
     }
+    // A tool result without the call it answers would only confuse the model.
+    while start + 1 < branch.len() && branch[start].role == "tool" {
+        used -= cost(&branch[start]);
+        start += 1;
+    }
     Ok(Fitted {
         included: branch[start..].to_vec(),
         dropped: start,
@@ -112,8 +124,33 @@ mod tests {
             }
             .into(),
             content: String::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
             tokens,
         }
+    }
+
+    #[test]
+    fn tool_results_go_with_the_call_they_answer() {
+        // user, assistant (a call), tool, tool, assistant, user: room for the last four only.
+        let mut branch: Vec<_> = (0..6).map(|i| entry(i, 92)).collect();
+        for e in &mut branch[2..4] {
+            e.role = "tool".into();
+            e.tool_call_id = Some("call_1".into());
+        }
+        branch[4].role = "assistant".into();
+        branch[5].role = "user".into();
+        let f = fit(&branch, 0, 500, 100, 0).expect("fits");
+        assert_eq!(
+            f.dropped, 4,
+            "the results of a dropped call are dropped too"
+        );
+        assert_eq!(f.included.first().map(|e| e.id.as_str()), Some("m4"));
+        assert_eq!(f.estimated_tokens, 200);
+        // A result that is the newest message stays, whatever else goes.
+        let f = fit(&branch[..4], 0, 300, 100, 0).expect("fits");
+        assert_eq!(f.included.len(), 1);
+        assert_eq!(f.included[0].id, "m3");
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! generating when its client goes — for `chat.detach_grace_secs` with no follower, then it
 //! is cancelled and marked `interrupted`. Clients follow and resume it through
 //! [`super::live`]. The prompt is the active branch fitted to the context ([`super::context`]).
+//!
+//! With tools in the conversation's params, an answer may end in calls (stored on the message
+//! as `tool_calls`, `finish_reason: "tool_calls"`); the next turn carries their results as
+//! `tool` messages, one per call, and the model answers them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +20,7 @@ use super::live::{Ended, LiveEvent, LiveMessage, Subscription};
 use super::{Ask, Caller, ChatError, ChatService, Output, RateStatus, Run};
 use crate::backends::{Params, Prompt};
 use crate::engine::template::ChatMessage;
+use crate::engine::tools::ToolCall;
 use crate::store::conversations::{Conversation, Finished, Message, NewMessage};
 use crate::store::StoreError;
 
@@ -24,8 +29,10 @@ use crate::store::StoreError;
 pub struct TurnRequest {
     /// The conversation (its owner is the caller's user).
     pub conversation: Conversation,
-    /// The new user message; `None` to regenerate `regenerate`.
+    /// The new user message; `None` to regenerate `regenerate` or answer `tool_outputs`.
     pub content: Option<String>,
+    /// The results of the calls the message it follows made, one per call.
+    pub tool_outputs: Vec<ToolOutput>,
     /// The message the new one follows: `None` the active leaf, `Some(None)` none (a new first
     /// message). A sibling of an earlier user message is an edit.
     pub parent_id: Option<Option<String>>,
@@ -35,6 +42,16 @@ pub struct TurnRequest {
     pub model: String,
     /// Sampling and limits.
     pub params: Params,
+}
+
+/// The result of one tool call, as the client ran it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolOutput {
+    /// The call's id (`call_…`).
+    pub tool_call_id: String,
+    /// What the tool returned (usually JSON text).
+    pub output: String,
 }
 
 /// Messages dropped from a turn's context, for the running summary.
@@ -58,8 +75,10 @@ struct Titling {
 
 /// A started turn.
 pub struct Turn {
-    /// The user message stored for it (none when regenerating).
+    /// The user message stored for it (none when regenerating or answering tool calls).
     pub user_message: Option<Message>,
+    /// The `tool` messages stored for it, one per call answered.
+    pub tool_messages: Vec<Message>,
     /// The assistant message being generated (`streaming`).
     pub message: Message,
     /// Its text as it comes.
@@ -90,6 +109,43 @@ pub enum TurnError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Tool results must answer the calls of the message they follow: each call once, all of them.
+fn check_outputs(calls: &[ToolCall], outputs: &[ToolOutput]) -> Result<(), TurnError> {
+    let invalid = |message: String| TurnError::Invalid {
+        param: "tool_outputs",
+        message,
+    };
+    if calls.is_empty() {
+        return Err(invalid(
+            "`tool_outputs` answer an assistant message that made tool calls: the active \
+             branch's newest, or the one `parent_id` names"
+                .into(),
+        ));
+    }
+    let mut answered = std::collections::HashSet::new();
+    for (i, o) in outputs.iter().enumerate() {
+        if !calls.iter().any(|c| c.id == o.tool_call_id) {
+            return Err(invalid(format!(
+                "tool_outputs[{i}].tool_call_id `{}` is not a call of that message",
+                o.tool_call_id.chars().take(64).collect::<String>()
+            )));
+        }
+        if !answered.insert(o.tool_call_id.as_str()) {
+            return Err(invalid(format!(
+                "tool_outputs[{i}] answers `{}` a second time",
+                o.tool_call_id.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    if let Some(c) = calls.iter().find(|c| !answered.contains(c.id.as_str())) {
+        return Err(invalid(format!(
+            "every call needs its output: `{}` ({}) has none",
+            c.id, c.name
+        )));
+    }
+    Ok(())
 }
 
 /// The path from the first message to `leaf`, oldest first.
@@ -147,6 +203,7 @@ impl ChatService {
             .messages(owner, conv_id.clone())
             .await?
             .ok_or_else(|| TurnError::NotFound("No such conversation".into()))?;
+        let answering_tools = !req.tool_outputs.is_empty();
         let (parent, content) = match (&req.regenerate, &req.content) {
             (Some(target), _) => {
                 let m = messages
@@ -154,6 +211,12 @@ impl ChatService {
                     .find(|m| &m.id == target && m.role == "assistant")
                     .ok_or_else(|| TurnError::NotFound("No such assistant message".into()))?;
                 (m.parent_id.clone(), None)
+            }
+            (None, Some(_)) if answering_tools => {
+                return Err(TurnError::Invalid {
+                    param: "tool_outputs",
+                    message: "send either `content` or `tool_outputs`, not both".into(),
+                })
             }
             (None, Some(content)) => {
                 let parent = match &req.parent_id {
@@ -168,6 +231,21 @@ impl ChatService {
                 };
                 (parent, Some(content.clone()))
             }
+            (None, None) if answering_tools => {
+                let parent = match &req.parent_id {
+                    Some(p) => p.clone(),
+                    None => req.conversation.active_leaf.clone(),
+                };
+                let calls = parent
+                    .as_deref()
+                    .and_then(|p| messages.iter().find(|m| m.id == p))
+                    .filter(|m| m.role == "assistant")
+                    .and_then(|m| m.tool_calls.as_ref())
+                    .map(ToolCall::list_from_openai_json)
+                    .unwrap_or_default();
+                check_outputs(&calls, &req.tool_outputs)?;
+                (parent, None)
+            }
             (None, None) => {
                 return Err(TurnError::Invalid {
                     param: "content",
@@ -177,14 +255,23 @@ impl ChatService {
         };
         let mut branch: Vec<Entry> = branch_to(&messages, parent.as_deref())
             .into_iter()
-            .filter(|m| m.role != "system" && !(m.role == "assistant" && m.content.is_empty()))
             .map(|m| Entry {
                 tokens: m
                     .content_tokens
                     .map_or_else(|| self.count_tokens(&m.content), |t| t as usize),
+                tool_calls: m
+                    .tool_calls
+                    .as_ref()
+                    .map(ToolCall::list_from_openai_json)
+                    .unwrap_or_default(),
+                tool_call_id: m.tool_call_id,
                 id: m.id,
                 role: m.role,
                 content: m.content,
+            })
+            .filter(|e| {
+                e.role != "system"
+                    && !(e.role == "assistant" && e.content.is_empty() && e.tool_calls.is_empty())
             })
             .collect();
         let user_tokens = content.as_deref().map(|c| self.count_tokens(c));
@@ -193,13 +280,33 @@ impl ChatService {
                 id: String::new(),
                 role: "user".into(),
                 content: c.clone(),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
                 tokens,
             });
         }
-        if branch.last().is_none_or(|e| e.role != "user") {
+        let tool_tokens: Vec<usize> = req
+            .tool_outputs
+            .iter()
+            .map(|o| self.count_tokens(&o.output))
+            .collect();
+        for (o, &tokens) in req.tool_outputs.iter().zip(&tool_tokens) {
+            branch.push(Entry {
+                id: String::new(),
+                role: "tool".into(),
+                content: o.output.clone(),
+                tool_calls: Vec::new(),
+                tool_call_id: Some(o.tool_call_id.clone()),
+                tokens,
+            });
+        }
+        if branch
+            .last()
+            .is_none_or(|e| e.role != "user" && e.role != "tool")
+        {
             return Err(TurnError::Invalid {
                 param: "parent_id",
-                message: "an answer must follow a user message".into(),
+                message: "an answer must follow a user message or tool results".into(),
             });
         }
         let mut system = req.conversation.system_prompt.clone().unwrap_or_default();
@@ -246,7 +353,8 @@ impl ChatService {
         prompt.extend(fitted.included.iter().map(|e| ChatMessage {
             role: e.role.clone(),
             content: e.content.clone(),
-            ..Default::default()
+            tool_calls: e.tool_calls.clone(),
+            tool_call_id: e.tool_call_id.clone(),
         }));
         let ask = Ask {
             model: req.model.clone(),
@@ -262,42 +370,58 @@ impl ChatService {
         // counting and fitting it, building the prompt.
         let prepare_ms = began.elapsed().as_secs_f64() * 1000.0;
         let run = self.start(caller, ask, on_started).await?;
-        // Only now is anything stored: a refused turn leaves the conversation as it was.
-        let user_message = match content {
-            Some(content) => Some(
-                store
-                    .insert_message(
-                        owner,
-                        NewMessage {
-                            conversation_id: conv_id.clone(),
-                            parent_id: parent.clone(),
-                            role: "user",
-                            content,
-                            model: None,
-                            status: "done",
-                            content_tokens: user_tokens.map(|t| t as i64),
-                            context: None,
-                        },
-                    )
-                    .await?,
-            ),
-            None => None,
-        };
+        // Only now is anything stored: a refused turn leaves the conversation as it was. The
+        // new messages form a chain: the question or the tool results, then the answer.
+        let mut after = parent;
+        let mut stored = Vec::new();
+        let user_turn = content.map(|c| ("user", c, None, user_tokens.unwrap_or(0)));
+        let tool_turns = req
+            .tool_outputs
+            .into_iter()
+            .zip(tool_tokens)
+            .map(|(o, t)| ("tool", o.output, Some(o.tool_call_id), t));
+        for (role, content, tool_call_id, tokens) in user_turn.into_iter().chain(tool_turns) {
+            let m = store
+                .insert_message(
+                    owner,
+                    NewMessage {
+                        conversation_id: conv_id.clone(),
+                        parent_id: after.take(),
+                        role,
+                        content,
+                        tool_call_id,
+                        model: None,
+                        status: "done",
+                        content_tokens: Some(tokens as i64),
+                        context: None,
+                    },
+                )
+                .await?;
+            after = Some(m.id.clone());
+            stored.push(m);
+        }
+        let user_message = stored.first().filter(|m| m.role == "user").cloned();
+        let tool_messages: Vec<Message> = stored
+            .iter()
+            .filter(|m| m.role == "tool")
+            .cloned()
+            .collect();
         let included: Vec<&str> = fitted
             .included
             .iter()
             .map(|e| e.id.as_str())
             .filter(|id| !id.is_empty())
-            .chain(user_message.as_ref().map(|m| m.id.as_str()))
+            .chain(stored.iter().map(|m| m.id.as_str()))
             .collect();
         let message = store
             .insert_message(
                 owner,
                 NewMessage {
                     conversation_id: conv_id.clone(),
-                    parent_id: user_message.as_ref().map(|m| m.id.clone()).or(parent),
+                    parent_id: after,
                     role: "assistant",
                     content: String::new(),
+                    tool_call_id: None,
                     model: Some(run.model().to_string()),
                     status: "streaming",
                     content_tokens: None,
@@ -339,6 +463,7 @@ impl ChatService {
         ));
         Ok(Turn {
             user_message,
+            tool_messages,
             message,
             subscription,
             rate,
@@ -454,7 +579,7 @@ impl ChatService {
         let mut ended = loop {
             tokio::select! {
                 out = run.next() => match out {
-                    // Conversations offer no tools.
+                    // Calls are stored and sent whole, with the end.
                     Some(Output::Tool { .. }) => {}
                     Some(Output::Piece { text, sampled_at, .. }) => {
                         live.push(&text, sampled_at.and_then(super::run::unix_micros));
@@ -471,9 +596,16 @@ impl ChatService {
                             unsaved = 0;
                         }
                     }
-                    Some(Output::Done { summary, stopped_by, .. }) => {
+                    Some(Output::Done { summary, stopped_by, tool_calls, .. }) => {
                         let mut e = Ended::new("done", Some(run.model().to_string()), run.usage());
-                        e.finish_reason = Some(super::finish_str(summary.finish_reason).into());
+                        e.finish_reason = Some(
+                            super::finish_with_calls(summary.finish_reason, tool_calls.len()).into(),
+                        );
+                        e.tool_calls = (!tool_calls.is_empty()).then(|| {
+                            serde_json::Value::Array(
+                                tool_calls.iter().map(ToolCall::to_openai_json).collect(),
+                            )
+                        });
                         e.stopped_by = stopped_by.map(str::to_string);
                         break (e, Some(summary));
                     }
@@ -522,6 +654,7 @@ impl ChatService {
         end.timings = timings.clone();
         let finished = Finished {
             content: live.text(),
+            tool_calls: end.tool_calls.clone(),
             status: match end.status.as_str() {
                 "done" => "done",
                 "error" => "error",
@@ -625,12 +758,15 @@ impl ChatService {
         let Some(last) = new.last() else { return };
         let mut transcript = String::new();
         for e in new {
-            let who = if e.role == "user" {
-                "User"
-            } else {
-                "Assistant"
+            let who = match e.role.as_str() {
+                "user" => "User",
+                "tool" => "Tool result",
+                _ => "Assistant",
             };
             transcript.push_str(&format!("{who}: {}\n", e.content));
+            for c in &e.tool_calls {
+                transcript.push_str(&format!("Assistant called {}({})\n", c.name, c.arguments));
+            }
         }
         let transcript: String = transcript.chars().take(12_000).collect();
         let earlier = previous
@@ -710,6 +846,7 @@ impl ChatService {
                 .and_then(serde_json::Value::as_bool)
                 .unwrap_or(false),
             timings: message.timings.clone(),
+            tool_calls: message.tool_calls.clone(),
         };
         let sub = Subscription::finished(&message.content, offset, ended);
         Ok((message, sub))

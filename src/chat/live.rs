@@ -36,6 +36,8 @@ pub struct Ended {
     /// `queued_ms`, `prompt_ms`, `decode_ms`, `first_token_ms`, `decode_tokens_per_s`, for an
     /// answer that finished.
     pub timings: Option<serde_json::Value>,
+    /// The calls the answer made, in OpenAI's shape (`finish_reason` is then `tool_calls`).
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 impl Ended {
@@ -51,6 +53,7 @@ impl Ended {
             stopped_by: None,
             cached: false,
             timings: None,
+            tool_calls: None,
         }
     }
 }

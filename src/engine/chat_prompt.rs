@@ -33,14 +33,15 @@ pub enum ChatPromptError {
 const OPEN: char = '\u{E000}';
 const CLOSE: char = '\u{E001}';
 
-/// The prompt ids for `messages` (with a generation prompt; a final assistant message is
-/// continued, [`ChatTemplate::render_prompt`]), BOS as the model asks and never
-/// doubled when the template writes it.
+/// The prompt ids for `messages` (with a generation prompt when `add_generation_prompt`; a
+/// final assistant message is then continued, [`ChatTemplate::render_prompt`]), BOS as the
+/// model asks and never doubled when the template writes it.
 pub fn chat_prompt_ids(
     template: &ChatTemplate,
     tokenizer: &Tokenizer,
     messages: &[ChatMessage],
     tools: Option<&ToolSet>,
+    add_generation_prompt: bool,
 ) -> Result<Vec<u32>, ChatPromptError> {
     // Tools and past calls become message text first (for templates without `tools`), so
     // control text in them is masked like any content.
@@ -55,10 +56,10 @@ pub fn chat_prompt_ids(
         })
         .collect();
     let ids = if literals.is_empty() {
-        let text = template.render_prompt(messages, true, tools)?;
+        let text = template.render_prompt(messages, add_generation_prompt, tools)?;
         tokenizer.encode(&text, false, true)?
     } else {
-        let rendered = template.render_prompt(&masked, true, tools)?;
+        let rendered = template.render_prompt(&masked, add_generation_prompt, tools)?;
         let (text, ranges) = unmask(&rendered, &nonce, &literals);
         tokenizer.encode_with_literals(&text, false, true, &ranges)?
     };

@@ -174,22 +174,29 @@ impl Engine {
     /// ([`chat_prompt`]); BOS as the model asks (templates that write BOS themselves are not
     /// doubled).
     pub fn chat_prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        self.chat_prompt_ids_with_tools(messages, None)
+        self.chat_prompt_ids_with(messages, None, true)
     }
 
     /// [`chat_prompt_ids`](Self::chat_prompt_ids) with the tools a request offers
-    /// ([`tools`](super::tools)).
-    pub fn chat_prompt_ids_with_tools(
+    /// ([`tools`](super::tools)), and without the assistant's opener unless
+    /// `add_generation_prompt` (llama-server's flag).
+    pub fn chat_prompt_ids_with(
         &self,
         messages: &[ChatMessage],
         tools: Option<&super::tools::ToolSet>,
+        add_generation_prompt: bool,
     ) -> Result<Vec<u32>, EngineError> {
-        chat_prompt::chat_prompt_ids(&self.template, &self.tokenizer, messages, tools).map_err(
-            |e| match e {
-                chat_prompt::ChatPromptError::Template(e) => e.into(),
-                chat_prompt::ChatPromptError::Tokenizer(e) => e.into(),
-            },
+        chat_prompt::chat_prompt_ids(
+            &self.template,
+            &self.tokenizer,
+            messages,
+            tools,
+            add_generation_prompt,
         )
+        .map_err(|e| match e {
+            chat_prompt::ChatPromptError::Template(e) => e.into(),
+            chat_prompt::ChatPromptError::Tokenizer(e) => e.into(),
+        })
     }
 
     /// Prompt ids for raw text (a text completion: the caller wrote the whole prompt),

@@ -122,6 +122,33 @@ impl ToolCall {
         })
     }
 
+    /// The call as OpenAI writes it in `message.tool_calls` (arguments as JSON text): how
+    /// conversations store it.
+    pub fn to_openai_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        })
+    }
+
+    /// The calls of a stored `message.tool_calls` array (entries that are not calls skipped).
+    pub fn list_from_openai_json(calls: &Value) -> Vec<ToolCall> {
+        let text = |c: &Value, at: &str| c.pointer(at).and_then(Value::as_str).map(str::to_string);
+        calls
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some(ToolCall {
+                    id: text(c, "/id")?,
+                    name: text(c, "/function/name")?,
+                    arguments: text(c, "/function/arguments").unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// The call in Hermes' format, as the default tool prompt asks for it.
     fn to_hermes(&self) -> String {
         let arguments = serde_json::from_str::<Value>(&self.arguments)

@@ -247,3 +247,29 @@ fn the_forced_call_grammar_accepts_valid_calls_only() {
     ));
     assert!(!accepts("{\"name\": \"add\", \"arguments\": {\"a\": 1}}"));
 }
+
+#[test]
+fn calls_round_trip_through_openai_json_as_conversations_store_them() {
+    let calls = vec![
+        ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city": "Paris"}"#.into(),
+        },
+        ToolCall {
+            id: "call_2".into(),
+            name: "now".into(),
+            arguments: String::new(),
+        },
+    ];
+    let stored = Value::Array(calls.iter().map(ToolCall::to_openai_json).collect());
+    assert_eq!(stored[0]["type"], "function");
+    assert_eq!(stored[0]["function"]["arguments"], r#"{"city": "Paris"}"#);
+    assert_eq!(ToolCall::list_from_openai_json(&stored), calls);
+    // What is not a call is skipped, never a panic.
+    let odd = serde_json::json!([{"id": "x"}, 3, {"id": "y", "function": {"name": "f"}}]);
+    let read = ToolCall::list_from_openai_json(&odd);
+    assert_eq!(read.len(), 1);
+    assert_eq!((read[0].id.as_str(), read[0].arguments.as_str()), ("y", ""));
+    assert!(ToolCall::list_from_openai_json(&Value::Null).is_empty());
+}

@@ -53,10 +53,18 @@ pub struct Message {
     pub conversation_id: String,
     /// The message it follows (`None`: the first of a branch).
     pub parent_id: Option<String>,
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// Its text (for an assistant message still streaming: what was generated so far).
+    /// Its text (for an assistant message still streaming: what was generated so far; for one
+    /// that made tool calls, the text beside them).
     pub content: String,
+    /// The calls an assistant message made, in OpenAI's shape:
+    /// `[{"id", "type": "function", "function": {"name", "arguments"}}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    /// The call a `tool` message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
     /// The model that answered.
     pub model: Option<String>,
     /// `stop`, `length`, or `None` while streaming or after an interruption.
@@ -136,6 +144,8 @@ pub struct NewMessage {
     pub role: &'static str,
     /// Its text.
     pub content: String,
+    /// The call it answers (`tool` messages, which must have one).
+    pub tool_call_id: Option<String>,
     /// The answering model (assistant).
     pub model: Option<String>,
     /// `streaming` (an answer about to be generated) or `done`.
@@ -151,6 +161,8 @@ pub struct NewMessage {
 pub struct Finished {
     /// Its whole text.
     pub content: String,
+    /// The calls it made (OpenAI's shape), if any.
+    pub tool_calls: Option<serde_json::Value>,
     /// `done`, `interrupted` or `error`.
     pub status: &'static str,
     /// `stop` or `length` (for `done`).
@@ -171,7 +183,7 @@ const CONVERSATION_COLUMNS: &str = "id, owner_id, title, model, system_prompt, p
      archived, active_leaf, created_at, updated_at, summary, summary_through";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, parent_id, role, content, model, \
      finish_reason, status, error, prompt_tokens, completion_tokens, content_tokens, timings, \
-     context, created_at, updated_at";
+     context, created_at, updated_at, tool_calls, tool_call_id";
 
 fn json_column(text: Option<String>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
@@ -213,6 +225,8 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<Message> {
         context: json_column(r.get(13)?),
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
+        tool_calls: json_column(r.get(16)?),
+        tool_call_id: r.get(17)?,
     })
 }
 
@@ -435,8 +449,8 @@ pub fn insert_message(
     let id = new_id("msg_");
     tx.prepare_cached(
         "INSERT INTO messages (id, conversation_id, parent_id, role, content, model, status, \
-         content_tokens, context, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+         content_tokens, context, created_at, updated_at, tool_call_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
     )?
     .execute(params![
         id,
@@ -448,7 +462,8 @@ pub fn insert_message(
         new.status,
         new.content_tokens,
         new.context.as_ref().map(|c| c.to_string()),
-        now
+        now,
+        new.tool_call_id
     ])?;
     tx.prepare_cached("UPDATE conversations SET active_leaf = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![new.conversation_id, id, now])?;
@@ -485,7 +500,7 @@ pub fn finish_message(
     conn.prepare_cached(
         "UPDATE messages SET content = ?2, status = ?3, finish_reason = ?4, error = ?5, \
          prompt_tokens = ?6, completion_tokens = ?7, timings = ?8, updated_at = ?9, \
-         content_tokens = ?10 WHERE id = ?1",
+         content_tokens = ?10, tool_calls = ?11 WHERE id = ?1",
     )?
     .execute(params![
         id,
@@ -497,7 +512,8 @@ pub fn finish_message(
         f.completion_tokens,
         f.timings.as_ref().map(|t| t.to_string()),
         now,
-        f.content_tokens
+        f.content_tokens,
+        f.tool_calls.as_ref().map(|c| c.to_string())
     ])?;
     Ok(())
 }
@@ -527,10 +543,16 @@ pub struct ImportedMessage {
     /// Its parent's id in the file (an earlier message).
     #[serde(default)]
     pub parent_id: Option<String>,
-    /// `system`, `user` or `assistant`.
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// Its text.
     pub content: String,
+    /// An assistant message's calls (OpenAI's shape).
+    #[serde(default)]
+    pub tool_calls: Option<serde_json::Value>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
     /// The model that answered.
     #[serde(default)]
     pub model: Option<String>,
@@ -559,9 +581,20 @@ pub fn import_conversation(
     let conv = create_conversation(&tx, owner, new, now)?;
     let mut ids = std::collections::HashMap::new();
     for (i, m) in messages.iter().enumerate() {
-        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+        if !matches!(m.role.as_str(), "system" | "user" | "assistant" | "tool") {
             return Ok(Err(format!(
-                "messages[{i}].role must be system, user or assistant"
+                "messages[{i}].role must be system, user, assistant or tool"
+            )));
+        }
+        if (m.role == "tool") != m.tool_call_id.is_some() {
+            return Ok(Err(format!(
+                "messages[{i}].tool_call_id is required for a tool message and only there"
+            )));
+        }
+        let calls = m.tool_calls.as_ref().filter(|c| !c.is_null());
+        if calls.is_some_and(|c| m.role != "assistant" || !c.is_array()) {
+            return Ok(Err(format!(
+                "messages[{i}].tool_calls must be an array, on an assistant message"
             )));
         }
         let parent = match &m.parent_id {
@@ -583,7 +616,9 @@ pub fn import_conversation(
         };
         let id = new_id("msg_");
         tx.prepare_cached(
-            "INSERT INTO messages (id, conversation_id, parent_id, role, content, model, status,              finish_reason, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            "INSERT INTO messages (id, conversation_id, parent_id, role, content, model, status, \
+             finish_reason, created_at, updated_at, tool_calls, tool_call_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
         )?
         .execute(params![
             id,
@@ -594,7 +629,9 @@ pub fn import_conversation(
             m.model,
             status,
             m.finish_reason,
-            m.created_at.unwrap_or(now)
+            m.created_at.unwrap_or(now),
+            calls.map(|c| c.to_string()),
+            m.tool_call_id
         ])?;
         if ids.insert(m.id.as_str(), id).is_some() {
             return Ok(Err(format!("messages[{i}].id appears twice")));

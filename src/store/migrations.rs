@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_conversations"),
     migration!(3, "0003_sessions"),
     migration!(4, "0004_posts"),
+    migration!(5, "0005_tool_messages"),
 ];
 
 /// The schema version this build writes: the last migration's number.
@@ -174,6 +175,101 @@ mod tests {
             )
             .expect("count");
         assert_eq!(tables, 4);
+    }
+
+    #[test]
+    fn the_tool_messages_migration_keeps_messages_their_search_and_their_cascades() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.pragma_update(None, "foreign_keys", true).expect("fk");
+        // A database as version 4 left it, with a conversation of three messages.
+        for m in &MIGRATIONS[..4] {
+            let tx = conn.transaction().expect("tx");
+            tx.execute_batch(m.sql).expect(m.name);
+            tx.pragma_update(None, "application_id", APPLICATION_ID)
+                .expect("id");
+            tx.pragma_update(None, "user_version", m.version)
+                .expect("version");
+            tx.commit().expect("commit");
+        }
+        conn.execute_batch(
+            "INSERT INTO users (id, username, password_hash, created_at, password_changed_at) \
+                 VALUES (1, 'alice', 'x', 0, 0);
+             INSERT INTO conversations (id, owner_id, created_at, updated_at) \
+                 VALUES ('c1', 1, 0, 0);
+             INSERT INTO messages (id, conversation_id, parent_id, role, content, created_at, \
+                 updated_at) VALUES ('m1', 'c1', NULL, 'user', 'tell me about otters', 0, 0), \
+                 ('m2', 'c1', 'm1', 'assistant', 'otters hold hands', 0, 0), \
+                 ('m3', 'c1', 'm2', 'user', 'and beavers', 0, 0);",
+        )
+        .expect("seed");
+        let rowids = |conn: &Connection| -> Vec<(String, i64)> {
+            let mut q = conn
+                .prepare("SELECT id, rowid FROM messages ORDER BY id")
+                .expect("prepare");
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        let before = rowids(&conn);
+        assert_eq!(
+            migrate(&mut conn, Path::new(":memory:")).expect("migrate"),
+            1
+        );
+        assert_eq!(
+            rowids(&conn),
+            before,
+            "rowids (the search index's keys) kept"
+        );
+        let found: String = conn
+            .query_row(
+                "SELECT m.id FROM messages_fts f JOIN messages m ON m.rowid = f.rowid \
+                 WHERE messages_fts MATCH 'beavers'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("search");
+        assert_eq!(found, "m3");
+        // Tool messages now fit; a tool message needs its call id, and only it has one.
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, parent_id, role, content, tool_call_id, \
+             created_at, updated_at) VALUES ('m4', 'c1', 'm3', 'tool', '{\"t\": 1}', 'call_1', 0, 0)",
+            [],
+        )
+        .expect("a tool message");
+        for bad in [
+            "INSERT INTO messages (id, conversation_id, role, content, created_at, updated_at) \
+             VALUES ('x1', 'c1', 'tool', '', 0, 0)",
+            "INSERT INTO messages (id, conversation_id, role, content, tool_call_id, created_at, \
+             updated_at) VALUES ('x2', 'c1', 'user', '', 'call_1', 0, 0)",
+            "INSERT INTO messages (id, conversation_id, role, content, tool_calls, created_at, \
+             updated_at) VALUES ('x3', 'c1', 'user', '', '[]', 0, 0)",
+            "INSERT INTO messages (id, conversation_id, parent_id, role, content, created_at, \
+             updated_at) VALUES ('x4', 'c1', 'nope', 'user', '', 0, 0)",
+        ] {
+            assert!(conn.execute(bad, []).is_err(), "{bad}");
+        }
+        // Deleting a message still deletes its subtree, and its search entries.
+        conn.execute("DELETE FROM messages WHERE id = 'm2'", [])
+            .expect("delete");
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 1);
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'beavers'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(indexed, 0);
+        let violations: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .expect("check");
+        assert_eq!(violations, 0);
     }
 
     #[test]

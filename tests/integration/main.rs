@@ -17,6 +17,7 @@ mod blog;
 mod browser;
 mod cli;
 mod cli_accounts;
+mod conversation_tools;
 mod crash;
 mod generate;
 mod gguf_errors;

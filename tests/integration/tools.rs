@@ -2,7 +2,8 @@
 //! parse and their arguments satisfy the function's schema; streamed `delta.tool_calls` add up
 //! to the whole answer's calls; a round trip with a `tool` message answers; bad tool fields are
 //! 400s naming the field; `/apply-template` takes `tools` and `add_generation_prompt`, and a
-//! final assistant message is continued (prefill) there and in chat.
+//! final assistant message is continued (prefill) there and in chat; `logprobs` cover a call's
+//! tokens. (Tools in conversations: `conversation_tools`.)
 
 use crate::common;
 
@@ -318,4 +319,41 @@ async fn apply_template_takes_tools_and_a_prefill_that_chat_continues() {
         text, completion["choices"][0]["text"],
         "{answer} {completion}"
     );
+}
+
+#[tokio::test]
+async fn logprobs_cover_every_token_of_a_call() {
+    let _turn = common::serial();
+    let client = reqwest::Client::new();
+    let mut request = body(
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+        2,
+    );
+    request["logprobs"] = json!(true);
+    request["top_logprobs"] = json!(2);
+    let (status, v) = post(&client, &request).await;
+    assert_eq!(status, 200, "{v}");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    let entries = choice["logprobs"]["content"].as_array().expect("logprobs");
+    // One entry per generated token but the end-of-turn token, as for any answer.
+    let generated = v["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    assert!(
+        (generated - 1..=generated).contains(&entries.len()),
+        "{} entries for {generated} tokens: {v}",
+        entries.len()
+    );
+    let text: String = entries
+        .iter()
+        .map(|e| e["token"].as_str().expect("token"))
+        .collect();
+    let call = &choice["message"]["tool_calls"][0]["function"];
+    assert!(
+        text.contains("get_weather") && text.contains(call["arguments"].as_str().unwrap()),
+        "the call's tokens are there: {text}"
+    );
+    for e in entries {
+        assert!(e["logprob"].as_f64().is_some_and(|l| l <= 0.0), "{e}");
+        assert_eq!(e["top_logprobs"].as_array().map(Vec::len), Some(2), "{e}");
+    }
 }

@@ -120,6 +120,7 @@ export function ChatPage({ conversationId }) {
           prompt_tokens: u.prompt_tokens,
           completion_tokens: u.completion_tokens,
           timings: frame.timings || m.timings,
+          tool_calls: frame.tool_calls || m.tool_calls,
         }));
         refreshRate();
         bumpList();

@@ -1,7 +1,8 @@
 // One message of a conversation. An assistant's text is Markdown, rendered sanitised and at
 // most every ~50 ms while it streams; the element carries `data-rendered-chars` (characters
 // of the answer on screen) and `aria-live` while streaming. A message re-renders only when its
-// own object changes, so streaming into a long conversation touches one message.
+// own object changes, so streaming into a long conversation touches one message. Tool calls
+// and tool results (conversations with tools) are shown as plain text, never as HTML.
 
 import { Component, html } from "../vendor/preact-htm.js";
 import { renderMarkdown } from "../lib/markdown.js";
@@ -76,6 +77,16 @@ function BranchNav({ m, onSwitch }) {
   </span>`;
 }
 
+function ToolCalls({ calls }) {
+  if (!Array.isArray(calls) || !calls.length) return null;
+  return html`<ul class="tool-calls">
+    ${calls.map((c) => html`<li data-testid="tool-call">
+      <span class="badge">calls ${(c.function && c.function.name) || "?"}</span>
+      <pre>${(c.function && c.function.arguments) || ""}</pre>
+    </li>`)}
+  </ul>`;
+}
+
 export class Message extends Component {
   constructor() {
     super();
@@ -85,6 +96,12 @@ export class Message extends Component {
     return next.m !== this.props.m || next.last !== this.props.last || next.busy !== this.props.busy || nextState !== this.state;
   }
   render({ m, last, busy, onSwitch, onEdit, onRegenerate, onRendered }, { editing, draft }) {
+    if (m.role === "tool") {
+      return html`<div class="msg tool" data-testid="message-tool" data-message-id=${m.id}>
+        <span class="badge">tool result</span>
+        <pre class="bubble">${m.content}</pre>
+      </div>`;
+    }
     if (m.role === "user") {
       if (editing) {
         return html`<div class="msg user edit-box">
@@ -113,6 +130,7 @@ export class Message extends Component {
       <div class="bubble">
         ${waiting && html`<span class="typing" data-testid="typing" aria-label="Writing"><span></span><span></span><span></span></span>`}
         <${Markdown} text=${m.content} onRendered=${onRendered} />
+        <${ToolCalls} calls=${m.tool_calls} />
       </div>
       <div class="meta" data-testid="message-stats">
         <${BranchNav} m=${m} onSwitch=${onSwitch} />

@@ -16,7 +16,7 @@ pub mod wire;
 
 pub use complete::{create_chat_completion, create_completion};
 pub use validate::chat_messages;
-pub(crate) use validate::{chat_plan, plan_params};
+pub(crate) use validate::{chat_plan, plan_params, plan_tools};
 pub(crate) use wire::finish_str;
 
 use std::collections::HashMap;
@@ -194,6 +194,10 @@ pub struct ChatRequest {
     /// Whether an answer may make several calls (default true).
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
+    /// llama-server's extension (default true): `false` ends the prompt after the last message,
+    /// without the assistant's opener; a final assistant message is then closed, not continued.
+    #[serde(default)]
+    pub add_generation_prompt: Option<bool>,
     /// Accepted and ignored: the local model has no reasoning budget to set (checked to be one
     /// of OpenAI's values).
     #[serde(default)]

@@ -187,6 +187,7 @@ pub(crate) fn plan(
             top_logprobs,
             format: OutputFormat::Text,
             tools: None,
+            no_generation_prompt: false,
         },
         n,
         stream: p.stream.unwrap_or(false),
@@ -377,7 +378,6 @@ fn json_schema(state: &AppState, spec: Option<&Value>) -> Result<OutputFormat, A
 /// Shared by `/v1/chat/completions` and the WebSocket endpoint.
 pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, ApiError> {
     let format = response_format(state, req.response_format.as_ref(), &req.messages)?;
-    let tools = tools(state, req)?;
     if let Some(effort) = &req.reasoning_effort {
         if !["none", "minimal", "low", "medium", "high"].contains(&effort.as_str()) {
             return Err(ApiError::invalid(
@@ -417,19 +417,41 @@ pub(crate) fn chat_plan(state: &AppState, req: &ChatRequest) -> Result<Plan, Api
     };
     let mut plan = plan(state, &req.common, if logprobs { top } else { 0 }, logprobs)?;
     plan.params.format = format;
-    if let Some((set, forced)) = tools {
-        if let Some(f) = forced {
-            if !matches!(plan.params.format, OutputFormat::Text) {
-                return Err(ApiError::invalid(
-                    "tool_choice",
-                    "a required tool call cannot also have a `response_format`",
-                ));
-            }
-            plan.params.format = OutputFormat::ToolCalls(f);
-        }
-        plan.params.tools = Some(Arc::new(set));
-    }
+    plan.params.no_generation_prompt = req.add_generation_prompt == Some(false);
+    plan_tools(
+        state,
+        &mut plan,
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+    )?;
     Ok(plan)
+}
+
+/// Add `tools`, `tool_choice` and `parallel_tool_calls` (a chat request's, or a
+/// conversation's params) to `plan`, whose `response_format` is already set: a required or
+/// named call constrains the output to calls.
+pub(crate) fn plan_tools(
+    state: &AppState,
+    plan: &mut Plan,
+    tools: Option<&Value>,
+    tool_choice: Option<&Value>,
+    parallel_tool_calls: Option<bool>,
+) -> Result<(), ApiError> {
+    let Some((set, forced)) = offered_tools(state, tools, tool_choice, parallel_tool_calls)? else {
+        return Ok(());
+    };
+    if let Some(f) = forced {
+        if !matches!(plan.params.format, OutputFormat::Text) {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "a required tool call cannot also have a `response_format`",
+            ));
+        }
+        plan.params.format = OutputFormat::ToolCalls(f);
+    }
+    plan.params.tools = Some(Arc::new(set));
+    Ok(())
 }
 
 /// A request's tools, and the grammar of its calls when one is required.
@@ -437,8 +459,13 @@ type OfferedTools = (ToolSet, Option<Arc<JsonSchemaFormat>>);
 
 /// `tools`, `tool_choice` and `parallel_tool_calls`: the tool set, and for a required or named
 /// call the compiled grammar of its calls. `None` when the request offers no tools.
-fn tools(state: &AppState, req: &ChatRequest) -> Result<Option<OfferedTools>, ApiError> {
-    let defs = match req.tools.as_ref() {
+fn offered_tools(
+    state: &AppState,
+    tools: Option<&Value>,
+    tool_choice: Option<&Value>,
+    parallel_tool_calls: Option<bool>,
+) -> Result<Option<OfferedTools>, ApiError> {
+    let defs = match tools {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
             .iter()
@@ -457,7 +484,7 @@ fn tools(state: &AppState, req: &ChatRequest) -> Result<Option<OfferedTools>, Ap
             ),
         ));
     }
-    let choice = match req.tool_choice.as_ref() {
+    let choice = match tool_choice {
         None | Some(Value::Null) => ToolChoice::Auto,
         Some(Value::String(s)) if s == "none" => ToolChoice::None,
         Some(Value::String(s)) if s == "auto" => ToolChoice::Auto,
@@ -494,7 +521,7 @@ fn tools(state: &AppState, req: &ChatRequest) -> Result<Option<OfferedTools>, Ap
     let set = ToolSet {
         defs,
         choice,
-        parallel: req.parallel_tool_calls.unwrap_or(true),
+        parallel: parallel_tool_calls.unwrap_or(true),
     };
     let forced = set.forced();
     let grammar = if forced.is_empty() {

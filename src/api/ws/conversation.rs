@@ -10,9 +10,12 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::{api_error_frame, lock, send, Outbox, Registry};
-use crate::api::conversations::{double_option, event_frame, start_turn, TurnAsk};
+use crate::api::conversations::{
+    check_turn_input, double_option, event_frame, start_turn, TurnAsk,
+};
 use crate::api::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use crate::api::AppState;
+use crate::chat::conversation::ToolOutput;
 use crate::chat::live::{LiveEvent, Subscription};
 use crate::chat::Caller;
 
@@ -22,6 +25,8 @@ struct TurnFrame {
     conversation_id: String,
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_outputs: Option<Vec<ToolOutput>>,
     #[serde(default, with = "double_option")]
     parent_id: Option<Option<String>>,
     #[serde(default)]
@@ -69,9 +74,8 @@ async fn open(
         return Ok((message.id, sub));
     }
     let t: TurnFrame = parse(frame)?;
-    if t.regenerate.is_none() && t.content.as_deref().is_none_or(|c| c.trim().is_empty()) {
-        return Err(ApiError::invalid("content", "`content` must not be empty"));
-    }
+    let tool_outputs = t.tool_outputs.unwrap_or_default();
+    check_turn_input(t.content.as_deref(), &tool_outputs, t.regenerate.is_some())?;
     // As for plain generations: `queued` now, `thinking` once a backend starts on it. Both come
     // before the `message` frame, which goes out with the first token.
     send(out, json!({"type": "status", "id": id, "state": "queued"}));
@@ -88,6 +92,7 @@ async fn open(
         TurnAsk {
             conversation_id: t.conversation_id,
             content: t.content,
+            tool_outputs,
             parent_id: t.parent_id,
             regenerate: t.regenerate,
             model: t.model,
@@ -101,6 +106,7 @@ async fn open(
             "type": "message",
             "id": id,
             "user_message": turn.user_message,
+            "tool_messages": turn.tool_messages,
             "message": turn.message,
         }),
     );

@@ -18,12 +18,13 @@
 //!   `stream_options` are ignored (a socket always streams); `n` must be 1 (send one frame per
 //!   choice). `"timestamps": true` adds `sampled_at_us` to token frames.
 //! - `{"type": "generate", "id", "conversation_id", "content", "parent_id"?, "model"?,
-//!   "timestamps"?}` (or `"regenerate": message_id` instead of `content`): a turn of one of the
-//!   socket user's conversations ([`conversation`]): `status` frames (`queued`, `thinking`),
-//!   then `{"type": "message", "id", "user_message", "message"}` (with the first token), then
-//!   `token` frames with `message_id` (and `sampled_at_us` with `timestamps`), then `{"type":
-//!   "done", "id", "message_id", "status", "finish_reason", "model", "usage", "cached",
-//!   "timings"}`. The answer outlives the socket (for `chat.detach_grace_secs`); a `cancel`
+//!   "timestamps"?}` (or `"regenerate": message_id`, or `"tool_outputs": [{"tool_call_id",
+//!   "output"}]` instead of `content`): a turn of one of the socket user's conversations
+//!   ([`conversation`]): `status` frames (`queued`, `thinking`), then `{"type": "message",
+//!   "id", "user_message", "tool_messages", "message"}` (with the first token), then `token`
+//!   frames with `message_id` (and `sampled_at_us` with `timestamps`), then `{"type": "done",
+//!   "id", "message_id", "status", "finish_reason", "model", "usage", "cached", "timings",
+//!   "tool_calls"}`. The answer outlives the socket (for `chat.detach_grace_secs`); a `cancel`
 //!   stops the answer itself.
 //! - `{"type": "generate", "id", "post_id", "action", "selection"?, "options"?}`: one of the
 //!   blog's AI writing tools on one of the socket user's posts ([`assist`]; the fields of
