@@ -6,6 +6,7 @@ conversations, hostile output. Run by tests/integration/browser.rs; alone:
       .venv/bin/python -m unittest -v tests.browser.test_ui
 """
 
+import json
 import re
 import sys
 import time
@@ -291,6 +292,39 @@ class HostileOutput(UiTest):
         self.assertEqual(foreign, [])
         status, listing = call(self.base, "GET", "/api/conversations", token)
         self.assertEqual(listing["data"][0]["model"], "hostile")
+
+    def test_tool_calls_and_results_show_as_text(self):
+        token = self.admin()
+        e = self.evil.origin
+        hostile = f'<img src="{e}/tool.png" onerror="window.__pwned = 6">'
+        export = {"format": "hearth.conversation.v1", "conversation": {"title": "Tools"},
+                  "messages": [
+                      {"id": "a", "role": "user", "content": "Weather in Paris?"},
+                      {"id": "b", "parent_id": "a", "role": "assistant", "content": "",
+                       "finish_reason": "tool_calls", "tool_calls": [
+                           {"id": "call_1", "type": "function", "function": {
+                               "name": "get_weather", "arguments": json.dumps({"city": hostile})}}]},
+                      {"id": "c", "parent_id": "b", "role": "tool", "tool_call_id": "call_1",
+                       "content": f"<script>window.__pwned = 7</script>{hostile}"},
+                      {"id": "d", "parent_id": "c", "role": "assistant", "content": "It is sunny."}]}
+        status, conv = call(self.base, "POST", "/api/conversations/import", token, export)
+        self.assertEqual(status, 201, conv)
+        requests = []
+        self.page.on("request", lambda r: requests.append(r.url))
+        harness.ui_login(self.page, self.base, "admin")
+        page = self.page
+        page.locator(f'[data-conversation-id="{conv["id"]}"]').click()
+        call_el = page.get_by_test_id("tool-call")
+        expect(call_el).to_contain_text("get_weather")
+        expect(call_el).to_contain_text(hostile.replace('"', '\\"'))
+        result = page.get_by_test_id("message-tool")
+        expect(result).to_contain_text("<script>window.__pwned = 7</script>")
+        expect(result).to_contain_text(hostile)
+        self.assertEqual(page.locator(".msg img, .msg script").count(), 0)
+        expect(self.last_answer()).to_contain_text("It is sunny.")
+        page.wait_for_timeout(200)
+        self.assertIsNone(page.evaluate("() => window.__pwned ?? null"))
+        self.assertEqual(self.evil.hits, [])
 
 
 if __name__ == "__main__":
