@@ -6,17 +6,11 @@
 //! tokens. (Tools in conversations: `conversation_tools`.)
 
 use crate::common;
-
-use std::net::SocketAddr;
-use std::sync::OnceLock;
+use crate::common::app::TestApp;
 
 use futures::StreamExt;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-fn server() -> SocketAddr {
-    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| common::spawn_server(|_| {}))
-}
 
 fn weather_schema() -> Value {
     json!({
@@ -45,33 +39,22 @@ fn body(choice: Value, seed: u64) -> Value {
     })
 }
 
-async fn post(client: &reqwest::Client, body: &Value) -> (u16, Value) {
-    post_to(client, "/v1/chat/completions", body).await
-}
-
-async fn post_to(client: &reqwest::Client, path: &str, body: &Value) -> (u16, Value) {
-    let r = client
-        .post(format!("http://{}{path}", server()))
-        .json(body)
-        .send()
-        .await
-        .expect("send");
-    let status = r.status().as_u16();
-    (status, r.json().await.expect("json"))
+async fn post(app: &TestApp, body: &Value) -> (StatusCode, Value) {
+    app.post_json("/v1/chat/completions", None, body).await
 }
 
 #[tokio::test]
 async fn forced_calls_parse_and_their_arguments_match_the_schema() {
     let _turn = common::serial();
-    let client = reqwest::Client::new();
+    let app = TestApp::spawn(|_| {});
     let validator = jsonschema::validator_for(&weather_schema()).expect("schema");
     let named = json!({"type": "function", "function": {"name": "get_weather"}});
     const SAMPLES: u64 = 16;
-    let answers: Vec<(u64, u16, Value)> = futures::stream::iter(0..SAMPLES)
+    let answers: Vec<(u64, StatusCode, Value)> = futures::stream::iter(0..SAMPLES)
         .map(|seed| {
-            let (client, body) = (client.clone(), body(named.clone(), seed));
+            let (app, body) = (&app, body(named.clone(), seed));
             async move {
-                let (s, v) = post(&client, &body).await;
+                let (s, v) = post(app, &body).await;
                 (seed, s, v)
             }
         })
@@ -95,7 +78,7 @@ async fn forced_calls_parse_and_their_arguments_match_the_schema() {
         assert!(validator.is_valid(&args), "seed {seed}: {args}");
     }
     // `required` picks one of the tools.
-    let (status, v) = post(&client, &body(json!("required"), 3)).await;
+    let (status, v) = post(&app, &body(json!("required"), 3)).await;
     assert_eq!(status, 200, "{v}");
     let name = &v["choices"][0]["message"]["tool_calls"][0]["function"]["name"];
     assert!(name == "get_weather" || name == "get_time", "{v}");
@@ -104,31 +87,23 @@ async fn forced_calls_parse_and_their_arguments_match_the_schema() {
 #[tokio::test]
 async fn streamed_tool_call_deltas_add_up_to_the_whole_call() {
     let _turn = common::serial();
-    let client = reqwest::Client::new();
+    let app = TestApp::spawn(|_| {});
     let mut request = body(
         json!({"type": "function", "function": {"name": "get_weather"}}),
         5,
     );
     request["temperature"] = json!(0);
     request["cache"] = json!(false);
-    let (_, whole) = post(&client, &request).await;
+    let (_, whole) = post(&app, &request).await;
     let call = &whole["choices"][0]["message"]["tool_calls"][0];
     request["stream"] = json!(true);
-    let sse = client
-        .post(format!("http://{}/v1/chat/completions", server()))
-        .json(&request)
-        .send()
+    let sse = app
+        .sse(Method::POST, "/v1/chat/completions", None, Some(&request))
         .await
-        .expect("send")
-        .text()
-        .await
-        .expect("body");
+        .frames;
+    assert_eq!(sse.last(), Some(&json!("[DONE]")));
     let (mut name, mut args, mut pieces, mut finish) = (None, String::new(), 0, None);
-    for data in sse.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if data == "[DONE]" {
-            break;
-        }
-        let chunk: Value = serde_json::from_str(data).expect("chunk");
+    for chunk in &sse[..sse.len() - 1] {
         let choice = &chunk["choices"][0];
         if let Some(f) = choice["finish_reason"].as_str() {
             finish = Some(f.to_string());
@@ -140,7 +115,7 @@ async fn streamed_tool_call_deltas_add_up_to_the_whole_call() {
         {
             assert_eq!(d["index"], 0, "{d}");
             if let Some(n) = d["function"]["name"].as_str() {
-                assert!(name.is_none(), "the name comes once: {sse}");
+                assert!(name.is_none(), "the name comes once: {sse:?}");
                 assert!(d["id"].as_str().is_some_and(|id| id.starts_with("call_")));
                 name = Some(n.to_string());
             }
@@ -157,7 +132,7 @@ async fn streamed_tool_call_deltas_add_up_to_the_whole_call() {
 #[tokio::test]
 async fn a_tool_result_goes_back_and_the_model_answers() {
     let _turn = common::serial();
-    let client = reqwest::Client::new();
+    let app = TestApp::spawn(|_| {});
     let mut request = body(json!("auto"), 1);
     request["messages"] = json!([
         {"role": "user", "content": "What is the weather in Paris?"},
@@ -165,20 +140,18 @@ async fn a_tool_result_goes_back_and_the_model_answers() {
         {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 18, \"sky\": \"sunny\"}"},
     ]);
     request["max_tokens"] = json!(24);
-    let (status, v) = post(&client, &request).await;
+    let (status, v) = post(&app, &request).await;
     assert_eq!(status, 200, "{v}");
     let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
     assert!(["stop", "length", "tool_calls"].contains(&finish), "{v}");
     // The prompt carries the tools, the call and its result.
-    let prompt: Value = client
-        .post(format!("http://{}/apply-template", server()))
-        .json(&json!({"messages": request["messages"]}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, prompt) = app
+        .post_json(
+            "/apply-template",
+            None,
+            &json!({"messages": request["messages"]}),
+        )
+        .await;
     let text = prompt["prompt"].as_str().unwrap_or_default();
     assert!(
         text.contains("<tool_call>") && text.contains("<tool_response>"),
@@ -189,7 +162,7 @@ async fn a_tool_result_goes_back_and_the_model_answers() {
 #[tokio::test]
 async fn bad_tool_fields_are_400s_naming_the_field() {
     let _turn = common::serial();
-    let client = reqwest::Client::new();
+    let app = TestApp::spawn(|_| {});
     let named = |n: &str| json!({"type": "function", "function": {"name": n}});
     let cases = [
         (json!({"tools": {"a": 1}}), "tools"),
@@ -218,7 +191,7 @@ async fn bad_tool_fields_are_400s_naming_the_field() {
         for (k, v) in patch.as_object().unwrap() {
             request[k] = v.clone();
         }
-        let (status, v) = post(&client, &request).await;
+        let (status, v) = post(&app, &request).await;
         assert_eq!(status, 400, "{patch}: {v}");
         assert_eq!(v["error"]["param"], param, "{patch}: {v}");
     }
@@ -233,7 +206,8 @@ async fn the_readme_tool_call_example_makes_a_call() {
     let start = section.find("-d '").expect("curl -d") + 4;
     let len = section[start..].find("'\n").expect("end of the body");
     let body: Value = serde_json::from_str(&section[start..start + len]).expect("the body is JSON");
-    let (status, v) = post(&reqwest::Client::new(), &body).await;
+    let app = TestApp::spawn(|_| {});
+    let (status, v) = post(&app, &body).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
     let args = v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
@@ -246,10 +220,10 @@ async fn the_readme_tool_call_example_makes_a_call() {
 #[tokio::test]
 async fn apply_template_takes_tools_and_a_prefill_that_chat_continues() {
     let _turn = common::serial();
-    let client = reqwest::Client::new();
+    let app = TestApp::spawn(|_| {});
     let template = |body: Value| {
-        let client = client.clone();
-        async move { post_to(&client, "/apply-template", &body).await }
+        let app = &app;
+        async move { app.post_json("/apply-template", None, &body).await }
     };
     let question = json!([{"role": "user", "content": "Name a fruit."}]);
     let opener = "<|im_start|>assistant\n";
@@ -301,17 +275,18 @@ async fn apply_template_takes_tools_and_a_prefill_that_chat_continues() {
     assert_eq!(prompt, format!("{plain}{prefill}"));
     // ... and chat answers from where it stops: the same greedy text as completing that prompt.
     let (status, answer) = post(
-        &client,
+        &app,
         &json!({"messages": chat, "max_tokens": 8, "temperature": 0}),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    let (status, completion) = post_to(
-        &client,
-        "/v1/completions",
-        &json!({"prompt": prompt, "max_tokens": 8, "temperature": 0}),
-    )
-    .await;
+    let (status, completion) = app
+        .post_json(
+            "/v1/completions",
+            None,
+            &json!({"prompt": prompt, "max_tokens": 8, "temperature": 0}),
+        )
+        .await;
     assert_eq!(status, 200, "{completion}");
     let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(!text.is_empty());
@@ -324,14 +299,14 @@ async fn apply_template_takes_tools_and_a_prefill_that_chat_continues() {
 #[tokio::test]
 async fn logprobs_cover_every_token_of_a_call() {
     let _turn = common::serial();
-    let client = reqwest::Client::new();
+    let app = TestApp::spawn(|_| {});
     let mut request = body(
         json!({"type": "function", "function": {"name": "get_weather"}}),
         2,
     );
     request["logprobs"] = json!(true);
     request["top_logprobs"] = json!(2);
-    let (status, v) = post(&client, &request).await;
+    let (status, v) = post(&app, &request).await;
     assert_eq!(status, 200, "{v}");
     let choice = &v["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
