@@ -538,4 +538,55 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
     }
+
+    /// Every series name the Grafana dashboard in `deploy/grafana/` queries is one this module
+    /// renders, with every family touched once.
+    #[test]
+    fn the_grafana_dashboard_queries_only_series_hearth_exports() {
+        let m = Metrics::new(Arc::new(SchedulerStats::default()), 16, 4);
+        m.http_request("/v1/models", "GET", 200, Duration::from_millis(2));
+        m.chat_event("cache_hit");
+        m.backend_request("remote", "ok");
+        m.backend_error("remote", "timeout");
+        m.backend_latency("remote", Duration::from_millis(3));
+        m.failover("remote", "local");
+        m.breaker_state("remote", 1);
+        m.breaker_opened("remote");
+        let start = Instant::now();
+        let mut o = m.observer("model", start);
+        o.token(start);
+        o.token(Instant::now());
+        o.done(3, 1, 2);
+        let text = m.render();
+        let rendered: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../deploy/grafana/hearth-dashboard.json"))
+                .expect("the dashboard is JSON");
+        let mut queried = Vec::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                let mut rest = expr;
+                while let Some(at) = rest.find("hearth_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    queried.push(name);
+                }
+            }
+        }
+        assert!(queried.len() >= 20, "{queried:?}");
+        for name in &queried {
+            assert!(
+                rendered.contains(name.as_str()),
+                "the dashboard queries {name}, which Hearth does not export: {rendered:?}"
+            );
+        }
+    }
 }

@@ -9,11 +9,11 @@
 //! of password hashing stays within bounded memory.
 
 use crate::common;
+use crate::common::process::Served as Server;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,20 +23,6 @@ use serde_json::{json, Value};
 const PASSWORD: &str = "correct horse battery";
 /// Concurrent API-key writers (each keeps one request in flight).
 const KEY_WRITERS: usize = 4;
-
-/// A running `hearth serve` and the address it printed.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Never leave a server behind when a test fails half-way.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn write_config(dir: &Path) -> PathBuf {
     write_config_with_data(dir, &dir.join("data"))
@@ -83,36 +69,15 @@ fn start_logged(config: &Path, log: &Path, rust_log: &str) -> Server {
 }
 
 fn start_with(config: &Path, rust_log: &str, stderr: Stdio) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    command
         .arg("--config")
         .arg(config)
         .arg("serve")
         .env("RUST_LOG", rust_log)
         .env_remove("HEARTH_LOG")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn hearth serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("hearth listening on http://") {
-                let _ = tx.send(addr.trim().to_string());
-                break;
-            }
-        }
-        // Keep draining so the server never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the server printed its address")
-        .parse()
-        .expect("an address");
-    Server { child, addr }
+        .stderr(stderr);
+    common::process::spawn_listening(command)
 }
 
 async fn post(

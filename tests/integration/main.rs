@@ -19,6 +19,7 @@ mod cli;
 mod cli_accounts;
 mod conversation_tools;
 mod crash;
+mod deploy;
 mod generate;
 mod gguf_errors;
 mod kquants;

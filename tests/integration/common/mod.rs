@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod fake_openai;
+pub mod process;
 pub mod python;
 
 use std::path::PathBuf;
