@@ -18,6 +18,9 @@ pub struct App {
     limits: crate::net::ConnectionLimits,
     backups: Option<tokio::task::JoinHandle<()>>,
     housekeeping: tokio::task::JoinHandle<()>,
+    /// Sockets and detached answers, for the graceful shutdown.
+    drain: crate::shutdown::Drain,
+    store: crate::store::Store,
 }
 
 impl App {
@@ -120,12 +123,14 @@ impl App {
         let proxies = crate::net::TrustedProxies::parse(&config.server.trusted_proxies)
             .map_err(|e| anyhow::anyhow!("configuration: server.trusted_proxies: {e}"))?;
         let router = Arc::new(router);
+        let drain = crate::shutdown::Drain::new();
         let chat = crate::chat::ChatService::new(
             &config,
             router.clone(),
             store.clone(),
             metrics.clone(),
             scheduler.engine().clone(),
+            drain.clone(),
         );
         chat.load_settings()
             .await
@@ -138,7 +143,8 @@ impl App {
             )),
             blog: Arc::new(blog),
             chat,
-            store,
+            drain: drain.clone(),
+            store: store.clone(),
             jwt,
             login_limits,
             hasher: crate::auth::password::Hasher::new(config.auth.max_concurrent_hashes),
@@ -158,6 +164,8 @@ impl App {
         api::web::warm();
         Ok(Self {
             listener,
+            drain,
+            store,
             router: api::router(state),
             limits,
             backups,
@@ -170,16 +178,44 @@ impl App {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serve until `shutdown` resolves.
+    /// Serve until `shutdown` resolves, then shut down gracefully: stop accepting, let
+    /// requests, WebSocket generations and detached conversation answers finish within
+    /// `server.shutdown_grace_secs` of the signal (sockets then close with 1001), stop what is
+    /// left (answers are saved as interrupted), and checkpoint the database.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        crate::net::serve(self.listener, self.router, self.limits, shutdown).await;
+        let drain = self.drain.clone();
+        let signalled = async move {
+            shutdown.await;
+            drain.begin();
+        };
+        let grace = self.limits.shutdown_grace;
+        crate::net::serve(self.listener, self.router, self.limits, signalled).await;
         if let Some(b) = self.backups {
             b.abort();
         }
         self.housekeeping.abort();
+        let began = self.drain.began().unwrap_or_else(std::time::Instant::now);
+        let deadline = tokio::time::Instant::from_std(began + grace);
+        if tokio::time::timeout_at(deadline, self.drain.idle())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                left = self.drain.active(),
+                "shutdown grace over: stopping the sockets and answers still running"
+            );
+            self.drain.force();
+            // They stop at once; this bounds saving the answers and the sockets' close frames.
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.drain.idle()).await;
+        }
+        match self.store.checkpoint().await {
+            Ok(true) => tracing::info!("database checkpointed"),
+            Ok(false) => tracing::warn!("database checkpoint incomplete: a reader held it back"),
+            Err(e) => tracing::warn!(error = %e, "database checkpoint failed"),
+        }
         Ok(())
     }
 

@@ -28,5 +28,7 @@ pub mod limits;
 pub mod metrics;
 /// The listener: connections, their cap and timeouts; client addresses behind proxies.
 pub mod net;
+/// Graceful shutdown of the work that outlives a request: WebSockets and detached answers.
+pub mod shutdown;
 /// The SQLite store: accounts, API keys, usage; migrations and backups.
 pub mod store;

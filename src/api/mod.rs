@@ -58,6 +58,8 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     /// The one generation service every transport calls.
     pub chat: crate::chat::ChatService,
+    /// The graceful shutdown: WebSockets hold a guard and close when it drains.
+    pub drain: crate::shutdown::Drain,
     /// Every backend (the local model, remote servers), routing and failover.
     pub router: Arc<crate::backends::Router>,
     /// Settings.

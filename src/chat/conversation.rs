@@ -455,10 +455,17 @@ impl ChatService {
         let subscription = live.subscribe(0);
         super::lock_live(&self.inner.live).insert(message.id.clone(), live.clone());
         let (rate, cache_hit) = (run.rate(), run.cache_hit());
-        // The answer outlives this request, but its logs keep the request's id.
-        tokio::spawn(tracing::Instrument::instrument(
+        // The answer outlives this request, but its logs keep the request's id; a shutdown
+        // waits for it (within its grace).
+        let guard = self.inner.drain.guard();
+        let answer =
             self.clone()
-                .follow_through(run, message.id.clone(), live, titling, summarizing),
+                .follow_through(run, message.id.clone(), live, titling, summarizing);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                answer.await;
+                drop(guard);
+            },
             tracing::Span::current(),
         ));
         Ok(Turn {
@@ -619,6 +626,10 @@ impl ChatService {
                 _ = live.cancelled() => {
                     break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
                 }
+                _ = self.inner.drain.forced() => {
+                    tracing::info!(message = %id, "the shutdown grace ran out: answer interrupted");
+                    break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
+                }
                 _ = tick.tick() => {
                     if live.followers() > 0 {
                         alone_since = None;
@@ -672,6 +683,10 @@ impl ChatService {
         }
         live.end(end.clone());
         super::lock_live(&self.inner.live).remove(&id);
+        // A shutdown waits for answers, not for the extras that follow them.
+        if self.inner.drain.is_draining() {
+            return;
+        }
         if let (Some(t), "done", Some(model)) = (titling, end.status.as_str(), &end.model) {
             self.write_title(t, model.clone()).await;
         }

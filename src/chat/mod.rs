@@ -129,6 +129,8 @@ struct Inner {
     policy: models::PolicyCell,
     prefs: models::PreferenceCache,
     guards: Arc<guard::Guards>,
+    /// Shutdown: answers generating for nobody are waited for, then stopped.
+    drain: crate::shutdown::Drain,
 }
 
 /// The generation service (cheap to clone).
@@ -145,9 +147,11 @@ impl ChatService {
         store: Store,
         metrics: Arc<Metrics>,
         engine: Arc<Engine>,
+        drain: crate::shutdown::Drain,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                drain,
                 router,
                 engine,
                 chat: config.chat.clone(),

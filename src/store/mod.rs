@@ -253,6 +253,17 @@ impl Store {
         .await?
     }
 
+    /// Fold the write-ahead log into the database file and truncate it (`PRAGMA
+    /// wal_checkpoint(TRUNCATE)`), as a clean shutdown does: the file alone is then complete.
+    /// Returns whether every frame was checkpointed (false when a reader held some back).
+    pub async fn checkpoint(&self) -> Result<bool, StoreError> {
+        self.run(|c| {
+            let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            Ok(busy == 0)
+        })
+        .await
+    }
+
     /// Run `f` with a connection on the calling thread: for code outside a tokio runtime, such
     /// as CLI commands. Waits up to `busy_timeout_ms` for a free connection.
     pub fn run_blocking<T>(

@@ -153,7 +153,11 @@ fn the_systemd_unit_verifies_and_confines_the_service() {
         "systemd must wait out the shutdown grace"
     );
     assert_eq!(value("ExecStart"), "/usr/local/bin/hearth serve");
-    assert_eq!(value("WorkingDirectory"), "-/etc/hearth", "config.toml there, if any");
+    assert_eq!(
+        value("WorkingDirectory"),
+        "-/etc/hearth",
+        "config.toml there, if any"
+    );
 
     // systemd's own checker, with ExecStart on the binary just built.
     if !Path::new("/usr/bin/systemd-analyze").exists() {

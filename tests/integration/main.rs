@@ -30,6 +30,7 @@ mod playground;
 mod safetensors_reference;
 mod scheduler;
 mod server;
+mod shutdown;
 mod store;
 mod structured;
 mod template_reference;

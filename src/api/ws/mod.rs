@@ -81,7 +81,9 @@
 //! `server.max_body_bytes` close the socket (close code 1009). The server Pings every `server.ws_ping_secs` and closes a
 //! socket that sent nothing, not even a Pong, for two intervals. However a socket ends, its
 //! generations are cancelled (their event receivers dropped, which frees their slots on the
-//! model thread within one step).
+//! model thread within one step). When the server shuts down, a `generate` gets a 503 error
+//! frame `shutting_down`; once the socket's generations are done it closes with 1001 (at the
+//! end of `server.shutdown_grace_secs` at the latest, [`crate::shutdown`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -284,7 +286,14 @@ async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut lagged = false;
+    // A shutdown waits for this socket: it finishes its generations, then closes with 1001.
+    let _guard = state.drain.guard();
+    let mut draining = false;
     let reason = loop {
+        if draining && lock(&registry).is_empty() {
+            close(&out, close_code::AWAY, "the server is shutting down");
+            break "the server is shutting down";
+        }
         tokio::select! {
             frame = stream.next() => {
                 let frame = match frame {
@@ -334,6 +343,11 @@ async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
                     break "the credential was revoked";
                 }
                 out.push(Message::Ping(Default::default()));
+            }
+            _ = state.drain.draining(), if !draining => draining = true,
+            _ = state.drain.forced() => {
+                close(&out, close_code::AWAY, "the server is shutting down");
+                break "the shutdown grace ran out";
             }
             _ = revoked.notified() => {
                 close(&out, close_code::POLICY, "the credential is no longer valid");
@@ -556,7 +570,16 @@ fn on_text(text: &str, socket: &Socket<'_>, generations: &mut JoinSet<()>) {
     let (cancel_tx, cancel_rx) = oneshot::channel();
     {
         let mut in_flight = lock(socket.registry);
-        let refusal = if in_flight.contains_key(&id) {
+        let refusal = if socket.state.drain.is_draining() {
+            let mut e = protocol_error(
+                Some(&id),
+                "shutting_down",
+                None,
+                "the server is shutting down: reconnect and send it again",
+            );
+            e["status"] = json!(503);
+            Some(e)
+        } else if in_flight.contains_key(&id) {
             Some(protocol_error(
                 Some(&id),
                 "duplicate_id",
