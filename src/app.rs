@@ -21,6 +21,8 @@ pub struct App {
     /// Sockets and detached answers, for the graceful shutdown.
     drain: crate::shutdown::Drain,
     store: crate::store::Store,
+    /// HTTPS, when `server.tls_cert` and `server.tls_key` are set.
+    tls: Option<crate::net::Tls>,
 }
 
 impl App {
@@ -70,6 +72,14 @@ impl App {
             ),
             _ => {}
         }
+        // A certificate that does not load stops the start, before the model is served.
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::net::Tls::load(cert, key)
+                    .map_err(|e| anyhow::anyhow!("configuration: server.tls_cert/tls_key: {e}"))?,
+            ),
+            _ => None,
+        };
         let addr = format!("{}:{}", s.host, s.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -166,11 +176,21 @@ impl App {
             listener,
             drain,
             store,
+            tls,
             router: api::router(state),
             limits,
             backups,
             housekeeping,
         })
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The address actually bound (useful with port 0).
@@ -192,7 +212,14 @@ impl App {
             drain.begin();
         };
         let grace = self.limits.shutdown_grace;
-        crate::net::serve(self.listener, self.router, self.limits, signalled).await;
+        let reloads = self
+            .tls
+            .clone()
+            .map(|tls| tokio::spawn(reload_on_sighup(tls)));
+        crate::net::serve(self.listener, self.router, self.limits, self.tls, signalled).await;
+        if let Some(r) = reloads {
+            r.abort();
+        }
         if let Some(b) = self.backups {
             b.abort();
         }
@@ -247,6 +274,29 @@ fn spawn_housekeeping(
             }
         }
     })
+}
+
+/// Read the certificate and key again on each SIGHUP (`systemctl reload`); a pair that does not
+/// load is logged and the running one kept.
+async fn reload_on_sighup(tls: crate::net::Tls) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: TLS certificates reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; keeping the old one")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
 }
 
 async fn shutdown_signal() {

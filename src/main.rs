@@ -225,7 +225,7 @@ fn run() -> Result<()> {
                 let app = hearth::app::App::build(config).await?;
                 let addr = app.local_addr()?;
                 // Tests and scripts read this line to find the port.
-                println!("hearth listening on http://{addr}");
+                println!("hearth listening on {}://{addr}", app.scheme());
                 app.run_until_stopped().await
             })?;
         }

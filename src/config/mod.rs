@@ -203,6 +203,11 @@ pub struct ServerSettings {
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed when
     /// telling client IPs apart (login limits, logs). Empty: the peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// HTTPS: a PEM file with the certificate chain (leaf first). Set with `tls_key`; both are
+    /// read again on SIGHUP. Relative paths are resolved against the config file's directory.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -228,6 +233,8 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 10,
             cors_allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -445,6 +452,12 @@ impl Config {
                 .backup_dir
                 .as_deref()
                 .map(|p| resolve_relative_path(dir, p));
+            for p in [&mut cfg.server.tls_cert, &mut cfg.server.tls_key]
+                .into_iter()
+                .flatten()
+            {
+                *p = resolve_relative_path(dir, p);
+            }
         }
         cfg.validate()?;
         Ok(cfg)
@@ -517,6 +530,12 @@ impl Config {
             }
         }
         self.validate_blog()?;
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid(
+                "server.tls_cert",
+                "set both server.tls_cert and server.tls_key, or neither".into(),
+            );
+        }
         for f in &self.filters {
             if let Err(e) = regex::Regex::new(&f.pattern) {
                 return invalid("filters.pattern", format!("`{}`: {e}", f.name));
@@ -736,6 +755,31 @@ breaker_failures = 5
             assert_eq!(cfg.storage.data_dir, Path::new("etc/db"));
             assert_eq!(cfg.storage.db_path(), Path::new("etc/db/hearth.db"));
             assert_eq!(cfg.storage.backup_dir(), Path::new("/srv/backups"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_resolved_against_the_config_dir() {
+        figment::Jail::expect_with(|jail| {
+            std::fs::create_dir("etc").map_err(|e| e.to_string())?;
+            jail.create_file(
+                "etc/config.toml",
+                "[server]\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/keys/key.pem\"\n",
+            )?;
+            let cfg =
+                Config::load(Some(Path::new("etc/config.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.server.tls_cert.as_deref(),
+                Some(Path::new("etc/tls/cert.pem"))
+            );
+            assert_eq!(
+                cfg.server.tls_key.as_deref(),
+                Some(Path::new("/keys/key.pem"))
+            );
+            jail.create_file("etc/config.toml", "[server]\ntls_cert = \"cert.pem\"\n")?;
+            let err = Config::load(Some(Path::new("etc/config.toml"))).unwrap_err();
+            assert!(err.to_string().contains("server.tls_cert"), "{err}");
             Ok(())
         });
     }

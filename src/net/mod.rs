@@ -1,6 +1,7 @@
 //! The listener: accepts TCP connections and serves HTTP/1.1 and HTTP/2 (with WebSocket
-//! upgrades) on each through the axum router. Owns the connection-level limits — the connection
-//! cap, the header-read and idle timeouts, the open-file limit — and graceful shutdown. Knows no
+//! upgrades) on each through the axum router, over TLS when configured ([`tls`]). Owns the
+//! connection-level limits — the connection cap, the header-read and idle timeouts (a TLS
+//! handshake gets the header-read one), the open-file limit — and graceful shutdown. Knows no
 //! routes: what a request means is `api/`'s business.
 //!
 //! Why not `axum::serve`: it sets no header-read timeout (hyper needs a timer for one), closes
@@ -8,8 +9,10 @@
 //! everyone out once the process ran out of file descriptors.
 
 pub mod client_ip;
+pub mod tls;
 
 pub use client_ip::TrustedProxies;
+pub use tls::Tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +30,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -111,6 +114,7 @@ pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -140,14 +144,22 @@ pub async fn serve(
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
-                connections.spawn(serve_connection(
-                    tcp,
-                    peer,
-                    router.clone(),
-                    permit,
-                    limits,
-                    stopped.clone(),
-                ));
+                let (router, stopped) = (router.clone(), stopped.clone());
+                let Some(tls) = &tls else {
+                    connections.spawn(serve_connection(tcp, peer, router, permit, limits, stopped));
+                    continue;
+                };
+                let acceptor = tls.acceptor().clone();
+                connections.spawn(async move {
+                    // The handshake gets the same bound as a request's headers.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, router, permit, limits, stopped).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
             }
         }
     }
@@ -182,14 +194,16 @@ async fn on_accept_error(e: io::Error) {
 
 /// One connection: HTTP/1.1 or HTTP/2, until the peer leaves, it idles too long or the server
 /// stops.
-async fn serve_connection(
-    tcp: TcpStream,
+async fn serve_connection<S>(
+    tcp: S,
     peer: SocketAddr,
     router: axum::Router,
     permit: OwnedSemaphorePermit,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: tcp,
@@ -311,13 +325,13 @@ impl Drop for InFlight {
 
 /// The socket, noting activity on every byte moved, and holding the connection's place under
 /// the cap for as long as it is open (an upgraded WebSocket included).
-struct Tracked {
-    inner: TcpStream,
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
     _permit: OwnedSemaphorePermit,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -332,7 +346,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -34,6 +34,7 @@ mod shutdown;
 mod store;
 mod structured;
 mod template_reference;
+mod tls;
 mod tokenizer_reference;
 mod tools;
 mod web;

@@ -1,5 +1,5 @@
 //! The real `hearth` binary as a child process: started with a command the test builds, its
-//! "hearth listening on http://ADDR" line awaited, killed when dropped (so a failing test never
+//! "hearth listening on http(s)://ADDR" line awaited, killed when dropped (so a failing test never
 //! leaves a server behind).
 
 use std::io::{BufRead, BufReader};
@@ -54,7 +54,10 @@ pub fn spawn_listening(mut command: Command) -> Served {
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {
             let Ok(line) = line else { return };
-            if let Some(addr) = line.strip_prefix("hearth listening on http://") {
+            let addr = line
+                .strip_prefix("hearth listening on http://")
+                .or_else(|| line.strip_prefix("hearth listening on https://"));
+            if let Some(addr) = addr {
                 let _ = tx.send(addr.trim().to_string());
                 break;
             }
