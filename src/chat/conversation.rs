@@ -205,6 +205,12 @@ impl ChatService {
             .ok_or_else(|| TurnError::NotFound("No such conversation".into()))?;
         let answering_tools = !req.tool_outputs.is_empty();
         let (parent, content) = match (&req.regenerate, &req.content) {
+            (Some(_), _) if answering_tools => {
+                return Err(TurnError::Invalid {
+                    param: "tool_outputs",
+                    message: "send either `regenerate` or `tool_outputs`, not both".into(),
+                })
+            }
             (Some(target), _) => {
                 let m = messages
                     .iter()

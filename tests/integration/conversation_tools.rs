@@ -66,6 +66,16 @@ fn the_call(message: &Value) -> String {
     calls[0]["id"].as_str().expect("id").to_string()
 }
 
+/// The next frame that is not a `status`.
+async fn after_status(ws: &mut crate::common::app::Ws) -> Value {
+    loop {
+        let f = ws_next(ws).await;
+        if f["type"] != "status" {
+            return f;
+        }
+    }
+}
+
 #[tokio::test]
 async fn conversations_store_calls_and_answer_their_results() {
     let _model = common::serial();
@@ -302,14 +312,22 @@ async fn conversations_store_calls_and_answer_their_results() {
                "tool_outputs": results["tool_outputs"]}),
     )
     .await;
-    let f = loop {
-        let f = ws_next(&mut ws).await;
-        if f["type"] != "status" {
-            break f;
-        }
-    };
+    let f = after_status(&mut ws).await;
     assert_eq!(f["type"], "error", "{f}");
     assert_eq!(f["param"], "tool_outputs", "{f}");
+    // Regenerating takes no tool outputs.
+    ws_send(
+        &mut ws,
+        json!({"type": "generate", "id": "t", "conversation_id": conv,
+               "regenerate": end["message_id"], "tool_outputs": results["tool_outputs"]}),
+    )
+    .await;
+    let f = after_status(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["param"].as_str()),
+        (Some("error"), Some("tool_outputs")),
+        "{f}"
+    );
 }
 
 #[tokio::test]

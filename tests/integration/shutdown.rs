@@ -66,13 +66,18 @@ async fn token(client: &reqwest::Client, addr: SocketAddr) -> String {
     unreachable!()
 }
 
-/// A conversation turn whose client reads its first frame and goes: the answer generates on
-/// for nobody. Its message id.
-async fn detached_answer(client: &reqwest::Client, addr: SocketAddr, token: &str) -> String {
+/// A conversation turn (with `params`) whose client reads its first frame and goes: the answer
+/// generates on for nobody. Its message id.
+async fn detached_answer(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    token: &str,
+    params: Value,
+) -> String {
     let r = client
         .post(format!("http://{addr}/api/conversations"))
         .bearer_auth(token)
-        .json(&json!({"params": endless()}))
+        .json(&json!({"params": params}))
         .send()
         .await
         .expect("create");
@@ -192,7 +197,7 @@ async fn sigterm_lets_streams_sockets_and_answers_finish_then_exits_clean() {
     let addr = server.addr;
     let client = reqwest::Client::new();
     let token = token(&client, addr).await;
-    let answer = detached_answer(&client, addr, &token).await;
+    let answer = detached_answer(&client, addr, &token, endless()).await;
     let mut chat = client
         .post(format!("http://{addr}/v1/chat/completions"))
         .json(
@@ -249,39 +254,9 @@ async fn past_the_grace_what_runs_is_stopped_and_saved_as_interrupted() {
     let client = reqwest::Client::new();
     let token = token(&client, addr).await;
     // Long enough never to finish within a second on this model.
-    let r = client
-        .post(format!("http://{addr}/api/conversations"))
-        .bearer_auth(&token)
-        .json(&json!({"params": {"max_tokens": 4000, "temperature": 0,
-            "logit_bias": {"0": -100, "2": -100}}}))
-        .send()
-        .await
-        .expect("create");
-    let conv: Value = r.json().await.expect("json");
-    let turn: Value = client
-        .post(format!(
-            "http://{addr}/api/conversations/{}/messages",
-            conv["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"content": "Tell me a very long story.", "stream": true}))
-        .send()
-        .await
-        .expect("turn")
-        .chunk()
-        .await
-        .expect("chunk")
-        .map(|b| {
-            let text = String::from_utf8_lossy(&b).into_owned();
-            let data = text
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap()
-                .to_string();
-            serde_json::from_str(&data).expect("frame")
-        })
-        .expect("first frame");
-    let answer = turn["message"]["id"].as_str().unwrap().to_string();
+    let mut params = endless();
+    params["max_tokens"] = json!(4000);
+    let answer = detached_answer(&client, addr, &token, params).await;
     // Let it write something first.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
