@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # playwright); the browser tests drive Debian's Chromium, which browser-env.sh installs with apt.
 ./scripts/python-env.sh
 ./scripts/browser-env.sh
+# nginx, for the test that runs the shipped reverse-proxy config (deploy/nginx/).
+./scripts/services-env.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Tests that run the model share one engine per test binary and take a lock, so they never

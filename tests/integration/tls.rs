@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A self-signed P-256 server certificate for 127.0.0.1 and localhost: writes `{name}.pem` and
 /// `{name}.key` into `dir`.
-fn make_cert(dir: &Path, name: &str) {
+pub(crate) fn make_cert(dir: &Path, name: &str) {
     let out = Command::new("openssl")
         .args([
             "req",
@@ -43,7 +43,7 @@ fn make_cert(dir: &Path, name: &str) {
     assert!(out.status.success(), "{out:?}");
 }
 
-fn cert_der(path: &Path) -> CertificateDer<'static> {
+pub(crate) fn cert_der(path: &Path) -> CertificateDer<'static> {
     CertificateDer::from_pem_file(path).expect("a certificate")
 }
 
@@ -68,7 +68,7 @@ fn start(dir: &Path) -> Served {
 }
 
 /// A TLS connection to `addr` trusting only `trusted`, offering `alpn`.
-async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     trusted: &CertificateDer<'static>,
     alpn: &[&[u8]],
