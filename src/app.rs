@@ -27,7 +27,11 @@ pub struct App {
 
 impl App {
     /// Load the model, start the model thread and bind the address from `config.server`.
-    pub async fn build(config: Config) -> Result<Self> {
+    pub async fn build(mut config: Config) -> Result<Self> {
+        // Served over HTTPS, the session cookie is only ever sent back over HTTPS.
+        if config.server.tls_cert.is_some() {
+            config.auth.secure_cookies = true;
+        }
         // Before the (slow) model load: a remote backend's key variable must exist.
         for b in &config.backends {
             if let Some(var) = &b.api_key_env {

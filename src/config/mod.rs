@@ -126,6 +126,7 @@ pub struct AuthSettings {
     pub metrics_require_auth: bool,
     /// Mark the web UI's session cookie `Secure` (sent over HTTPS only). Turn it on when Hearth
     /// is reached through TLS (a reverse proxy); over plain HTTP browsers would drop the cookie.
+    /// Always on when Hearth serves HTTPS itself (`server.tls_cert`).
     pub secure_cookies: bool,
 }
 

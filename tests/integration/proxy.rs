@@ -5,7 +5,7 @@
 //! scripts/services-env.sh (Debian's nginx-light), which `scripts/test.sh` runs.
 
 use crate::common;
-use crate::tls::{cert_der, connect, make_cert};
+use crate::tls::{cert_der, connect, exchange, make_cert};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -119,31 +118,6 @@ fn start_nginx(dir: &Path, https: u16, http: u16, upstream: SocketAddr) -> Nginx
         std::thread::sleep(Duration::from_millis(50));
     }
     nginx
-}
-
-/// Send `request` over HTTPS to the proxy and read the response to its end, noting when each
-/// piece arrived (seconds since the request was sent).
-async fn exchange(
-    addr: SocketAddr,
-    trusted: &rustls::pki_types::CertificateDer<'static>,
-    request: String,
-) -> Vec<(f64, String)> {
-    let mut tls = connect(addr, trusted, &[b"http/1.1"]).await.expect("TLS");
-    let sent = Instant::now();
-    tls.write_all(request.as_bytes()).await.expect("write");
-    let mut pieces = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(60), tls.read(&mut buf))
-            .await
-            .expect("data in time")
-            .unwrap_or(0);
-        if n == 0 {
-            return pieces;
-        }
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        pieces.push((sent.elapsed().as_secs_f64(), text));
-    }
 }
 
 #[tokio::test]

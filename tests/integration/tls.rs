@@ -1,7 +1,7 @@
 //! HTTPS on the real binary: `server.tls_cert` / `server.tls_key` (certificates made by the
 //! `openssl` command line) serve `/ready` over TLS with ALPN offering h2 and http/1.1; a plain
 //! HTTP request to the port gets no answer; SIGHUP loads a new certificate for new connections
-//! and keeps the old one when the new files are broken; a key that does not match its
+//! and keeps the old one when the new files are broken; the session cookie is `Secure`; a key that does not match its
 //! certificate stops the start with an error naming the setting.
 
 use crate::common;
@@ -121,6 +121,31 @@ async fn get(
     ))
 }
 
+/// Send `request` (raw HTTP/1.1) over HTTPS trusting only `trusted`, and read the response to its end, noting when each
+/// piece arrived (seconds since the request was sent).
+pub(crate) async fn exchange(
+    addr: SocketAddr,
+    trusted: &rustls::pki_types::CertificateDer<'static>,
+    request: String,
+) -> Vec<(f64, String)> {
+    let mut tls = connect(addr, trusted, &[b"http/1.1"]).await.expect("TLS");
+    let sent = Instant::now();
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut pieces = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(60), tls.read(&mut buf))
+            .await
+            .expect("data in time")
+            .unwrap_or(0);
+        if n == 0 {
+            return pieces;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        pieces.push((sent.elapsed().as_secs_f64(), text));
+    }
+}
+
 fn install(dir: &Path, name: &str) {
     std::fs::copy(dir.join(format!("{name}.pem")), dir.join("live.pem")).expect("cert");
     std::fs::copy(dir.join(format!("{name}.key")), dir.join("live.key")).expect("key");
@@ -153,6 +178,30 @@ async fn https_serves_reloads_its_certificate_on_sighup_and_refuses_a_bad_pair()
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]), "HTTP/2 is offered");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"ready\""), "{response}");
+    // Served over HTTPS, a browser session's cookie is marked Secure without being asked.
+    let creds = r#"{"username": "admin", "password": "correct horse battery"}"#;
+    for path in ["/api/auth/register", "/api/auth/login"] {
+        let pieces = exchange(
+            addr,
+            &first,
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 x-hearth-csrf: 1\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{creds}",
+                creds.len()
+            ),
+        )
+        .await;
+        let response: String = pieces.into_iter().map(|(_, t)| t).collect();
+        assert!(response.starts_with("HTTP/1.1 20"), "{path}: {response}");
+        if path.ends_with("login") {
+            let cookie = response
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+                .unwrap_or_else(|| panic!("no cookie: {response}"));
+            assert!(cookie.contains("; Secure"), "{cookie}");
+        }
+    }
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = reqwest::Client::new()
         .get(format!("http://{addr}/ready"))
