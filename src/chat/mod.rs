@@ -13,6 +13,7 @@ pub mod admission;
 pub mod cache;
 pub mod context;
 pub mod conversation;
+mod followups;
 pub mod guard;
 pub mod live;
 pub mod models;
