@@ -123,7 +123,9 @@ class ReconnectAndResume(UiTest):
         self.assertEqual(status, 200, listing)
         stored = listing["data"][-1]
         self.assertEqual(stored["status"], "interrupted")
-        self.assertGreater(len(stored["content"]), 40)
+        # Seen once empty in a full run and never again: the server's log says whether the
+        # partial saves were refused or never made.
+        self.assertGreater(len(stored["content"]), 40, self.server.log())
         self.assertEqual(self.rendered_chars(), len(stored["content"]))
         squash = lambda s: re.sub(r"[\s*_#`>-]+", "", s)  # noqa: E731
         self.assertEqual(squash(answer.locator(".md").inner_text()), squash(stored["content"]))
