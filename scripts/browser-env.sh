@@ -20,39 +20,11 @@ fi
 
 # --- Chromium (and fonts-dejavu-core) from apt ------------------------------------------------
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    echo "error: need root (or sudo) to run: $*" >&2
-    return 1
-  fi
-}
-
-# Wait up to 10 minutes for the dpkg lock, so that an apt run already under way (say, one that is
-# installing chromium right now) finishes first instead of failing this one.
-apt_install() {
-  as_root env DEBIAN_FRONTEND=noninteractive \
-    apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium fonts-dejavu-core
-}
+# shellcheck source=lib/apt.sh
+. "$root/scripts/lib/apt.sh"
 
 if [ ! -x "$chromium" ] || [ ! -f "$font" ]; then
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "error: $chromium (or the DejaVu font) is missing and there is no apt-get;" \
-      "install Chromium at $chromium by hand" >&2
-    exit 1
-  fi
-  echo "installing chromium fonts-dejavu-core with apt-get ..."
-  if ! apt_install; then
-    # Stale package lists (or none yet, as in a fresh container): refresh them and retry once.
-    echo "apt-get install failed; running apt-get update and retrying ..."
-    if ! as_root apt-get -o DPkg::Lock::Timeout=600 update || ! apt_install; then
-      echo "error: could not install chromium with apt-get: is the Debian mirror reachable?" >&2
-      exit 1
-    fi
-  fi
+  apt_install chromium fonts-dejavu-core || exit 1
   if [ ! -x "$chromium" ]; then
     echo "error: apt-get installed chromium but $chromium is still missing" >&2
     exit 1
