@@ -514,6 +514,9 @@ impl ChatService {
             Duration::from_millis(250).min(grace.max(Duration::from_millis(10))),
         );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Made once, not per token: resolves when a shutdown's grace runs out.
+        let forced = self.inner.drain.forced();
+        tokio::pin!(forced);
         let mut ended = loop {
             tokio::select! {
                 out = run.next() => match out {
@@ -557,7 +560,7 @@ impl ChatService {
                 _ = live.cancelled() => {
                     break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
                 }
-                _ = self.inner.drain.forced() => {
+                _ = &mut forced => {
                     tracing::info!(message = %id, "the shutdown grace ran out: answer interrupted");
                     break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
                 }

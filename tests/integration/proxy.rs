@@ -5,6 +5,7 @@
 //! scripts/services-env.sh (Debian's nginx-light), which `scripts/test.sh` runs.
 
 use crate::common;
+use crate::common::app::{ws_next, ws_send};
 use crate::tls::{cert_der, connect, exchange, make_cert};
 
 use std::net::{SocketAddr, TcpListener};
@@ -12,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::json;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -182,23 +181,15 @@ async fn the_shipped_nginx_config_proxies_https_streams_and_websockets() {
     let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{https}/ws"), tls)
         .await
         .expect("the upgrade passes the proxy");
-    ws.send(Message::Text(
+    ws_send(
+        &mut ws,
         json!({"type": "generate", "id": "p", "max_tokens": 8, "temperature": 0,
-               "messages": [{"role": "user", "content": "Hi"}]})
-        .to_string()
-        .into(),
-    ))
-    .await
-    .expect("send");
+               "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
     let mut tokens = 0;
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(60), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("frame");
-        let Message::Text(t) = m else { continue };
-        let f: Value = serde_json::from_str(&t).expect("json");
+        let f = ws_next(&mut ws).await;
         match f["type"].as_str() {
             Some("token") => tokens += 1,
             Some("done") => break,

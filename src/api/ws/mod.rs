@@ -289,6 +289,8 @@ async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
     // A shutdown waits for this socket: it finishes its generations, then closes with 1001.
     let _guard = state.drain.guard();
     let mut draining = false;
+    let (begun, forced) = (state.drain.draining(), state.drain.forced());
+    tokio::pin!(begun, forced);
     let reason = loop {
         if draining && lock(&registry).is_empty() {
             close(&out, close_code::AWAY, "the server is shutting down");
@@ -344,8 +346,8 @@ async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
                 }
                 out.push(Message::Ping(Default::default()));
             }
-            _ = state.drain.draining(), if !draining => draining = true,
-            _ = state.drain.forced() => {
+            _ = &mut begun, if !draining => draining = true,
+            _ = &mut forced => {
                 close(&out, close_code::AWAY, "the server is shutting down");
                 break "the shutdown grace ran out";
             }

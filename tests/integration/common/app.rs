@@ -209,15 +209,21 @@ impl TestApp {
     }
 }
 
-/// Send a JSON frame.
-pub async fn ws_send(ws: &mut Ws, frame: Value) {
+/// Send a JSON frame (on any WebSocket: the server's own, or one through a TLS proxy).
+pub async fn ws_send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, frame: Value)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::Text(frame.to_string().into()))
         .await
         .expect("ws send");
 }
 
 /// The next JSON frame (panics after 120 s).
-pub async fn ws_next(ws: &mut Ws) -> Value {
+pub async fn ws_next<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(120), ws.next())
             .await
