@@ -463,7 +463,7 @@ pub async fn post_message(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let tool_outputs = req.tool_outputs.unwrap_or_default();
-    check_turn_input(req.content.as_deref(), &tool_outputs, false)?;
+    check_content(req.content.as_deref())?;
     let stream = req.stream.unwrap_or(true);
     let ask = TurnAsk {
         conversation_id: id,
@@ -497,22 +497,12 @@ pub async fn regenerate(
     turn(&state, &owner, ask, stream).await
 }
 
-/// A turn's input, from HTTP or a WebSocket frame: a non-empty `content`, or tool outputs (or,
-/// when `regenerating`, neither).
-pub(crate) fn check_turn_input(
-    content: Option<&str>,
-    tool_outputs: &[ToolOutput],
-    regenerating: bool,
-) -> Result<(), ApiError> {
-    match (content, tool_outputs.is_empty()) {
-        (Some(_), false) => Err(ApiError::invalid(
-            "tool_outputs",
-            "send either `content` or `tool_outputs`, not both",
-        )),
-        (Some(c), true) if c.trim().is_empty() => {
-            Err(ApiError::invalid("content", "`content` must not be empty"))
-        }
-        (None, true) if !regenerating => {
+/// A turn's `content`, from HTTP or a WebSocket frame, is not blank. (Which of `content`,
+/// `tool_outputs` and `regenerate` a turn may combine is the generation service's rule,
+/// [`crate::chat::conversation`].)
+pub(crate) fn check_content(content: Option<&str>) -> Result<(), ApiError> {
+    match content {
+        Some(c) if c.trim().is_empty() => {
             Err(ApiError::invalid("content", "`content` must not be empty"))
         }
         _ => Ok(()),

@@ -10,9 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::{api_error_frame, lock, send, Outbox, Registry};
-use crate::api::conversations::{
-    check_turn_input, double_option, event_frame, start_turn, TurnAsk,
-};
+use crate::api::conversations::{check_content, double_option, event_frame, start_turn, TurnAsk};
 use crate::api::error::{clip, ApiError, MESSAGE_MAX_BYTES};
 use crate::api::AppState;
 use crate::chat::conversation::ToolOutput;
@@ -75,7 +73,7 @@ async fn open(
     }
     let t: TurnFrame = parse(frame)?;
     let tool_outputs = t.tool_outputs.unwrap_or_default();
-    check_turn_input(t.content.as_deref(), &tool_outputs, t.regenerate.is_some())?;
+    check_content(t.content.as_deref())?;
     // As for plain generations: `queued` now, `thinking` once a backend starts on it. Both come
     // before the `message` frame, which goes out with the first token.
     send(out, json!({"type": "status", "id": id, "state": "queued"}));
