@@ -8,8 +8,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # playwright); the browser tests drive Debian's Chromium, which browser-env.sh installs with apt.
 ./scripts/python-env.sh
 ./scripts/browser-env.sh
-# nginx, for the test that runs the shipped reverse-proxy config (deploy/nginx/).
+# nginx, for the test that runs the shipped reverse-proxy config (deploy/nginx/), and the
+# PostgreSQL server.
 ./scripts/services-env.sh
+# A throwaway PostgreSQL cluster on a free loopback port: the store's tests run on it as well as
+# on SQLite (and fail rather than skip if it is missing), then the server's store-heavy tests
+# run again with PostgreSQL as the store.
+pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/hearth-pg.XXXXXX")"
+trap './scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+HEARTH_TEST_POSTGRES="$(./scripts/postgres.sh start "$pg_dir" "$pg_port")"
+export HEARTH_TEST_POSTGRES HEARTH_TEST_REQUIRE_POSTGRES=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Tests that run the model share one engine per test binary and take a lock, so they never
@@ -20,4 +29,6 @@ cargo clippy --all-targets --locked -- -D warnings
 # harness takes no `--skip`.)
 cargo test --locked --lib --bins --examples --tests -- --skip browser::
 cargo test --locked --benches
+HEARTH_TEST_STORE=postgres cargo test --locked --test integration -- \
+  accounts:: playground:: conversation_tools:: blog:: web:: ws::
 cargo test --locked --test integration -- browser::

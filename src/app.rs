@@ -89,12 +89,10 @@ impl App {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let storage = config.storage.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            crate::store::Store::open(&storage.db_path(), &storage)
-        })
-        .await
-        .context("store opening thread")?
-        .with_context(|| format!("opening {}", config.storage.db_path().display()))?;
+        let store = tokio::task::spawn_blocking(move || crate::store::Store::connect(&storage))
+            .await
+            .context("store opening thread")?
+            .with_context(|| format!("opening {}", store_name(&config.storage)))?;
         // Answers that were generating when the server last stopped have no generation now.
         let interrupted = store
             .run(|c| crate::store::conversations::interrupt_streaming(c))
@@ -321,4 +319,12 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The configured database, for messages: the file, or the URL without its password.
+pub(crate) fn store_name(storage: &crate::config::StoreSettings) -> String {
+    match storage.target() {
+        Ok(crate::config::StoreTarget::Postgres(url)) => crate::store::redact_url(&url),
+        _ => storage.db_path().display().to_string(),
+    }
 }

@@ -1,10 +1,13 @@
 //! The one-shot commands behind `hearth generate | tokenize | template | inspect`, and (in
-//! [`accounts`]) `hearth user …`, `backup` and `restore`.
+//! [`accounts`]) `hearth user …`, `backup` and `restore`, and (in [`migrate_store`])
+//! `hearth migrate-store`.
 //!
 //! Like `app.rs` for the server, this is a boundary layer: it resolves the configured model,
 //! calls the engine and formats results for a terminal, with `anyhow` context on failures.
 
 pub mod accounts;
+/// `hearth migrate-store`: SQLite to PostgreSQL.
+pub mod migrate_store;
 
 use std::io::Write;
 use std::path::Path;

@@ -78,6 +78,16 @@ enum Command {
         /// A backup written by `hearth backup`, `POST /api/admin/backup` or the schedule.
         file: PathBuf,
     },
+    /// Copy the SQLite store into an empty PostgreSQL database and compare every row. Stop the
+    /// server first (writes after the copy's snapshot are not carried over).
+    MigrateStore {
+        /// The PostgreSQL database, e.g. postgres://hearth:PASSWORD@127.0.0.1/hearth.
+        #[arg(long)]
+        to: String,
+        /// The SQLite store (default: the configured one), as sqlite://PATH.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 /// `hearth user …`. Passwords are read from standard input (its first line) when it is not a
@@ -291,6 +301,10 @@ fn run() -> Result<()> {
         }
         Command::Backup { file } => println!("{}", accounts::backup(&config, &file)?),
         Command::Restore { file } => println!("{}", accounts::restore(&config, &file)?),
+        Command::MigrateStore { to, from } => println!(
+            "{}",
+            cli::migrate_store::migrate_store(&config.storage, from.as_deref(), &to)?
+        ),
     }
     Ok(())
 }

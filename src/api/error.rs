@@ -360,6 +360,10 @@ impl From<crate::store::StoreError> for ApiError {
             S::PoolTimeout(_) => {
                 ApiError::Unavailable("the database is busy; retry shortly".into())
             }
+            S::Unsupported(message) => ApiError::Conflict {
+                message,
+                code: "unsupported_by_store",
+            },
             S::Full => {
                 tracing::error!("a write failed: the disk holding the database is full");
                 ApiError::InsufficientStorage

@@ -12,13 +12,12 @@ use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::auth::password::hash_blocking;
 use crate::auth::rules::{validate_password, validate_username};
 use crate::config::{AuthSettings, Config, StoreSettings};
 use crate::store::{
-    self, api_keys, backup, refresh_tokens, unix_now, users, Role, Store, StoreError, User,
+    self, api_keys, backup, refresh_tokens, unix_now, users, Db, Role, Store, StoreError, User,
 };
 
 /// An account change refused by policy rather than by the database.
@@ -39,8 +38,8 @@ fn open_store(settings: &StoreSettings) -> Result<Store> {
         connections: 1,
         ..settings.clone()
     };
-    let path = settings.db_path();
-    Store::open(&path, &settings).with_context(|| format!("opening {}", path.display()))
+    Store::connect(&settings)
+        .with_context(|| format!("opening {}", crate::app::store_name(&settings)))
 }
 
 /// Run `change` in one `BEGIN IMMEDIATE` transaction, committed only when it returns
@@ -48,10 +47,10 @@ fn open_store(settings: &StoreSettings) -> Result<Store> {
 /// see the same database even when a server writes beside us.
 fn in_transaction<T>(
     store: &Store,
-    change: impl FnOnce(&Transaction<'_>) -> Result<Result<T, Refusal>, StoreError>,
+    change: impl FnOnce(&Db) -> Result<Result<T, Refusal>, StoreError>,
 ) -> Result<T> {
     let outcome = store.run_blocking(|conn| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.write_transaction()?;
         let outcome = change(&tx)?;
         if outcome.is_ok() {
             tx.commit()?;
@@ -63,7 +62,7 @@ fn in_transaction<T>(
 }
 
 /// The user named `name` (any ASCII case).
-fn find_user(conn: &Connection, name: &str) -> Result<Result<User, Refusal>, StoreError> {
+fn find_user(conn: &Db, name: &str) -> Result<Result<User, Refusal>, StoreError> {
     Ok(users::user_by_username(conn, name)?
         .map(|(user, _hash)| user)
         .ok_or_else(|| Refusal::NoSuchUser(name.to_owned())))
@@ -71,7 +70,7 @@ fn find_user(conn: &Connection, name: &str) -> Result<Result<User, Refusal>, Sto
 
 /// Whether taking `user`'s admin powers away (disabling or demoting them) would leave no
 /// enabled admin to manage the others.
-fn is_last_enabled_admin(conn: &Connection, user: &User) -> Result<bool, StoreError> {
+fn is_last_enabled_admin(conn: &Db, user: &User) -> Result<bool, StoreError> {
     if user.role != Role::Admin || user.disabled {
         return Ok(false);
     }
@@ -329,9 +328,13 @@ fn is_database_file(path: &Path, db_path: &Path) -> bool {
 /// How many users the database file at `path` holds (opened on its own, then closed again, so
 /// no `-wal`/`-shm` stays behind).
 fn count_users_in(path: &Path) -> Result<u64> {
-    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let n = users::count_users(&conn).with_context(|| format!("reading {}", path.display()))?;
-    conn.close()
+    let conn =
+        rusqlite::Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let db = Db::sqlite(conn);
+    let n = users::count_users(&db).with_context(|| format!("reading {}", path.display()))?;
+    db.into_sqlite()
+        .expect("a SQLite connection")
+        .close()
         .map_err(|(_, e)| e)
         .with_context(|| format!("closing {}", path.display()))?;
     Ok(n)

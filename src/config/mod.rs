@@ -334,9 +334,13 @@ impl Default for GenerationSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Directory holding the database file `hearth.db` (created if missing). Relative paths are
-    /// resolved against the directory of the config file.
+    /// Directory holding the database file `hearth.db` (created if missing) and the generated
+    /// JWT secret. Relative paths are resolved against the directory of the config file.
     pub data_dir: PathBuf,
+    /// The database: `sqlite://PATH` (a file; relative paths are resolved against the config
+    /// file's directory) or `postgres://USER:PASSWORD@HOST:PORT/DB` (a server several replicas
+    /// share). Unset: the SQLite file `<data_dir>/hearth.db`.
+    pub url: Option<String>,
     /// Milliseconds a connection waits for another connection's write lock before it fails
     /// (SQLite `busy_timeout`); also the longest a blocking caller waits for a free connection.
     pub busy_timeout_ms: u64,
@@ -356,6 +360,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+            url: None,
             busy_timeout_ms: 5000,
             connections: 4,
             backup_interval_secs: 0,
@@ -365,10 +370,31 @@ impl Default for StoreSettings {
     }
 }
 
+/// Which database `[storage]` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
 impl StoreSettings {
-    /// The database file: `<data_dir>/hearth.db`.
+    /// The SQLite database file: the path of a `sqlite://` `url`, else `<data_dir>/hearth.db`
+    /// (also where a PostgreSQL deployment would have kept it).
     pub fn db_path(&self) -> PathBuf {
-        self.data_dir.join("hearth.db")
+        match self.target() {
+            Ok(StoreTarget::Sqlite(path)) => path,
+            _ => self.data_dir.join("hearth.db"),
+        }
+    }
+
+    /// The database `url` names (see its docs), or why it names none.
+    pub fn target(&self) -> Result<StoreTarget, String> {
+        let Some(url) = self.url.as_deref() else {
+            return Ok(StoreTarget::Sqlite(self.data_dir.join("hearth.db")));
+        };
+        parse_store_url(url)
     }
 
     /// Where scheduled backups go: `backup_dir`, or `<data_dir>/backups`.
@@ -376,6 +402,20 @@ impl StoreSettings {
         self.backup_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+}
+
+/// `sqlite://PATH`, `postgres://…` or `postgresql://…`.
+pub fn parse_store_url(url: &str) -> Result<StoreTarget, String> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://data/hearth.db".into());
+        }
+        Ok(StoreTarget::Sqlite(PathBuf::from(path)))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(StoreTarget::Postgres(url.to_owned()))
+    } else {
+        Err("must start with sqlite:// or postgres://".into())
     }
 }
 
@@ -448,6 +488,12 @@ impl Config {
                 }
             }
             cfg.storage.data_dir = resolve_relative_path(dir, &cfg.storage.data_dir);
+            if let Ok(StoreTarget::Sqlite(file)) = cfg.storage.target() {
+                if cfg.storage.url.is_some() && file.is_relative() {
+                    let file = resolve_relative_path(dir, &file);
+                    cfg.storage.url = Some(format!("sqlite://{}", file.display()));
+                }
+            }
             cfg.storage.backup_dir = cfg
                 .storage
                 .backup_dir
@@ -619,6 +665,9 @@ impl Config {
         let st = &self.storage;
         if st.data_dir.as_os_str().is_empty() {
             return invalid("storage.data_dir", "must name a directory".into());
+        }
+        if let Err(message) = st.target() {
+            return invalid("storage.url", message);
         }
         if st.connections == 0 || st.connections > 64 {
             return invalid("storage.connections", "must be between 1 and 64".into());

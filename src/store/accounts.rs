@@ -5,7 +5,7 @@
 //! a count another is about to change. Policy (who may register, what a role means) stays with
 //! the caller, passed in as a closure or as plain values.
 
-use rusqlite::{Connection, TransactionBehavior};
+use super::db::Db;
 
 use super::refresh_tokens::{consume_in, insert_refresh, revoke_all_for_user, revoke_family};
 use super::users::{self, user_by_id, Role, User};
@@ -17,13 +17,13 @@ use super::{unix_now, Store, StoreError};
 /// transaction, so two concurrent first registrations cannot both find the table empty.
 /// [`StoreError::Conflict`] if the name is taken in any ASCII case.
 pub fn create_user_with_role_by_count(
-    conn: &mut Connection,
+    conn: &mut Db,
     username: &str,
     password_hash: &str,
     now: i64,
     decide: impl FnOnce(u64) -> Option<Role>,
 ) -> Result<Option<User>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let Some(role) = decide(users::count_users(&tx)?) else {
         return Ok(None);
     };
@@ -37,13 +37,13 @@ pub fn create_user_with_role_by_count(
 /// `keep_api_keys`, delete their API keys — all or nothing. Returns how many keys were
 /// deleted. [`StoreError::NotFound`] if there is no such user.
 pub fn change_password(
-    conn: &mut Connection,
+    conn: &mut Db,
     user_id: i64,
     password_hash: &str,
     keep_api_keys: bool,
     now: i64,
 ) -> Result<usize, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     users::set_password(&tx, user_id, password_hash, now)?;
     revoke_all_for_user(&tx, user_id, now)?;
     let deleted = if keep_api_keys {
@@ -59,8 +59,8 @@ pub fn change_password(
 /// refresh token of theirs, in one transaction. Returns how many refresh tokens were revoked.
 /// API keys are not sessions and keep working. [`StoreError::NotFound`] if there is no such
 /// user.
-pub fn revoke_sessions(conn: &mut Connection, user_id: i64, now: i64) -> Result<usize, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn revoke_sessions(conn: &mut Db, user_id: i64, now: i64) -> Result<usize, StoreError> {
+    let tx = conn.write_transaction()?;
     let changed = tx
         .prepare_cached("UPDATE users SET sessions_revoked_at = ?2 WHERE id = ?1")?
         .execute((user_id, now))?;
@@ -88,13 +88,13 @@ pub enum Rotation {
 /// token revoke the family *between* the two, so the winner's new token escaped the
 /// revocation; here a reuse sees either no rotation yet or the whole of it.
 pub fn rotate_refresh(
-    conn: &mut Connection,
+    conn: &mut Db,
     old_hash: &str,
     new_hash: &str,
     expires_at: i64,
     now: i64,
 ) -> Result<Rotation, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let (user_id, family_id) = match consume_in(&tx, old_hash, now)? {
         ConsumeOutcome::Valid { user_id, family_id } => (user_id, family_id),
         refused => {
@@ -118,7 +118,7 @@ pub fn rotate_refresh(
 /// user as stored, or `None` (and writes nothing) when the account changed or is gone.
 #[allow(clippy::too_many_arguments)]
 pub fn insert_refresh_if_unchanged(
-    conn: &mut Connection,
+    conn: &mut Db,
     user_id: i64,
     password_changed_at: i64,
     family_id: &str,
@@ -126,7 +126,7 @@ pub fn insert_refresh_if_unchanged(
     expires_at: i64,
     now: i64,
 ) -> Result<Option<User>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let current = user_by_id(&tx, user_id)?
         .filter(|u| !u.disabled && u.password_changed_at == password_changed_at);
     let Some(user) = current else {
@@ -150,13 +150,13 @@ pub enum AccountUpdate {
 /// left. Disabling also revokes all of the user's refresh tokens. One write transaction.
 /// [`StoreError::NotFound`] if there is no such user.
 pub fn update_account(
-    conn: &mut Connection,
+    conn: &mut Db,
     user_id: i64,
     disabled: Option<bool>,
     role: Option<Role>,
     now: i64,
 ) -> Result<AccountUpdate, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let before = user_by_id(&tx, user_id)?.ok_or(StoreError::NotFound)?;
     let is_enabled_admin = |disabled: bool, role: Role| !disabled && role == Role::Admin;
     let was = is_enabled_admin(before.disabled, before.role);
@@ -182,10 +182,9 @@ pub fn update_account(
 }
 
 /// How many admins are not disabled.
-fn count_enabled_admins(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0")?
-        .query_row([], |r| r.get(0))?)
+fn count_enabled_admins(conn: &Db) -> Result<u64, StoreError> {
+    conn.prepare_cached("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0")?
+        .query_row((), |r| r.get(0))
 }
 
 /// Async forms of the functions above, on a blocking thread, with the store's clock.
@@ -276,20 +275,44 @@ mod tests {
     use super::*;
     use crate::config::StoreSettings;
 
-    fn open_temp() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            Store::open(&dir.path().join("hearth.db"), &StoreSettings::default()).expect("open");
-        (dir, store)
+    /// Each test on SQLite and on PostgreSQL (a scratch schema, when `HEARTH_TEST_POSTGRES`
+    /// names a server): `NAME::sqlite`, `NAME::postgres`.
+    macro_rules! on_both_engines {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                use super::*;
+
+                #[test]
+                fn sqlite() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let path = dir.path().join("hearth.db");
+                    super::$name(&Store::open(&path, &StoreSettings::default()).expect("open"));
+                }
+
+                #[test]
+                fn postgres() {
+                    if let Some(scratch) = crate::store::scratch::Scratch::new() {
+                        let settings = StoreSettings::default();
+                        super::$name(&Store::open_postgres(&scratch.url, &settings).expect("open"));
+                    }
+                }
+            }
+        )*};
     }
+
+    on_both_engines!(
+        the_role_is_decided_by_the_count_inside_the_transaction,
+        concurrent_first_registrations_make_exactly_one_admin,
+        the_last_enabled_admin_can_be_neither_disabled_nor_demoted,
+        a_refresh_token_is_recorded_only_for_an_unchanged_enabled_account,
+        changing_a_password_revokes_every_session_of_the_user,
+    );
 
     fn first_becomes_admin(count: u64) -> Option<Role> {
         Some(if count == 0 { Role::Admin } else { Role::User })
     }
 
-    #[test]
-    fn the_role_is_decided_by_the_count_inside_the_transaction() {
-        let (_dir, store) = open_temp();
+    fn the_role_is_decided_by_the_count_inside_the_transaction(store: &Store) {
         let create = |name: &str, decide: fn(u64) -> Option<Role>| {
             store.run_blocking(|c| create_user_with_role_by_count(c, name, "h", 1, decide))
         };
@@ -312,9 +335,7 @@ mod tests {
         assert_eq!(count, 2);
     }
 
-    #[test]
-    fn concurrent_first_registrations_make_exactly_one_admin() {
-        let (_dir, store) = open_temp();
+    fn concurrent_first_registrations_make_exactly_one_admin(store: &Store) {
         std::thread::scope(|s| {
             for i in 0..8 {
                 let store = &store;
@@ -340,9 +361,7 @@ mod tests {
         assert_eq!(admins, 1, "{users:?}");
     }
 
-    #[test]
-    fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
-        let (_dir, store) = open_temp();
+    fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted(store: &Store) {
         let ada = store
             .run_blocking(|c| users::create_user(c, "ada", "h", Role::Admin, 1))
             .expect("ada");
@@ -380,9 +399,7 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_refresh_token_is_recorded_only_for_an_unchanged_enabled_account() {
-        let (_dir, store) = open_temp();
+    fn a_refresh_token_is_recorded_only_for_an_unchanged_enabled_account(store: &Store) {
         let ada = store
             .run_blocking(|c| users::create_user(c, "ada", "h", Role::User, 1))
             .expect("ada");
@@ -414,9 +431,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn changing_a_password_revokes_every_session_of_the_user() {
-        let (_dir, store) = open_temp();
+    fn changing_a_password_revokes_every_session_of_the_user(store: &Store) {
         let ada = store
             .run_blocking(|c| users::create_user(c, "ada", "old", Role::User, 1))
             .expect("ada");

@@ -2,7 +2,7 @@
 //! use. Every call that names a key also names its owner, so one user can never see or delete
 //! another's keys. Making keys and hashing them is `auth/`'s job.
 
-use rusqlite::{Connection, OptionalExtension, Row};
+use super::db::{Db, Optional, Row};
 
 use super::usage::Usage;
 use super::users::{user_from_row, User};
@@ -36,7 +36,7 @@ pub struct ApiKeyWithUsage {
 
 const KEY_COLUMNS: &str = "k.id, k.user_id, k.name, k.prefix, k.created_at, k.last_used_at";
 
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+fn key_from_row(row: &Row<'_>) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
         id: row.get(0)?,
         user_id: row.get(1)?,
@@ -50,7 +50,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
 /// Store a new key for `user_id`. [`StoreError::MissingReference`] if the user does not exist,
 /// [`StoreError::Conflict`] if the hash is already stored.
 pub fn create_api_key(
-    conn: &Connection,
+    conn: &Db,
     user_id: i64,
     name: &str,
     prefix: &str,
@@ -62,15 +62,11 @@ pub fn create_api_key(
          VALUES (?1, ?2, ?3, ?4, ?5) \
          RETURNING id, user_id, name, prefix, created_at, last_used_at",
     )?;
-    super::returning_one(
-        &mut stmt,
-        (user_id, name, prefix, key_hash, now),
-        key_from_row,
-    )
+    stmt.query_row((user_id, name, prefix, key_hash, now), key_from_row)
 }
 
 /// A user's keys, oldest first, each with its usage.
-pub fn list_api_keys(conn: &Connection, user_id: i64) -> Result<Vec<ApiKeyWithUsage>, StoreError> {
+pub fn list_api_keys(conn: &Db, user_id: i64) -> Result<Vec<ApiKeyWithUsage>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS}, coalesce(sum(u.requests), 0), \
                 coalesce(sum(u.prompt_tokens), 0), coalesce(sum(u.completion_tokens), 0) \
@@ -88,13 +84,13 @@ pub fn list_api_keys(conn: &Connection, user_id: i64) -> Result<Vec<ApiKeyWithUs
             },
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Delete one of `user_id`'s keys. [`StoreError::NotFound`] if there is no such key *or* it
 /// belongs to someone else (the caller cannot tell which, by design). Its usage stays counted
 /// in the owner's totals.
-pub fn delete_api_key(conn: &Connection, user_id: i64, key_id: i64) -> Result<(), StoreError> {
+pub fn delete_api_key(conn: &Db, user_id: i64, key_id: i64) -> Result<(), StoreError> {
     let n = conn
         .prepare_cached("DELETE FROM api_keys WHERE id = ?1 AND user_id = ?2")?
         .execute((key_id, user_id))?;
@@ -102,31 +98,26 @@ pub fn delete_api_key(conn: &Connection, user_id: i64, key_id: i64) -> Result<()
 }
 
 /// Delete every key of `user_id` (a password change). Returns how many were deleted.
-pub fn delete_all_api_keys(conn: &Connection, user_id: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached("DELETE FROM api_keys WHERE user_id = ?1")?
-        .execute([user_id])?)
+pub fn delete_all_api_keys(conn: &Db, user_id: i64) -> Result<usize, StoreError> {
+    conn.prepare_cached("DELETE FROM api_keys WHERE user_id = ?1")?
+        .execute([user_id])
 }
 
 /// The key with this hash and its owner (check `owner.disabled` before serving the request).
-pub fn api_key_by_hash(
-    conn: &Connection,
-    key_hash: &str,
-) -> Result<Option<(ApiKey, User)>, StoreError> {
+pub fn api_key_by_hash(conn: &Db, key_hash: &str) -> Result<Option<(ApiKey, User)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS}, \
                 o.id, o.username, o.role, o.disabled, o.created_at, o.password_changed_at, \
                 o.sessions_revoked_at \
          FROM api_keys k JOIN users o ON o.id = k.user_id WHERE k.key_hash = ?1"
     ))?;
-    Ok(stmt
-        .query_row([key_hash], |r| Ok((key_from_row(r)?, user_from_row(r, 6)?)))
-        .optional()?)
+    stmt.query_row([key_hash], |r| Ok((key_from_row(r)?, user_from_row(r, 6)?)))
+        .optional()
 }
 
 /// Set a key's `last_used_at`. [`StoreError::NotFound`] if the key is gone.
 /// ([`super::usage::record_usage`] does this too, in the same write.)
-pub fn touch_api_key(conn: &Connection, key_id: i64, now: i64) -> Result<(), StoreError> {
+pub fn touch_api_key(conn: &Db, key_id: i64, now: i64) -> Result<(), StoreError> {
     let n = conn
         .prepare_cached("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?
         .execute((key_id, now))?;

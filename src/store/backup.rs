@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use tokio::task::JoinHandle;
 
 use super::migrations::{self, known_version, user_version};
-use super::{Store, StoreError};
+use super::{Db, Store, StoreError};
 use crate::config::StoreSettings;
 
 const NAME_PREFIX: &str = "hearth-";
@@ -83,7 +83,13 @@ fn parent_dir(path: &Path) -> &Path {
 /// other connections keep writing meanwhile (WAL readers do not block writers). Done in small
 /// steps instead, each write by another connection would restart the copy, which might then
 /// never finish on a busy server.
-pub fn backup_connection(src: &Connection, dest: &Path) -> Result<(), StoreError> {
+/// [`StoreError::Unsupported`] on PostgreSQL, whose backups are `pg_dump`'s.
+pub fn backup_connection(src: &Db, dest: &Path) -> Result<(), StoreError> {
+    let src = src.as_sqlite().ok_or_else(|| {
+        StoreError::Unsupported(
+            "backups of a PostgreSQL store are made with pg_dump, not by Hearth".into(),
+        )
+    })?;
     let dir = parent_dir(dest);
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let tmp = temp_path_beside(dest, "backup");
@@ -268,7 +274,7 @@ fn verify_backup(copy: &Path, src: &Path) -> Result<(), StoreError> {
     };
     let conn = Connection::open(copy)?;
     let checks: Vec<String> = match conn.prepare("PRAGMA integrity_check").and_then(|mut s| {
-        s.query_map([], |r| r.get(0))?
+        s.query_map((), |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()
     }) {
         Ok(checks) => checks,
@@ -291,7 +297,7 @@ fn verify_backup(copy: &Path, src: &Path) -> Result<(), StoreError> {
             known: known_version(),
         });
     }
-    migrations::check_identity(&conn, src, version)?;
+    migrations::check_identity(&conn, &src.display().to_string(), version)?;
     conn.close().map_err(|(_, e)| StoreError::from(e))
 }
 

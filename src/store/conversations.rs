@@ -6,7 +6,8 @@
 //! Every read and write takes the owner's user id and matches it in SQL: a conversation of
 //! someone else reads as absent (the API answers 404 for both).
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use super::db::{Db, Dialect, Optional, Row};
+use crate::params;
 use serde::Serialize;
 
 use super::{unix_now, Store, StoreError};
@@ -189,7 +190,7 @@ fn json_column(text: Option<String>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
-fn conversation_from_row(r: &Row<'_>) -> rusqlite::Result<Conversation> {
+fn conversation_from_row(r: &Row<'_>) -> Result<Conversation, StoreError> {
     Ok(Conversation {
         id: r.get(0)?,
         owner_id: r.get(1)?,
@@ -207,7 +208,7 @@ fn conversation_from_row(r: &Row<'_>) -> rusqlite::Result<Conversation> {
     })
 }
 
-fn message_from_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+fn message_from_row(r: &Row<'_>) -> Result<Message, StoreError> {
     Ok(Message {
         id: r.get(0)?,
         conversation_id: r.get(1)?,
@@ -237,7 +238,7 @@ pub fn new_id(prefix: &str) -> String {
 
 /// Create a conversation for `owner`.
 pub fn create_conversation(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     new: &NewConversation,
     now: i64,
@@ -261,50 +262,67 @@ pub fn create_conversation(
 
 /// `owner`'s conversation `id`.
 pub fn get_conversation(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     id: &str,
 ) -> Result<Option<Conversation>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND owner_id = ?2"
-        ))?
-        .query_row(params![id, owner], conversation_from_row)
-        .optional()?)
+    conn.prepare_cached(&format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND owner_id = ?2"
+    ))?
+    .query_row(params![id, owner], conversation_from_row)
+    .optional()
 }
 
-/// `q` as an FTS5 query: every word must appear (the last one as a prefix), each quoted so no
-/// character of the user's text is FTS5 syntax.
-fn fts_query(q: &str) -> Option<String> {
+/// `q` as a search query in `dialect`'s syntax: every word must appear (the last one as a
+/// prefix), quoted so no character of the user's text is query syntax. FTS5: `"a" "b"*`;
+/// PostgreSQL's `to_tsquery`: `'a' & 'b':*` (quotes and backslashes, separators to both, are
+/// dropped).
+fn search_query(q: &str, dialect: Dialect) -> Option<String> {
     let words: Vec<String> = q
         .split_whitespace()
-        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .map(|w| match dialect {
+            Dialect::Sqlite => format!("\"{}\"", w.replace('"', "\"\"")),
+            Dialect::Postgres => format!("'{}'", w.replace(['\'', '\\'], " ")),
+        })
         .collect();
     let (last, rest) = words.split_last()?;
-    let mut out = rest.join(" ");
+    let (join, prefix) = match dialect {
+        Dialect::Sqlite => (" ", "*"),
+        Dialect::Postgres => (" & ", ":*"),
+    };
+    let mut out = rest.join(join);
     if !out.is_empty() {
-        out.push(' ');
+        out.push_str(join);
     }
     out.push_str(last);
-    out.push('*');
+    out.push_str(prefix);
     Some(out)
 }
 
 /// One page of `owner`'s conversations: pinned first, then the most recently changed; and
 /// whether more follow.
 pub fn list_conversations(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     query: &ListQuery,
 ) -> Result<(Vec<Conversation>, bool), StoreError> {
     let limit = query.limit.clamp(1, 100);
-    let search = query.q.as_deref().and_then(fts_query);
-    let filter = if search.is_some() {
-        "AND (c.rowid IN (SELECT rowid FROM titles_fts WHERE titles_fts MATCH ?5) \
-         OR c.id IN (SELECT m.conversation_id FROM messages_fts f \
-                     JOIN messages m ON m.rowid = f.rowid WHERE messages_fts MATCH ?5))"
-    } else {
-        "AND ?5 IS NULL"
+    let search = query
+        .q
+        .as_deref()
+        .and_then(|q| search_query(q, conn.dialect()));
+    let filter = match (search.is_some(), conn.dialect()) {
+        (false, _) => "AND CAST(?5 AS TEXT) IS NULL",
+        (true, Dialect::Sqlite) => {
+            "AND (c.rowid IN (SELECT rowid FROM titles_fts WHERE titles_fts MATCH ?5) \
+             OR c.id IN (SELECT m.conversation_id FROM messages_fts f \
+                         JOIN messages m ON m.rowid = f.rowid WHERE messages_fts MATCH ?5))"
+        }
+        (true, Dialect::Postgres) => {
+            "AND (c.title_search @@ to_tsquery('simple', hearth_fold(?5)) \
+             OR c.id IN (SELECT m.conversation_id FROM messages m \
+                         WHERE m.search @@ to_tsquery('simple', hearth_fold(?5))))"
+        }
     };
     let sql = format!(
         "SELECT {} FROM conversations c WHERE c.owner_id = ?1 AND c.archived = ?2 {filter} \
@@ -334,13 +352,13 @@ pub fn list_conversations(
 
 /// Apply `update` to `owner`'s conversation `id`; `None` if there is no such conversation.
 pub fn update_conversation(
-    conn: &mut Connection,
+    conn: &mut Db,
     owner: i64,
     id: &str,
     update: &ConversationUpdate,
     now: i64,
 ) -> Result<Option<Conversation>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let Some(mut c) = get_conversation(&tx, owner, id)? else {
         return Ok(None);
     };
@@ -383,7 +401,7 @@ pub fn update_conversation(
 }
 
 /// Delete `owner`'s conversation `id` and its messages; whether there was one.
-pub fn delete_conversation(conn: &Connection, owner: i64, id: &str) -> Result<bool, StoreError> {
+pub fn delete_conversation(conn: &Db, owner: i64, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("DELETE FROM conversations WHERE id = ?1 AND owner_id = ?2")?
         .execute(params![id, owner])?
@@ -392,11 +410,7 @@ pub fn delete_conversation(conn: &Connection, owner: i64, id: &str) -> Result<bo
 
 /// Every message of `owner`'s conversation `id`, oldest first; `None` if there is no such
 /// conversation.
-pub fn messages(
-    conn: &Connection,
-    owner: i64,
-    id: &str,
-) -> Result<Option<Vec<Message>>, StoreError> {
+pub fn messages(conn: &Db, owner: i64, id: &str) -> Result<Option<Vec<Message>>, StoreError> {
     if get_conversation(conn, owner, id)?.is_none() {
         return Ok(None);
     }
@@ -409,30 +423,29 @@ pub fn messages(
 }
 
 /// `owner`'s message `id` (in any of their conversations).
-pub fn message(conn: &Connection, owner: i64, id: &str) -> Result<Option<Message>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {} FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+pub fn message(conn: &Db, owner: i64, id: &str) -> Result<Option<Message>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {} FROM messages m JOIN conversations c ON c.id = m.conversation_id \
              WHERE m.id = ?1 AND c.owner_id = ?2",
-            MESSAGE_COLUMNS
-                .split(", ")
-                .map(|c| format!("m.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))?
-        .query_row(params![id, owner], message_from_row)
-        .optional()?)
+        MESSAGE_COLUMNS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))?
+    .query_row(params![id, owner], message_from_row)
+    .optional()
 }
 
 /// Add a message to `owner`'s conversation and make it the active leaf. `NotFound` if the
 /// conversation is not theirs or the parent is not in it.
 pub fn insert_message(
-    conn: &mut Connection,
+    conn: &mut Db,
     owner: i64,
     new: &NewMessage,
     now: i64,
 ) -> Result<Message, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     if get_conversation(&tx, owner, &new.conversation_id)?.is_none() {
         return Err(StoreError::NotFound);
     }
@@ -477,12 +490,7 @@ pub fn insert_message(
 }
 
 /// Save the text generated so far of a streaming message.
-pub fn save_partial(
-    conn: &Connection,
-    id: &str,
-    content: &str,
-    now: i64,
-) -> Result<(), StoreError> {
+pub fn save_partial(conn: &Db, id: &str, content: &str, now: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE messages SET content = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'streaming'",
     )?
@@ -491,12 +499,7 @@ pub fn save_partial(
 }
 
 /// The final write of a generated message.
-pub fn finish_message(
-    conn: &Connection,
-    id: &str,
-    f: &Finished,
-    now: i64,
-) -> Result<(), StoreError> {
+pub fn finish_message(conn: &Db, id: &str, f: &Finished, now: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE messages SET content = ?2, status = ?3, finish_reason = ?4, error = ?5, \
          prompt_tokens = ?6, completion_tokens = ?7, timings = ?8, updated_at = ?9, \
@@ -519,12 +522,7 @@ pub fn finish_message(
 }
 
 /// Make `leaf` the active leaf of `owner`'s conversation `id`; whether both exist.
-pub fn set_active_leaf(
-    conn: &Connection,
-    owner: i64,
-    id: &str,
-    leaf: &str,
-) -> Result<bool, StoreError> {
+pub fn set_active_leaf(conn: &Db, owner: i64, id: &str, leaf: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
             "UPDATE conversations SET active_leaf = ?3 WHERE id = ?1 AND owner_id = ?2 \
@@ -570,14 +568,14 @@ pub struct ImportedMessage {
 /// Create a conversation for `owner` from an export: every message under a new id, the tree
 /// and the active branch kept, in one transaction. `Err(Invalid)` names the first bad message.
 pub fn import_conversation(
-    conn: &mut Connection,
+    conn: &mut Db,
     owner: i64,
     new: &NewConversation,
     messages: &[ImportedMessage],
     active_leaf: Option<&str>,
     now: i64,
 ) -> Result<Result<Conversation, String>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let conv = create_conversation(&tx, owner, new, now)?;
     let mut ids = std::collections::HashMap::new();
     for (i, m) in messages.iter().enumerate() {
@@ -652,7 +650,7 @@ pub fn import_conversation(
 
 /// Keep the model's summary of `owner`'s conversation `id` through message `through`.
 pub fn set_summary(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     id: &str,
     summary: &str,
@@ -668,11 +666,11 @@ pub fn set_summary(
 
 /// At startup: answers that were streaming when the server stopped are `interrupted`, with
 /// the text they had. Returns how many.
-pub fn interrupt_streaming(conn: &Connection) -> Result<usize, StoreError> {
-    Ok(conn.execute(
+pub fn interrupt_streaming(conn: &Db) -> Result<usize, StoreError> {
+    conn.execute(
         "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'",
-        [],
-    )?)
+        (),
+    )
 }
 
 /// Async forms of the functions above, on a blocking thread, with the store's clock.
@@ -820,12 +818,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn search_text_is_quoted_so_it_is_never_fts_syntax() {
-        assert_eq!(fts_query("  "), None);
-        assert_eq!(fts_query("rust"), Some("\"rust\"*".into()));
+    fn search_text_is_quoted_so_it_is_never_query_syntax() {
+        let fts = |q| search_query(q, Dialect::Sqlite);
+        assert_eq!(fts("  "), None);
+        assert_eq!(fts("rust"), Some("\"rust\"*".into()));
         assert_eq!(
-            fts_query("a \"b\" OR c*"),
+            fts("a \"b\" OR c*"),
             Some("\"a\" \"\"\"b\"\"\" \"OR\" \"c*\"*".into())
+        );
+        let ts = |q| search_query(q, Dialect::Postgres);
+        assert_eq!(ts("  "), None);
+        assert_eq!(ts("rust"), Some("'rust':*".into()));
+        assert_eq!(
+            ts("a 'b' | !c\\"),
+            Some("'a' & ' b ' & '|' & '!c ':*".into())
         );
     }
 }

@@ -35,6 +35,8 @@ pub mod api_keys;
 pub mod backup;
 /// Conversations and their message trees, with full-text search.
 pub mod conversations;
+/// One connection to either engine, and the statement API the aggregates use.
+pub mod db;
 /// Embedded schema migrations.
 pub mod migrations;
 /// Blog posts and their revisions.
@@ -43,12 +45,17 @@ pub mod posts;
 pub mod preferences;
 /// Refresh-token rotation: issue, consume once, detect reuse, revoke.
 pub mod refresh_tokens;
+/// Throwaway PostgreSQL schemas for tests and benchmarks.
+pub mod scratch;
+/// Copying a SQLite store into PostgreSQL, verified row for row.
+pub mod transfer;
 /// Per-user, per-key, per-day request and token counters.
 pub mod usage;
 /// User accounts.
 pub mod users;
 
 mod pool;
+mod postgres_store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +64,9 @@ use std::time::Duration;
 use rusqlite::ffi;
 use tokio::sync::Semaphore;
 
+pub use db::{Db, Dialect, Optional};
+pub use postgres_store::redact as redact_url;
+
 use crate::config::StoreSettings;
 use pool::Pool;
 
@@ -64,7 +74,6 @@ pub use accounts::{AccountUpdate, Rotation};
 pub use api_keys::{ApiKey, ApiKeyWithUsage};
 pub use backup::{backup_file_name, prune_backups, restore, spawn_scheduled_backups};
 pub use refresh_tokens::ConsumeOutcome;
-pub use rusqlite::Connection;
 pub use usage::{DailyUsage, Usage, UserUsage};
 pub use users::{Role, User};
 
@@ -120,6 +129,19 @@ pub enum StoreError {
     /// Any other SQLite error.
     #[error("sqlite: {0}")]
     Sqlite(rusqlite::Error),
+    /// Any other PostgreSQL error (including a lost connection).
+    #[error("postgres: {}", postgres_detail(.0))]
+    Postgres(postgres::Error),
+    /// A column held a value of another type than the code reads.
+    #[error("unexpected value in the database: {0}")]
+    Decode(String),
+    /// The operation exists for one engine only (online backups are SQLite's; PostgreSQL's are
+    /// `pg_dump`'s).
+    #[error("{0}")]
+    Unsupported(String),
+    /// `storage.url` is not one Hearth can open.
+    #[error("storage.url: {0}")]
+    BadUrl(String),
     /// No connection became free in time (all busy, or a caller holds one too long).
     #[error("no database connection became free within {0:?}")]
     PoolTimeout(Duration),
@@ -171,6 +193,36 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+// The same classification for PostgreSQL's SQLSTATE codes.
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        let detail = || {
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        };
+        match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(detail()),
+            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+                StoreError::MissingReference(detail())
+            }
+            Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
+            _ => StoreError::Postgres(e),
+        }
+    }
+}
+
+/// What the server said (its message and detail), not only "db error".
+fn postgres_detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => e.to_string(),
+    }
+}
+
 /// Seconds since the Unix epoch, UTC: the store's clock for `created_at` and friends.
 pub fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -187,18 +239,36 @@ struct Inner {
     // Bounds async callers to one blocking thread per connection, so a burst of requests waits
     // here as futures instead of parking hundreds of blocking threads on the pool.
     permits: Arc<Semaphore>,
-    path: PathBuf,
+    location: Location,
+}
+
+/// Where the data lives.
+enum Location {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL database: its URL without the password.
+    Server(String),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("at", &self.describe())
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
+    /// Open the database `settings` names: `storage.url` when set (`sqlite://PATH` or
+    /// `postgres://…`), else `<data_dir>/hearth.db`. See [`Store::open`] and
+    /// [`Store::open_postgres`].
+    pub fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
+        match settings.target().map_err(StoreError::BadUrl)? {
+            crate::config::StoreTarget::Sqlite(path) => Store::open(&path, settings),
+            crate::config::StoreTarget::Postgres(url) => Store::open_postgres(&url, settings),
+        }
+    }
+
     /// Open (creating the file and its parent directories if needed) the database at `path`,
     /// bring its schema up to date and open `settings.connections` connections.
     ///
@@ -210,34 +280,68 @@ impl Store {
             create_private_dir(parent)?;
         }
         let busy_timeout = Duration::from_millis(settings.busy_timeout_ms);
-        let mut first = open_connection(path, busy_timeout).map_err(|e| corrupt(path, e))?;
+        let first = open_connection(path, busy_timeout).map_err(|e| corrupt(path, e))?;
         check_integrity(&first, path)?;
-        migrations::migrate(&mut first, path)?;
+        let first = Db::sqlite(first);
+        migrations::migrate(&first, &path.display().to_string())?;
         let size = settings.connections.max(1);
         let mut connections = Vec::with_capacity(size);
         connections.push(first);
         for _ in 1..size {
-            connections.push(open_connection(path, busy_timeout)?);
+            connections.push(Db::sqlite(open_connection(path, busy_timeout)?));
         }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                pool: Pool::new(connections, busy_timeout),
-                permits: Arc::new(Semaphore::new(size)),
-                path: path.to_path_buf(),
-            }),
-        })
+        Ok(Store::from_pool(
+            Pool::new(connections, busy_timeout, None),
+            size,
+            Location::File(path.to_path_buf()),
+        ))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Connect `settings.connections` times to the PostgreSQL database at `url` and bring its
+    /// schema up to date (several replicas may do so at once). Blocking, like [`Store::open`].
+    pub fn open_postgres(url: &str, settings: &StoreSettings) -> Result<Store, StoreError> {
+        postgres_store::open(url, settings)
+    }
+
+    fn from_pool(pool: Pool, size: usize, location: Location) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                pool,
+                permits: Arc::new(Semaphore::new(size)),
+                location,
+            }),
+        }
+    }
+
+    /// The database file; `None` for PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.location {
+            Location::File(p) => Some(p),
+            Location::Server(_) => None,
+        }
+    }
+
+    /// The engine behind the store.
+    pub fn dialect(&self) -> Dialect {
+        match self.inner.location {
+            Location::File(_) => Dialect::Sqlite,
+            Location::Server(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Where the data is, for logs and messages: the file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.inner.location {
+            Location::File(p) => p.display().to_string(),
+            Location::Server(url) => url.clone(),
+        }
     }
 
     /// Run `f` with a connection on a blocking thread. The typed methods are built on this; use
     /// it directly to group several per-aggregate calls (e.g. in one transaction).
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         let permit = Arc::clone(&self.inner.permits)
@@ -253,13 +357,17 @@ impl Store {
         .await?
     }
 
-    /// Fold the write-ahead log into the database file and truncate it (`PRAGMA
-    /// wal_checkpoint(TRUNCATE)`), as a clean shutdown does: the file alone is then complete.
-    /// Returns whether every frame was checkpointed (false when a reader held some back).
+    /// Make the data durable on its own, as a clean shutdown does. SQLite: fold the write-ahead
+    /// log into the database file and truncate it (`PRAGMA wal_checkpoint(TRUNCATE)`); returns
+    /// whether every frame was checkpointed (false when a reader held some back). PostgreSQL
+    /// has nothing to do (its server owns durability): `true`.
     pub async fn checkpoint(&self) -> Result<bool, StoreError> {
-        self.run(|c| {
-            let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-            Ok(busy == 0)
+        self.run(|c| match c.as_sqlite() {
+            Some(c) => {
+                let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+                Ok(busy == 0)
+            }
+            None => Ok(true),
         })
         .await
     }
@@ -268,26 +376,10 @@ impl Store {
     /// as CLI commands. Waits up to `busy_timeout_ms` for a free connection.
     pub fn run_blocking<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.inner.pool.with(f)
     }
-}
-
-/// Run `stmt` (an `INSERT … RETURNING` or other write returning one row) to completion and
-/// return its row. `query_row` stops after the first row and leaves the statement to be
-/// reset: in autocommit mode that is where SQLite commits, and an error there (a full disk)
-/// was silently lost while the caller reported success. Stepping to the end surfaces it.
-pub(crate) fn returning_one<T>(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
-    map: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<T, StoreError> {
-    let mut rows = stmt.query(params)?;
-    let row = rows.next()?.ok_or(StoreError::NotFound)?;
-    let value = map(row)?;
-    while rows.next()?.is_some() {}
-    Ok(value)
 }
 
 /// SQLite's "this is not a database" and "malformed" errors at open, as [`StoreError::Corrupt`].
@@ -310,10 +402,10 @@ fn corrupt(path: &Path, e: StoreError) -> StoreError {
 
 /// `PRAGMA quick_check` (structure of every page, O(file size)): refuse a damaged file at
 /// start, before anything reads half of it or writes next to a broken page.
-fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+fn check_integrity(conn: &rusqlite::Connection, path: &Path) -> Result<(), StoreError> {
     let problems: Vec<String> = (|| -> Result<Vec<String>, StoreError> {
         let mut stmt = conn.prepare("PRAGMA quick_check")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map((), |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     })()
     .map_err(|e| corrupt(path, e))?;
@@ -330,8 +422,11 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// Open one connection with the pragmas every connection needs (see the module docs).
-fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+fn open_connection(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(path)?;
     // First, so that the pragmas below wait for a concurrent writer instead of failing.
     conn.busy_timeout(busy_timeout)?;
     let mode: String =

@@ -1,28 +1,33 @@
-//! A fixed set of open SQLite connections lent to one blocking caller at a time. Owns only the
-//! connections; knows no schema. (A pool crate would add little here: SQLite connections are
-//! cheap, never go stale, and `r2d2_sqlite` lags behind rusqlite's releases.)
+//! A fixed set of open connections (SQLite or PostgreSQL) lent to one blocking caller at a
+//! time. Owns only the connections; knows no schema. A PostgreSQL connection the server dropped
+//! is replaced when it is next lent. (A pool crate would add little here: SQLite connections
+//! are cheap and never go stale, and one pool for both engines keeps one path.)
 
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use super::{Db, StoreError};
 
-use super::StoreError;
+/// Opens a replacement for a connection that broke.
+pub(super) type Reopen = Box<dyn Fn() -> Result<Db, StoreError> + Send + Sync>;
 
 /// Idle connections and a signal for callers waiting for one.
 pub(super) struct Pool {
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Db>>,
     returned: Condvar,
     wait: Duration,
+    reopen: Option<Reopen>,
 }
 
 impl Pool {
     /// A pool lending `connections`; a caller waits at most `wait` for one.
-    pub(super) fn new(connections: Vec<Connection>, wait: Duration) -> Self {
+    /// `reopen` replaces connections that report themselves broken.
+    pub(super) fn new(connections: Vec<Db>, wait: Duration, reopen: Option<Reopen>) -> Self {
         Pool {
             idle: Mutex::new(connections),
             returned: Condvar::new(),
             wait,
+            reopen,
         }
     }
 
@@ -30,17 +35,23 @@ impl Pool {
     /// goes back even if `f` panics, with any transaction `f` left open rolled back.
     pub(super) fn with<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut lent = Lent {
             pool: self,
             conn: None,
         };
         let conn = lent.conn.insert(self.take()?);
+        if conn.is_broken() {
+            if let Some(reopen) = &self.reopen {
+                *conn = reopen()?;
+                tracing::info!("replaced a database connection the server had closed");
+            }
+        }
         f(conn)
     }
 
-    fn take(&self) -> Result<Connection, StoreError> {
+    fn take(&self) -> Result<Db, StoreError> {
         let deadline = Instant::now() + self.wait;
         // The lock only guards a Vec push/pop, which cannot leave it inconsistent: a poisoned
         // lock is safe to use.
@@ -61,10 +72,10 @@ impl Pool {
         }
     }
 
-    fn give_back(&self, conn: Connection) {
-        if !conn.is_autocommit() {
+    fn give_back(&self, conn: Db) {
+        if conn.in_transaction() {
             // Left mid-transaction (a panic, or a manual BEGIN): never lend that state out.
-            if let Err(e) = conn.execute_batch("ROLLBACK") {
+            if let Err(e) = conn.rollback_abandoned() {
                 tracing::warn!(error = %e, "could not roll back an abandoned transaction");
             }
         }
@@ -79,7 +90,7 @@ impl Pool {
 /// A connection on loan; returns it to the pool when dropped.
 struct Lent<'a> {
     pool: &'a Pool,
-    conn: Option<Connection>,
+    conn: Option<Db>,
 }
 
 impl Drop for Lent<'_> {
@@ -96,9 +107,9 @@ mod tests {
 
     fn pool_of(n: usize, wait_ms: u64) -> Pool {
         let conns = (0..n)
-            .map(|_| Connection::open_in_memory().expect("in-memory connection"))
+            .map(|_| Db::sqlite(rusqlite::Connection::open_in_memory().expect("in-memory")))
             .collect();
-        Pool::new(conns, Duration::from_millis(wait_ms))
+        Pool::new(conns, Duration::from_millis(wait_ms), None)
     }
 
     #[test]
@@ -122,8 +133,9 @@ mod tests {
         assert!(panicked.is_err());
         let rows: i64 = pool
             .with(|c| {
-                assert!(c.is_autocommit(), "transaction must be rolled back");
-                Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+                assert!(!c.in_transaction(), "transaction must be rolled back");
+                c.prepare_cached("SELECT count(*) FROM t")?
+                    .query_row((), |r| r.get(0))
             })
             .expect("connection is back");
         assert_eq!(rows, 0);

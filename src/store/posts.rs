@@ -6,11 +6,12 @@
 //! a revision row (the newest `max_revisions`). Slugs, tags and word counts arrive validated
 //! and computed by the blog layer; this module only stores them.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use super::db::{Db, Optional, Row};
+use crate::params;
 use serde::Serialize;
 
 use super::conversations::new_id;
-use super::{unix_now, Connection, Store, StoreError};
+use super::{unix_now, Store, StoreError};
 
 /// A post as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -153,7 +154,7 @@ fn json_list(text: String) -> Vec<String> {
     serde_json::from_str(&text).unwrap_or_default()
 }
 
-fn post_from_row(r: &Row<'_>) -> rusqlite::Result<Post> {
+fn post_from_row(r: &Row<'_>) -> Result<Post, StoreError> {
     let status: String = r.get(8)?;
     Ok(Post {
         id: r.get(0)?,
@@ -185,38 +186,36 @@ fn to_json(list: &[String]) -> String {
 }
 
 /// `owner`'s post `id`.
-pub fn get_post(conn: &Connection, owner: i64, id: &str) -> Result<Option<Post>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM posts p JOIN users u ON u.id = p.owner_id \
+pub fn get_post(conn: &Db, owner: i64, id: &str) -> Result<Option<Post>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM posts p JOIN users u ON u.id = p.owner_id \
              WHERE p.id = ?1 AND p.owner_id = ?2"
-        ))?
-        .query_row(params![id, owner], post_from_row)
-        .optional()?)
+    ))?
+    .query_row(params![id, owner], post_from_row)
+    .optional()
 }
 
 /// `owner`'s posts, newest change first (optionally only those of one status).
 pub fn list_posts(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     status: Option<PostStatus>,
 ) -> Result<Vec<Post>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM posts p JOIN users u ON u.id = p.owner_id \
-         WHERE p.owner_id = ?1 AND (?2 IS NULL OR p.status = ?2) \
+         WHERE p.owner_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR p.status = ?2) \
          ORDER BY p.updated_at DESC, p.rowid DESC"
     ))?;
     let rows = stmt.query_map(
         params![owner, status.map(PostStatus::as_str)],
         post_from_row,
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
-fn slug_taken(conn: &Connection, owner: i64, slug: &str, except: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM posts WHERE owner_id = ?1 AND slug = ?2 AND id != ?3")?
-        .exists(params![owner, slug, except])?)
+fn slug_taken(conn: &Db, owner: i64, slug: &str, except: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM posts WHERE owner_id = ?1 AND slug = ?2 AND id != ?3")?
+        .exists(params![owner, slug, except])
 }
 
 /// Lines of `new` not in `old` and lines of `old` not in `new`, counted as multisets: a
@@ -238,7 +237,7 @@ pub fn line_changes(old: &str, new: &str) -> (i64, i64) {
 }
 
 fn keep_revision(
-    conn: &Connection,
+    conn: &Db,
     post: &Post,
     previous_body: &str,
     max_revisions: u32,
@@ -270,14 +269,14 @@ fn keep_revision(
 /// Create a post for `owner` from `fields` (`title` and `slug` required; the slug gets `-2`,
 /// `-3`, … when `slug_is_default` and it is taken).
 pub fn create_post(
-    conn: &mut Connection,
+    conn: &mut Db,
     owner: i64,
     fields: &PostFields,
     slug_is_default: bool,
     limits: PostLimits,
     now: i64,
 ) -> Result<Saved, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let count: i64 = tx
         .prepare_cached("SELECT count(*) FROM posts WHERE owner_id = ?1")?
         .query_row([owner], |r| r.get(0))?;
@@ -323,7 +322,7 @@ pub fn create_post(
 
 /// Save `fields` over `owner`'s post `id` if it is still at `revision`. `None`: no such post.
 pub fn update_post(
-    conn: &mut Connection,
+    conn: &mut Db,
     owner: i64,
     id: &str,
     revision: i64,
@@ -331,7 +330,7 @@ pub fn update_post(
     max_revisions: u32,
     now: i64,
 ) -> Result<Option<Saved>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let Some(old) = get_post(&tx, owner, id)? else {
         return Ok(None);
     };
@@ -403,7 +402,7 @@ pub fn update_post(
 
 /// Publish or unpublish `owner`'s post `id` (the first publish sets `published_at`).
 pub fn set_published(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     id: &str,
     published: bool,
@@ -416,7 +415,7 @@ pub fn set_published(
     };
     let changed = conn
         .prepare_cached(
-            "UPDATE posts SET status = ?3, updated_at = max(updated_at, ?4), \
+            "UPDATE posts SET status = ?3, updated_at = CASE WHEN updated_at > ?4 THEN updated_at ELSE ?4 END, \
              published_at = CASE WHEN ?3 = 'published' THEN coalesce(published_at, ?4) \
              ELSE published_at END WHERE id = ?1 AND owner_id = ?2",
         )?
@@ -428,7 +427,7 @@ pub fn set_published(
 }
 
 /// Delete `owner`'s post `id` and its revisions. `false`: there was none.
-pub fn delete_post(conn: &Connection, owner: i64, id: &str) -> Result<bool, StoreError> {
+pub fn delete_post(conn: &Db, owner: i64, id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("DELETE FROM posts WHERE id = ?1 AND owner_id = ?2")?
         .execute(params![id, owner])?
@@ -437,7 +436,7 @@ pub fn delete_post(conn: &Connection, owner: i64, id: &str) -> Result<bool, Stor
 
 /// The kept revisions of `owner`'s post `id`, newest first. `None`: no such post.
 pub fn list_revisions(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     id: &str,
 ) -> Result<Option<Vec<RevisionSummary>>, StoreError> {
@@ -463,50 +462,45 @@ pub fn list_revisions(
 
 /// One kept revision of `owner`'s post `id`.
 pub fn get_revision(
-    conn: &Connection,
+    conn: &Db,
     owner: i64,
     id: &str,
     revision: i64,
 ) -> Result<Option<Revision>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT r.revision, r.title, r.body, r.created_at FROM post_revisions r \
+    conn.prepare_cached(
+        "SELECT r.revision, r.title, r.body, r.created_at FROM post_revisions r \
              JOIN posts p ON p.id = r.post_id \
              WHERE r.post_id = ?1 AND p.owner_id = ?2 AND r.revision = ?3",
-        )?
-        .query_row(params![id, owner, revision], |r| {
-            Ok(Revision {
-                revision: r.get(0)?,
-                title: r.get(1)?,
-                body: r.get(2)?,
-                created_at: r.get(3)?,
-            })
+    )?
+    .query_row(params![id, owner, revision], |r| {
+        Ok(Revision {
+            revision: r.get(0)?,
+            title: r.get(1)?,
+            body: r.get(2)?,
+            created_at: r.get(3)?,
         })
-        .optional()?)
+    })
+    .optional()
 }
 
 /// Titles of `owner`'s posts other than `except` (for the duplicate-title check).
-pub fn other_titles(
-    conn: &Connection,
-    owner: i64,
-    except: &str,
-) -> Result<Vec<String>, StoreError> {
+pub fn other_titles(conn: &Db, owner: i64, except: &str) -> Result<Vec<String>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT title FROM posts WHERE owner_id = ?1 AND id != ?2")?;
     let rows = stmt.query_map(params![owner, except], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Published posts, newest first (of one author, by username, or everyone's), skipping those of
 /// disabled accounts: one page of them and how many there are in all.
 pub fn published_posts(
-    conn: &Connection,
+    conn: &Db,
     author: Option<&str>,
     limit: u32,
     offset: u64,
 ) -> Result<(Vec<Post>, u64), StoreError> {
     const WHERE: &str = "p.status = 'published' AND u.disabled = 0 \
-                         AND (?1 IS NULL OR u.username = ?1)";
+                         AND (CAST(?1 AS TEXT) IS NULL OR u.username = ?1)";
     let total: i64 = conn
         .prepare_cached(&format!(
             "SELECT count(*) FROM posts p JOIN users u ON u.id = p.owner_id WHERE {WHERE}"
@@ -525,25 +519,19 @@ pub fn published_posts(
 }
 
 /// The published post `slug` of the user named `author` (not of a disabled account).
-pub fn published_post(
-    conn: &Connection,
-    author: &str,
-    slug: &str,
-) -> Result<Option<Post>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM posts p JOIN users u ON u.id = p.owner_id \
+pub fn published_post(conn: &Db, author: &str, slug: &str) -> Result<Option<Post>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM posts p JOIN users u ON u.id = p.owner_id \
              WHERE u.username = ?1 AND p.slug = ?2 AND p.status = 'published' AND u.disabled = 0"
-        ))?
-        .query_row(params![author, slug], post_from_row)
-        .optional()?)
+    ))?
+    .query_row(params![author, slug], post_from_row)
+    .optional()
 }
 
 /// Whether a user named `author` exists and is not disabled.
-pub fn author_exists(conn: &Connection, author: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM users WHERE username = ?1 AND disabled = 0")?
-        .exists([author])?)
+pub fn author_exists(conn: &Db, author: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM users WHERE username = ?1 AND disabled = 0")?
+        .exists([author])
 }
 
 /// Async forms of the functions above, on a blocking thread, with the store's clock.

@@ -2,7 +2,8 @@
 //! the `preferences`, `memories` and `settings` tables (migration 0002). Every user-scoped
 //! function takes the user's id and matches it in SQL.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::db::{Db, Optional};
+use crate::params;
 use serde::{Deserialize, Serialize};
 
 use super::{unix_now, Store, StoreError};
@@ -36,7 +37,7 @@ pub struct Memory {
 }
 
 /// `user_id`'s preferences (the defaults, memory on, when never set).
-pub fn preferences(conn: &Connection, user_id: i64) -> Result<Preferences, StoreError> {
+pub fn preferences(conn: &Db, user_id: i64) -> Result<Preferences, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT model, temperature, top_p, max_tokens, system_prompt, memory \
@@ -61,7 +62,7 @@ pub fn preferences(conn: &Connection, user_id: i64) -> Result<Preferences, Store
 
 /// Replace `user_id`'s preferences.
 pub fn put_preferences(
-    conn: &Connection,
+    conn: &Db,
     user_id: i64,
     p: &Preferences,
     now: i64,
@@ -88,7 +89,7 @@ pub fn put_preferences(
 }
 
 /// `user_id`'s memories, oldest first.
-pub fn memories(conn: &Connection, user_id: i64) -> Result<Vec<Memory>, StoreError> {
+pub fn memories(conn: &Db, user_id: i64) -> Result<Vec<Memory>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, content, created_at FROM memories WHERE user_id = ?1 ORDER BY id",
     )?;
@@ -99,19 +100,19 @@ pub fn memories(conn: &Connection, user_id: i64) -> Result<Vec<Memory>, StoreErr
             created_at: r.get(2)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Add a memory for `user_id`, unless they already have `max`.
 /// [`StoreError::Conflict`] when they do.
 pub fn add_memory(
-    conn: &mut Connection,
+    conn: &mut Db,
     user_id: i64,
     content: &str,
     max: usize,
     now: i64,
 ) -> Result<Memory, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let count: i64 = tx.query_row(
         "SELECT count(*) FROM memories WHERE user_id = ?1",
         [user_id],
@@ -120,11 +121,11 @@ pub fn add_memory(
     if count as usize >= max {
         return Err(StoreError::Conflict("too many memories".into()));
     }
-    tx.execute(
-        "INSERT INTO memories (user_id, content, created_at) VALUES (?1, ?2, ?3)",
+    let id: i64 = tx.query_row(
+        "INSERT INTO memories (user_id, content, created_at) VALUES (?1, ?2, ?3) RETURNING id",
         params![user_id, content, now],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     tx.commit()?;
     Ok(Memory {
         id,
@@ -134,7 +135,7 @@ pub fn add_memory(
 }
 
 /// Delete `user_id`'s memory `id`; whether there was one.
-pub fn delete_memory(conn: &Connection, user_id: i64, id: i64) -> Result<bool, StoreError> {
+pub fn delete_memory(conn: &Db, user_id: i64, id: i64) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("DELETE FROM memories WHERE id = ?1 AND user_id = ?2")?
         .execute(params![id, user_id])?
@@ -153,12 +154,12 @@ pub struct LimitOverride {
 }
 
 /// Every user's limit overrides.
-pub fn limit_overrides(conn: &Connection) -> Result<Vec<(i64, LimitOverride)>, StoreError> {
+pub fn limit_overrides(conn: &Db) -> Result<Vec<(i64, LimitOverride)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT user_id, requests_per_minute, concurrent_generations, tokens_per_day \
          FROM user_limits",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map((), |r| {
         Ok((
             r.get(0)?,
             LimitOverride {
@@ -168,13 +169,13 @@ pub fn limit_overrides(conn: &Connection) -> Result<Vec<(i64, LimitOverride)>, S
             },
         ))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Set `user_id`'s overrides (all `None`: removed). [`StoreError::MissingReference`] when
 /// there is no such user.
 pub fn put_limit_override(
-    conn: &Connection,
+    conn: &Db,
     user_id: i64,
     o: &LimitOverride,
     now: i64,
@@ -201,7 +202,7 @@ pub fn put_limit_override(
 }
 
 /// The setting `key` (JSON), if set.
-pub fn setting(conn: &Connection, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+pub fn setting(conn: &Db, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
     let text: Option<String> = conn
         .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
@@ -211,7 +212,7 @@ pub fn setting(conn: &Connection, key: &str) -> Result<Option<serde_json::Value>
 
 /// Set `key` to `value`.
 pub fn put_setting(
-    conn: &Connection,
+    conn: &Db,
     key: &str,
     value: &serde_json::Value,
     now: i64,

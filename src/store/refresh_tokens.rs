@@ -3,7 +3,7 @@
 //! (one login session's chain of rotations) is revoked. Stores hashes only; making tokens and
 //! hashing them is `auth/`'s job.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use super::db::{Db, Optional};
 
 use super::{unix_now, Store, StoreError};
 
@@ -56,7 +56,7 @@ fn refusal(used: bool, revoked: bool) -> Refusal {
 /// `now < expires_at`. [`StoreError::MissingReference`] if the user does not exist,
 /// [`StoreError::Conflict`] if the hash is already stored.
 pub fn insert_refresh(
-    conn: &Connection,
+    conn: &Db,
     user_id: i64,
     family_id: &str,
     token_hash: &str,
@@ -74,11 +74,11 @@ pub fn insert_refresh(
 /// Consume the token with this hash, atomically: of two concurrent calls with the same token
 /// at most one gets [`ConsumeOutcome::Valid`]; the other sees a reuse and revokes the family.
 pub fn consume_refresh(
-    conn: &mut Connection,
+    conn: &mut Db,
     token_hash: &str,
     now: i64,
 ) -> Result<ConsumeOutcome, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     let outcome = consume_in(&tx, token_hash, now)?;
     tx.commit()?;
     Ok(outcome)
@@ -86,7 +86,7 @@ pub fn consume_refresh(
 
 /// [`consume_refresh`] inside the caller's write transaction (which must commit it).
 pub(crate) fn consume_in(
-    tx: &Connection,
+    tx: &Db,
     token_hash: &str,
     now: i64,
 ) -> Result<ConsumeOutcome, StoreError> {
@@ -130,42 +130,38 @@ pub(crate) fn consume_in(
 }
 
 /// Revoke every live token of a family (one session). Returns how many were revoked.
-pub fn revoke_family(conn: &Connection, family_id: &str, now: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE refresh_tokens SET revoked_at = ?2 \
+pub fn revoke_family(conn: &Db, family_id: &str, now: i64) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "UPDATE refresh_tokens SET revoked_at = ?2 \
              WHERE family_id = ?1 AND revoked_at IS NULL",
-        )?
-        .execute((family_id, now))?)
+    )?
+    .execute((family_id, now))
 }
 
 /// Revoke every token of a user (log out everywhere: password change, disabling).
 /// Returns how many were revoked.
-pub fn revoke_all_for_user(conn: &Connection, user_id: i64, now: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE refresh_tokens SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
-        )?
-        .execute((user_id, now))?)
+pub fn revoke_all_for_user(conn: &Db, user_id: i64, now: i64) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "UPDATE refresh_tokens SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
+    )?
+    .execute((user_id, now))
 }
 
 /// Logout: revoke the family of the token with this hash, so the session ends whichever of its
 /// tokens the client held. Returns how many tokens were revoked (0 for an unknown token).
-pub fn revoke_by_hash(conn: &Connection, token_hash: &str, now: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "UPDATE refresh_tokens SET revoked_at = ?2 WHERE revoked_at IS NULL AND family_id = \
+pub fn revoke_by_hash(conn: &Db, token_hash: &str, now: i64) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "UPDATE refresh_tokens SET revoked_at = ?2 WHERE revoked_at IS NULL AND family_id = \
              (SELECT family_id FROM refresh_tokens WHERE token_hash = ?1)",
-        )?
-        .execute((token_hash, now))?)
+    )?
+    .execute((token_hash, now))
 }
 
 /// Delete tokens that expired before `before` (housekeeping). A deleted token that is presented
 /// again reads as [`ConsumeOutcome::Unknown`]. Returns how many were deleted.
-pub fn delete_expired_refresh(conn: &Connection, before: i64) -> Result<usize, StoreError> {
-    Ok(conn
-        .prepare_cached("DELETE FROM refresh_tokens WHERE expires_at < ?1")?
-        .execute([before])?)
+pub fn delete_expired_refresh(conn: &Db, before: i64) -> Result<usize, StoreError> {
+    conn.prepare_cached("DELETE FROM refresh_tokens WHERE expires_at < ?1")?
+        .execute([before])
 }
 
 /// Async forms of the functions above, on a blocking thread, with the store's clock.

@@ -2,7 +2,7 @@
 //! (0 = not through a key) and per UTC day, added to by one upsert per request. Rows outlive the
 //! keys they count, so a user's totals never shrink when a key is deleted.
 
-use rusqlite::{Connection, Row, TransactionBehavior};
+use super::db::{Db, Row};
 
 use super::{unix_now, Store, StoreError};
 
@@ -40,22 +40,22 @@ pub fn utc_day(unix_secs: i64) -> String {
 /// tokens, on `now`'s UTC day. With a key, also sets the key's `last_used_at`, in the same
 /// write. [`StoreError::MissingReference`] if the user does not exist.
 pub fn record_usage(
-    conn: &mut Connection,
+    conn: &mut Db,
     user_id: i64,
     api_key_id: Option<i64>,
     prompt_tokens: u64,
     completion_tokens: u64,
     now: i64,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.write_transaction()?;
     tx.prepare_cached(
         "INSERT INTO usage_daily \
              (user_id, api_key_id, day, requests, prompt_tokens, completion_tokens) \
          VALUES (?1, ?2, ?3, 1, ?4, ?5) \
          ON CONFLICT (user_id, api_key_id, day) DO UPDATE SET \
-             requests = requests + 1, \
-             prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
-             completion_tokens = completion_tokens + excluded.completion_tokens",
+             requests = usage_daily.requests + 1, \
+             prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+             completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens",
     )?
     .execute((
         user_id,
@@ -78,7 +78,7 @@ const USER_TOTALS: &str = "SELECT us.id, us.username, coalesce(sum(d.requests), 
      FROM users us LEFT JOIN usage_daily d ON d.user_id = us.id";
 
 /// A [`Usage`] from three columns of `r` from `at` on: requests, prompt and completion tokens.
-fn usage_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Usage> {
+fn usage_from_row(r: &Row<'_>, at: usize) -> Result<Usage, StoreError> {
     Ok(Usage {
         requests: r.get(at)?,
         prompt_tokens: r.get(at + 1)?,
@@ -86,7 +86,7 @@ fn usage_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<Usage> {
     })
 }
 
-fn user_usage_from_row(r: &Row<'_>) -> rusqlite::Result<UserUsage> {
+fn user_usage_from_row(r: &Row<'_>) -> Result<UserUsage, StoreError> {
     Ok(UserUsage {
         user_id: r.get(0)?,
         username: r.get(1)?,
@@ -95,17 +95,17 @@ fn user_usage_from_row(r: &Row<'_>) -> rusqlite::Result<UserUsage> {
 }
 
 /// Every user's totals (zeros for users who have made no request), oldest user first.
-pub fn usage_by_user(conn: &Connection) -> Result<Vec<UserUsage>, StoreError> {
+pub fn usage_by_user(conn: &Db) -> Result<Vec<UserUsage>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("{USER_TOTALS} GROUP BY us.id ORDER BY us.id"))?;
-    let rows = stmt.query_map([], user_usage_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map((), user_usage_from_row)?;
+    rows.collect::<Result<_, _>>()
 }
 
 /// One user's totals. [`StoreError::NotFound`] if there is no such user.
-pub fn usage_for_user(conn: &Connection, user_id: i64) -> Result<UserUsage, StoreError> {
+pub fn usage_for_user(conn: &Db, user_id: i64) -> Result<UserUsage, StoreError> {
     let mut stmt =
         conn.prepare_cached(&format!("{USER_TOTALS} WHERE us.id = ?1 GROUP BY us.id"))?;
-    Ok(stmt.query_row([user_id], user_usage_from_row)?)
+    stmt.query_row([user_id], user_usage_from_row)
 }
 
 /// One user's usage on one UTC day.
@@ -123,7 +123,7 @@ pub struct DailyUsage {
 
 /// Usage per user and UTC day from `since_day` (`YYYY-MM-DD`) on, newest day first, then by
 /// user; days without requests are absent.
-pub fn usage_by_day(conn: &Connection, since_day: &str) -> Result<Vec<DailyUsage>, StoreError> {
+pub fn usage_by_day(conn: &Db, since_day: &str) -> Result<Vec<DailyUsage>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT us.id, us.username, d.day, sum(d.requests), sum(d.prompt_tokens), \
                 sum(d.completion_tokens) \
@@ -138,17 +138,17 @@ pub fn usage_by_day(conn: &Connection, since_day: &str) -> Result<Vec<DailyUsage
             usage: usage_from_row(r, 3)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect::<Result<_, _>>()
 }
 
 /// Prompt plus completion tokens `user_id` used on the UTC day `day` (`YYYY-MM-DD`), every key
 /// and web session together: what `limits.tokens_per_day` counts.
-pub fn tokens_on_day(conn: &Connection, user_id: i64, day: &str) -> Result<u64, StoreError> {
+pub fn tokens_on_day(conn: &Db, user_id: i64, day: &str) -> Result<u64, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_daily \
          WHERE user_id = ?1 AND day = ?2",
     )?;
-    Ok(stmt.query_row((user_id, day), |r| r.get(0))?)
+    stmt.query_row((user_id, day), |r| r.get(0))
 }
 
 /// Async forms of the functions above, on a blocking thread, with the store's clock.

@@ -5,8 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Row};
+use super::db::{Db, FromValue, Optional, Row, ToValue, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{unix_now, Store, StoreError};
@@ -51,18 +50,15 @@ impl FromStr for Role {
     }
 }
 
-impl ToSql for Role {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
+impl ToValue for Role {
+    fn to_value(&self) -> Value {
+        Value::Text(self.as_str().to_owned())
     }
 }
 
-impl FromSql for Role {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value
-            .as_str()?
-            .parse()
-            .map_err(|e: String| FromSqlError::Other(e.into()))
+impl FromValue for Role {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        String::from_value(v)?.parse()
     }
 }
 
@@ -100,7 +96,7 @@ const USER_COLUMNS: &str =
     "id, username, role, disabled, created_at, password_changed_at, sessions_revoked_at";
 
 /// A [`User`] from seven columns of `row` starting at `at`, laid out as [`USER_COLUMNS`].
-pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
+pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> Result<User, StoreError> {
     Ok(User {
         id: row.get(at)?,
         username: row.get(at + 1)?,
@@ -114,7 +110,7 @@ pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> 
 
 /// Create a user. [`StoreError::Conflict`] if the name is taken in any ASCII case.
 pub fn create_user(
-    conn: &Connection,
+    conn: &Db,
     username: &str,
     password_hash: &str,
     role: Role,
@@ -124,48 +120,43 @@ pub fn create_user(
         "INSERT INTO users (username, password_hash, role, disabled, created_at, \
          password_changed_at) VALUES (?1, ?2, ?3, 0, ?4, ?4) RETURNING {USER_COLUMNS}"
     ))?;
-    super::returning_one(&mut stmt, (username, password_hash, role, now), |r| {
+    stmt.query_row((username, password_hash, role, now), |r| {
         user_from_row(r, 0)
     })
 }
 
 /// The user named `username` (any ASCII case) and their password hash.
-pub fn user_by_username(
-    conn: &Connection,
-    username: &str,
-) -> Result<Option<(User, String)>, StoreError> {
+pub fn user_by_username(conn: &Db, username: &str) -> Result<Option<(User, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = ?1"
     ))?;
-    Ok(stmt
-        .query_row([username], |r| Ok((user_from_row(r, 0)?, r.get(7)?)))
-        .optional()?)
+    stmt.query_row([username], |r| Ok((user_from_row(r, 0)?, r.get(7)?)))
+        .optional()
 }
 
 /// The user with this id.
-pub fn user_by_id(conn: &Connection, id: i64) -> Result<Option<User>, StoreError> {
+pub fn user_by_id(conn: &Db, id: i64) -> Result<Option<User>, StoreError> {
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?;
-    Ok(stmt.query_row([id], |r| user_from_row(r, 0)).optional()?)
+    stmt.query_row([id], |r| user_from_row(r, 0)).optional()
 }
 
 /// Every user, oldest first.
-pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
+pub fn list_users(conn: &Db) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
-    let rows = stmt.query_map([], |r| user_from_row(r, 0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map((), |r| user_from_row(r, 0))?;
+    rows.collect::<Result<_, _>>()
 }
 
 /// How many users exist (0 means the first one should become admin).
-pub fn count_users(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM users")?
-        .query_row([], |r| r.get(0))?)
+pub fn count_users(conn: &Db) -> Result<u64, StoreError> {
+    conn.prepare_cached("SELECT count(*) FROM users")?
+        .query_row((), |r| r.get(0))
 }
 
 /// Disable or re-enable a user. [`StoreError::NotFound`] if there is no such user.
 /// Revoking their sessions is a separate call ([`super::refresh_tokens::revoke_all_for_user`]).
-pub fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<(), StoreError> {
+pub fn set_disabled(conn: &Db, id: i64, disabled: bool) -> Result<(), StoreError> {
     let n = conn
         .prepare_cached("UPDATE users SET disabled = ?2 WHERE id = ?1")?
         .execute((id, disabled))?;
@@ -173,7 +164,7 @@ pub fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<(), St
 }
 
 /// Change a user's role. [`StoreError::NotFound`] if there is no such user.
-pub fn set_role(conn: &Connection, id: i64, role: Role) -> Result<(), StoreError> {
+pub fn set_role(conn: &Db, id: i64, role: Role) -> Result<(), StoreError> {
     let n = conn
         .prepare_cached("UPDATE users SET role = ?2 WHERE id = ?1")?
         .execute((id, role))?;
@@ -182,12 +173,7 @@ pub fn set_role(conn: &Connection, id: i64, role: Role) -> Result<(), StoreError
 
 /// Replace a user's password hash and set `password_changed_at` to `now`.
 /// [`StoreError::NotFound`] if there is no such user.
-pub fn set_password(
-    conn: &Connection,
-    id: i64,
-    password_hash: &str,
-    now: i64,
-) -> Result<(), StoreError> {
+pub fn set_password(conn: &Db, id: i64, password_hash: &str, now: i64) -> Result<(), StoreError> {
     let n = conn
         .prepare_cached(
             "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE id = ?1",

@@ -467,7 +467,7 @@ fn a_backup_taken_while_another_process_writes_holds_every_user_committed_before
     // Enough pages that the copy takes a while.
     store
         .run_blocking(|c| {
-            let tx = c.transaction()?;
+            let tx = c.write_transaction()?;
             for i in 0..3000 {
                 users::create_user(&tx, &format!("pad{i}"), &"h".repeat(100), Role::User, 0)?;
             }

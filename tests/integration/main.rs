@@ -27,6 +27,7 @@ mod model_reference;
 mod model_source;
 mod openai_sdk;
 mod playground;
+mod postgres;
 mod proxy;
 mod safetensors_reference;
 mod scheduler;

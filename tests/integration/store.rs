@@ -1,5 +1,6 @@
-//! The SQLite store on real temporary database files: schema, accounts, tokens, keys, usage,
-//! concurrency, backup and restore.
+//! The store on real temporary database files, and the same tests on PostgreSQL (a scratch
+//! schema on `HEARTH_TEST_POSTGRES`): schema, accounts, tokens, keys, usage, concurrency; then
+//! SQLite's own backup and restore.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use hearth::config::StoreSettings;
 use hearth::store::migrations::known_version;
+use hearth::store::scratch::Scratch;
 use hearth::store::{
     self, restore, unix_now, usage, users, ConsumeOutcome, Role, Rotation, Store, StoreError, Usage,
 };
@@ -29,6 +31,59 @@ fn open_temp() -> (TempDir, Store) {
     let store = Store::open(&dir.path().join("data/hearth.db"), &settings()).expect("open store");
     (dir, store)
 }
+
+/// A store on a fresh PostgreSQL schema, or `None` to skip (see `hearth::store::scratch`).
+/// Opened on a plain thread: the blocking client must not run on an async worker.
+fn open_postgres() -> Option<(Store, Scratch)> {
+    std::thread::spawn(|| {
+        let scratch = Scratch::new()?;
+        let store = Store::open_postgres(&scratch.url, &settings()).expect("open store");
+        Some((store, scratch))
+    })
+    .join()
+    .expect("opening thread")
+}
+
+/// Each test, on SQLite and on PostgreSQL: `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let (_dir, store) = super::open_temp();
+                super::$name(store).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some((store, _scratch)) = super::open_postgres() {
+                    super::$name(store).await
+                }
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    usernames_are_unique_whatever_their_case,
+    a_new_user_is_enabled_with_its_password_changed_at_creation,
+    users_can_be_disabled_promoted_and_given_a_new_password,
+    updating_a_missing_user_is_not_found,
+    a_refresh_token_is_valid_once_and_its_reuse_revokes_the_family,
+    expired_and_unknown_refresh_tokens_are_refused,
+    revoking_all_of_a_users_tokens_ends_every_session_and_no_one_elses,
+    logout_revokes_the_session_of_the_token_presented,
+    of_many_concurrent_uses_of_one_token_exactly_one_succeeds,
+    foreign_keys_refuse_rows_for_missing_users,
+    a_duplicate_token_hash_is_a_conflict,
+    one_user_can_neither_see_nor_delete_anothers_api_key,
+    an_api_key_lookup_returns_its_owner_so_disabled_owners_can_be_refused,
+    usage_is_summed_per_user_and_per_key_across_days,
+    usage_through_the_async_api_counts_requests,
+    many_tasks_writing_at_once_all_succeed,
+    racing_rotations_of_one_token_leave_no_live_token_in_its_family,
+    a_rotation_for_a_disabled_account_issues_nothing_and_ends_the_session,
+);
 
 fn user_version(path: &Path) -> i64 {
     Connection::open(path)
@@ -69,7 +124,7 @@ async fn user(store: &Store, name: &str) -> i64 {
 async fn opening_creates_the_data_directory_and_applies_every_migration() {
     let (dir, store) = open_temp();
     let path = dir.path().join("data/hearth.db");
-    assert_eq!(store.path(), path);
+    assert_eq!(store.path(), Some(path.as_path()));
     assert!(path.is_file());
     assert_eq!(user_version(&path), known_version());
 }
@@ -100,6 +155,7 @@ async fn every_connection_uses_wal_foreign_keys_normal_sync_and_the_busy_timeout
                     .run(move |c| {
                         barrier.wait();
                         let get = |p: &str| -> Result<String, StoreError> {
+                            let c = c.as_sqlite().expect("a SQLite store");
                             Ok(c.query_row(&format!("PRAGMA {p}"), [], |r| {
                                 r.get::<_, rusqlite::types::Value>(0)
                             })
@@ -175,9 +231,7 @@ fn the_cli_can_use_the_store_without_a_runtime() {
 
 // ---- users ---------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn usernames_are_unique_whatever_their_case() {
-    let (_dir, store) = open_temp();
+async fn usernames_are_unique_whatever_their_case(store: Store) {
     let alice = store
         .create_user("Alice", "h1", Role::User)
         .await
@@ -196,9 +250,7 @@ async fn usernames_are_unique_whatever_their_case() {
     assert_eq!(store.count_users().await.expect("count"), 1);
 }
 
-#[tokio::test]
-async fn a_new_user_is_enabled_with_its_password_changed_at_creation() {
-    let (_dir, store) = open_temp();
+async fn a_new_user_is_enabled_with_its_password_changed_at_creation(store: Store) {
     let before = unix_now();
     let u = store
         .create_user("bob", "h", Role::Admin)
@@ -218,9 +270,7 @@ async fn a_new_user_is_enabled_with_its_password_changed_at_creation() {
     );
 }
 
-#[tokio::test]
-async fn users_can_be_disabled_promoted_and_given_a_new_password() {
-    let (_dir, store) = open_temp();
+async fn users_can_be_disabled_promoted_and_given_a_new_password(store: Store) {
     let a = user(&store, "a").await;
     let b = user(&store, "b").await;
     store.set_disabled(a, true).await.expect("disable");
@@ -251,9 +301,7 @@ async fn users_can_be_disabled_promoted_and_given_a_new_password() {
     );
 }
 
-#[tokio::test]
-async fn updating_a_missing_user_is_not_found() {
-    let (_dir, store) = open_temp();
+async fn updating_a_missing_user_is_not_found(store: Store) {
     for result in [
         store.set_disabled(42, true).await,
         store.set_role(42, Role::Admin).await,
@@ -265,9 +313,7 @@ async fn updating_a_missing_user_is_not_found() {
 
 // ---- refresh tokens ------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_refresh_token_is_valid_once_and_its_reuse_revokes_the_family() {
-    let (_dir, store) = open_temp();
+async fn a_refresh_token_is_valid_once_and_its_reuse_revokes_the_family(store: Store) {
     let uid = user(&store, "ada").await;
     let now = unix_now();
     store
@@ -300,9 +346,7 @@ async fn a_refresh_token_is_valid_once_and_its_reuse_revokes_the_family() {
     );
 }
 
-#[tokio::test]
-async fn expired_and_unknown_refresh_tokens_are_refused() {
-    let (_dir, store) = open_temp();
+async fn expired_and_unknown_refresh_tokens_are_refused(store: Store) {
     let uid = user(&store, "ada").await;
     let now = unix_now();
     store
@@ -333,9 +377,7 @@ async fn expired_and_unknown_refresh_tokens_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn revoking_all_of_a_users_tokens_ends_every_session_and_no_one_elses() {
-    let (_dir, store) = open_temp();
+async fn revoking_all_of_a_users_tokens_ends_every_session_and_no_one_elses(store: Store) {
     let ada = user(&store, "ada").await;
     let bob = user(&store, "bob").await;
     let exp = unix_now() + 3600;
@@ -359,9 +401,7 @@ async fn revoking_all_of_a_users_tokens_ends_every_session_and_no_one_elses() {
     ));
 }
 
-#[tokio::test]
-async fn logout_revokes_the_session_of_the_token_presented() {
-    let (_dir, store) = open_temp();
+async fn logout_revokes_the_session_of_the_token_presented(store: Store) {
     let uid = user(&store, "ada").await;
     let exp = unix_now() + 3600;
     for (fam, hash) in [("phone", "p1"), ("laptop", "l1")] {
@@ -384,9 +424,7 @@ async fn logout_revokes_the_session_of_the_token_presented() {
     assert_eq!(store.revoke_family("laptop").await.expect("revoke"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn of_many_concurrent_uses_of_one_token_exactly_one_succeeds() {
-    let (_dir, store) = open_temp();
+async fn of_many_concurrent_uses_of_one_token_exactly_one_succeeds(store: Store) {
     let uid = user(&store, "ada").await;
     let now = unix_now();
     store
@@ -410,9 +448,7 @@ async fn of_many_concurrent_uses_of_one_token_exactly_one_succeeds() {
     assert_eq!(valid, 1);
 }
 
-#[tokio::test]
-async fn foreign_keys_refuse_rows_for_missing_users() {
-    let (_dir, store) = open_temp();
+async fn foreign_keys_refuse_rows_for_missing_users(store: Store) {
     let exp = unix_now() + 60;
     let err = store
         .insert_refresh(404, "fam", "t", exp)
@@ -431,9 +467,7 @@ async fn foreign_keys_refuse_rows_for_missing_users() {
     assert!(matches!(err, StoreError::MissingReference(_)), "{err}");
 }
 
-#[tokio::test]
-async fn a_duplicate_token_hash_is_a_conflict() {
-    let (_dir, store) = open_temp();
+async fn a_duplicate_token_hash_is_a_conflict(store: Store) {
     let uid = user(&store, "ada").await;
     let exp = unix_now() + 60;
     store
@@ -449,9 +483,7 @@ async fn a_duplicate_token_hash_is_a_conflict() {
 
 // ---- API keys ------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn one_user_can_neither_see_nor_delete_anothers_api_key() {
-    let (_dir, store) = open_temp();
+async fn one_user_can_neither_see_nor_delete_anothers_api_key(store: Store) {
     let a = user(&store, "a").await;
     let b = user(&store, "b").await;
     let key = store
@@ -487,9 +519,7 @@ async fn one_user_can_neither_see_nor_delete_anothers_api_key() {
     assert!(matches!(err, StoreError::NotFound), "{err}");
 }
 
-#[tokio::test]
-async fn an_api_key_lookup_returns_its_owner_so_disabled_owners_can_be_refused() {
-    let (_dir, store) = open_temp();
+async fn an_api_key_lookup_returns_its_owner_so_disabled_owners_can_be_refused(store: Store) {
     let a = user(&store, "a").await;
     let key = store
         .create_api_key(a, "k", "hk_1", "hash")
@@ -522,9 +552,7 @@ async fn an_api_key_lookup_returns_its_owner_so_disabled_owners_can_be_refused()
 
 // ---- usage ---------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn usage_is_summed_per_user_and_per_key_across_days() {
-    let (_dir, store) = open_temp();
+async fn usage_is_summed_per_user_and_per_key_across_days(store: Store) {
     let a = user(&store, "a").await;
     let b = user(&store, "b").await;
     let idle = user(&store, "idle").await;
@@ -611,9 +639,7 @@ async fn usage_is_summed_per_user_and_per_key_across_days() {
     assert_eq!(store.usage_for_user(a).await.expect("a").usage, a_total);
 }
 
-#[tokio::test]
-async fn usage_through_the_async_api_counts_requests() {
-    let (_dir, store) = open_temp();
+async fn usage_through_the_async_api_counts_requests(store: Store) {
     let a = user(&store, "a").await;
     for _ in 0..3 {
         store.record_usage(a, None, 7, 3).await.expect("record");
@@ -634,9 +660,7 @@ async fn usage_through_the_async_api_counts_requests() {
 
 // ---- concurrency ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_tasks_writing_at_once_all_succeed() {
-    let (_dir, store) = open_temp();
+async fn many_tasks_writing_at_once_all_succeed(store: Store) {
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let store = store.clone();
@@ -691,7 +715,7 @@ async fn many_tasks_writing_at_once_all_succeed() {
 async fn pad(store: &Store, rows: usize) {
     store
         .run(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.write_transaction()?;
             let hash = "x".repeat(200);
             for i in 0..rows {
                 users::create_user(&tx, &format!("pad{i}"), &hash, Role::User, 0)?;
@@ -787,7 +811,7 @@ async fn restoring_replaces_a_stopped_servers_database_and_its_wal() {
     let backup = dir.path().join("b.db");
     store.backup_to(&backup).await.expect("backup");
     user(&store, "after-backup").await;
-    let path = store.path().to_path_buf();
+    let path = store.path().expect("a file").to_path_buf();
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     let committed_wal = std::fs::read(&wal).expect("the last write is still in the WAL");
     assert!(!committed_wal.is_empty());
@@ -815,7 +839,7 @@ async fn restoring_while_the_database_is_open_is_refused() {
     user(&store, "ada").await;
     let backup = dir.path().join("b.db");
     store.backup_to(&backup).await.expect("backup");
-    let err = restore(&backup, store.path()).expect_err("server still running");
+    let err = restore(&backup, store.path().expect("a file")).expect_err("server still running");
     assert!(matches!(err, StoreError::InUse(_)), "{err}");
     // Still usable.
     assert_eq!(store.count_users().await.expect("count"), 1);
@@ -943,9 +967,7 @@ async fn scheduled_backups_run_on_their_interval_and_keep_only_the_newest() {
     assert_eq!(usernames(&newest), HashSet::from(["ada".to_string()]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_rotations_of_one_token_leave_no_live_token_in_its_family() {
-    let (_dir, store) = open_temp();
+async fn racing_rotations_of_one_token_leave_no_live_token_in_its_family(store: Store) {
     let uid = user(&store, "ada").await;
     for round in 0..60 {
         let parallel = if round % 2 == 0 { 2 } else { 20 };
@@ -990,9 +1012,7 @@ async fn racing_rotations_of_one_token_leave_no_live_token_in_its_family() {
     }
 }
 
-#[tokio::test]
-async fn a_rotation_for_a_disabled_account_issues_nothing_and_ends_the_session() {
-    let (_dir, store) = open_temp();
+async fn a_rotation_for_a_disabled_account_issues_nothing_and_ends_the_session(store: Store) {
     let uid = user(&store, "bea").await;
     let now = unix_now();
     store

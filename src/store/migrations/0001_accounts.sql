@@ -2,6 +2,9 @@
 -- Run inside one transaction by migrations.rs, which also sets user_version and application_id:
 -- no BEGIN/COMMIT or PRAGMA here. Times are Unix seconds (UTC).
 
+-- PostgreSQL: usernames compare like SQLite's NOCASE (case-insensitively; they are ASCII).
+--pg: CREATE COLLATION hearth_nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+
 -- AUTOINCREMENT: ids are never reused, so a stale token naming a deleted user's id can never
 -- match someone else.
 CREATE TABLE users (

@@ -6,6 +6,15 @@
 -- keys on, the INSERT … SELECT is checked at its end (parents and children copied together),
 -- and dropping the old table fires no triggers.
 
+-- PostgreSQL changes the constraint and adds the columns in place.
+--pg: ALTER TABLE messages DROP CONSTRAINT messages_role_check,
+--pg:     ADD CONSTRAINT messages_role_check
+--pg:         CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+--pg:     ADD COLUMN tool_calls TEXT, ADD COLUMN tool_call_id TEXT,
+--pg:     ADD CHECK (tool_calls IS NULL OR role = 'assistant'),
+--pg:     ADD CHECK ((role = 'tool') = (tool_call_id IS NOT NULL));
+
+-- sqlite:begin
 DROP TRIGGER messages_ai;
 DROP TRIGGER messages_au;
 DROP TRIGGER messages_ad;
@@ -63,3 +72,4 @@ END;
 CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
     DELETE FROM messages_fts WHERE rowid = old.rowid;
 END;
+-- sqlite:end

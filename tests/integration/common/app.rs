@@ -1,4 +1,5 @@
-//! `TestApp`: the real server on 127.0.0.1:0 (fresh SQLite file, the default model) with the
+//! `TestApp`: the real server on 127.0.0.1:0 (fresh SQLite file, or PostgreSQL schema with
+//! `HEARTH_TEST_STORE=postgres`; the default model) with the
 //! client helpers tests need — JSON requests, SSE streams read frame by frame, WebSockets,
 //! accounts. It stops (and frees its model) when dropped.
 
@@ -67,6 +68,7 @@ impl TestApp {
             config.model.device = hearth::engine::loader::DeviceChoice::Cpu;
             config.server.port = 0;
             config.storage.data_dir = dir;
+            super::use_test_store(&mut config);
             tweak(&mut config);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

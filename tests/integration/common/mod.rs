@@ -140,6 +140,32 @@ pub fn shared_exact_engine() -> (Arc<Engine>, MutexGuard<'static, ()>) {
     (E.get_or_init(|| Arc::new(load(true))).clone(), guard)
 }
 
+/// With `HEARTH_TEST_STORE=postgres`, point `config` at a PostgreSQL schema of its own (one per
+/// data directory, so a restart on the same directory finds its data again) instead of the
+/// SQLite file: the same server tests then run on the other store. Schemas live as long as the
+/// test process; the test script's throwaway cluster takes them away.
+pub fn use_test_store(config: &mut hearth::config::Config) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    if std::env::var("HEARTH_TEST_STORE").as_deref() != Ok("postgres") {
+        return;
+    }
+    static SCHEMAS: Mutex<Option<HashMap<std::path::PathBuf, String>>> = Mutex::new(None);
+    let mut schemas = SCHEMAS.lock().unwrap_or_else(|p| p.into_inner());
+    let url = schemas
+        .get_or_insert_with(HashMap::new)
+        .entry(config.storage.data_dir.clone())
+        .or_insert_with(|| {
+            let scratch = hearth::store::scratch::Scratch::new()
+                .expect("HEARTH_TEST_STORE=postgres needs HEARTH_TEST_POSTGRES");
+            let url = scratch.url.clone();
+            std::mem::forget(scratch);
+            url
+        })
+        .clone();
+    config.storage.url = Some(url);
+}
+
 /// Start the real server (in this process, on its own thread and runtime) on 127.0.0.1:0 with the
 /// default model on the CPU and a fresh data directory; `tweak` adjusts the config first.
 /// Returns the address once it listens.
@@ -154,6 +180,7 @@ pub fn spawn_server(
         config.server.port = 0;
         // A fresh SQLite file per server, not ./data.
         config.storage.data_dir = tempfile::tempdir().expect("data dir").keep();
+        use_test_store(&mut config);
         tweak(&mut config);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -1,0 +1,180 @@
+//! The store on PostgreSQL as users meet it: `hearth migrate-store` moving a used SQLite store
+//! into PostgreSQL, verified row for row, and a server on the copy carrying on where the SQLite
+//! one stopped (the same tokens, conversations, search, blog and no reused ids). Needs
+//! `HEARTH_TEST_POSTGRES` (the test script starts a server); skipped without it.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::app::TestApp;
+use hearth::config::Registration;
+use hearth::store::scratch::Scratch;
+
+fn open(c: &mut hearth::config::Config) {
+    c.auth.registration = Registration::Open;
+    c.auth.login_per_ip_per_minute = 100_000;
+}
+
+async fn scratch() -> Option<Scratch> {
+    tokio::task::spawn_blocking(Scratch::new)
+        .await
+        .expect("scratch thread")
+}
+
+fn migrate(data_dir: &std::path::Path, to: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["migrate-store", "--to", to])
+        .env("HEARTH__STORAGE__DATA_DIR", data_dir)
+        .env_remove("HEARTH__STORAGE__URL")
+        .output()
+        .expect("run hearth migrate-store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_moves_a_used_sqlite_store_and_the_server_carries_on_on_postgres() {
+    let Some(target) = scratch().await else {
+        return;
+    };
+    // A SQLite server in use: two users, a branched conversation, a memory, a published post.
+    let app = TestApp::spawn(|c| {
+        open(c);
+        c.storage.url = None;
+    });
+    let data_dir = app.data_dir.clone();
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let export = json!({
+        "format": "hearth.conversation.v1",
+        "conversation": {"title": "Otters and beavers", "active_leaf": "m3"},
+        "messages": [
+            {"id": "m1", "parent_id": null, "role": "user", "content": "tell me about otters"},
+            {"id": "m2", "parent_id": "m1", "role": "assistant", "content": "Otters hold hands"},
+            {"id": "m2b", "parent_id": "m1", "role": "assistant", "content": "Another answer"},
+            {"id": "m3", "parent_id": "m2", "role": "user", "content": "and the café beavers?"}
+        ]
+    });
+    let (s, conv) = app
+        .post_json("/api/conversations/import", Some(&alice), &export)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{conv}");
+    let conv_id = conv["id"].as_str().expect("id").to_owned();
+    let (s, v) = app
+        .post_json(
+            "/api/me/memories",
+            Some(&alice),
+            &json!({"content": "likes rivers"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, post) = app
+        .post_json(
+            "/api/posts",
+            Some(&alice),
+            &json!({"title": "River notes", "body": "Otters *again*."}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{post}");
+    let post_id = post["id"].as_str().expect("post id");
+    let (s, v) = app
+        .post_json(
+            &format!("/api/posts/{post_id}/publish"),
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, before) = app
+        .get_json(&format!("/api/conversations/{conv_id}"), Some(&alice))
+        .await;
+    let (_, me_before) = app.get_json("/api/me", Some(&alice)).await;
+    drop(app);
+
+    let out = migrate(&data_dir, &target.url);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["users", "messages", "posts", "memories"] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    assert!(stdout.contains("compared every row"), "{stdout}");
+    // Into a store that is no longer empty: refused, nothing changed.
+    let again = migrate(&data_dir, &target.url);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The same data directory (its JWT secret), now on PostgreSQL.
+    let url = target.url.clone();
+    let app = TestApp::spawn_in(data_dir, move |c| {
+        open(c);
+        c.storage.url = Some(url);
+    });
+    // Tokens issued by the SQLite server still work: same secret, same user ids.
+    let (s, me) = app.get_json("/api/me", Some(&alice)).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(me, me_before);
+    let (s, after) = app
+        .get_json(&format!("/api/conversations/{conv_id}"), Some(&alice))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{after}");
+    assert_eq!(
+        after, before,
+        "the conversation, its tree and active branch"
+    );
+    // Search runs on PostgreSQL's index: words, prefixes, accents folded as FTS5 folds them.
+    for q in ["otters", "beav", "cafe", "OTTERS hold"] {
+        let (s, found) = app
+            .get_json(&format!("/api/conversations?q={q}"), Some(&alice))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{found}");
+        let ids: Vec<&Value> = found["data"].as_array().expect("data").iter().collect();
+        assert_eq!(ids.len(), 1, "q={q}: {found}");
+    }
+    let (_, none) = app
+        .get_json("/api/conversations?q=giraffe", Some(&alice))
+        .await;
+    assert_eq!(none["data"], json!([]), "{none}");
+    // Still owner-only.
+    let (s, _) = app
+        .get_json(&format!("/api/conversations/{conv_id}"), Some(&bob))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, found) = app
+        .get_json("/api/conversations?q=otters", Some(&bob))
+        .await;
+    assert_eq!(found["data"], json!([]));
+    // The public post and the memory came along.
+    let page = app
+        .client
+        .get(app.url("/blog/alice/river-notes"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let (_, memories) = app.get_json("/api/me/memories", Some(&alice)).await;
+    assert!(memories.to_string().contains("likes rivers"), "{memories}");
+    // New rows get new ids: the identity counters start past the copied ones.
+    let carol = app.user("carol").await;
+    let (_, carol_me) = app.get_json("/api/me", Some(&carol)).await;
+    let ids: Vec<i64> = [&me_before, &carol_me]
+        .iter()
+        .map(|m| m["user"]["id"].as_i64().expect("id"))
+        .collect();
+    assert!(ids[1] > ids[0] + 1, "carol's id {} after bob's", ids[1]);
+    let (s, v) = app
+        .post_json(
+            "/api/me/memories",
+            Some(&alice),
+            &json!({"content": "second"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
