@@ -104,11 +104,26 @@ impl App {
                 "answers cut off by the last shutdown marked interrupted"
             );
         }
-        let secret = crate::auth::jwt::load_or_create_secret(
+        let mut secret = crate::auth::jwt::load_or_create_secret(
             config.auth.jwt_secret.as_deref(),
             &config.storage.data_dir,
         )
         .context("loading the token signing secret")?;
+        if store.dialect() == crate::store::Dialect::Postgres && config.auth.jwt_secret.is_none() {
+            // Replicas sharing a database must sign alike: the first one's secret (its file's,
+            // so a store moved by `migrate-store` keeps its sessions) is kept in the database
+            // and used by all.
+            let candidate = serde_json::Value::String(String::from_utf8_lossy(&secret).into());
+            let shared = store
+                .setting_or_insert("jwt_secret", candidate)
+                .await
+                .context("sharing the token signing secret")?;
+            secret = shared.as_str().unwrap_or_default().as_bytes().to_vec();
+            anyhow::ensure!(
+                secret.len() >= crate::config::MIN_JWT_SECRET_BYTES,
+                "the shared jwt_secret setting in the database is too short"
+            );
+        }
         let jwt = Arc::new(crate::auth::jwt::JwtKeys::new(
             &secret,
             config.auth.access_token_ttl_secs as i64,

@@ -360,11 +360,23 @@ fn file_size(path: &Path) -> Result<u64> {
         .len())
 }
 
+/// Refuse `command` on a PostgreSQL store, whose backups are `pg_dump`'s and `pg_restore`'s.
+fn sqlite_only(config: &Config, command: &str) -> Result<()> {
+    if let Ok(crate::config::StoreTarget::Postgres(_)) = config.storage.target() {
+        bail!(
+            "`hearth {command}` works on a SQLite store; this one is on PostgreSQL \
+             (storage.url): use pg_dump and pg_restore"
+        );
+    }
+    Ok(())
+}
+
 /// `hearth backup FILE`: a consistent copy of the configured database, taken with SQLite's
 /// online backup API, so it is safe while a server writes. The copy is written beside `dest`
 /// under a temporary name and renamed into place (an existing file is replaced). When `dest`
 /// is a directory the copy goes into it as `hearth-YYYYmmddTHHMMSSZ.db`.
 pub fn backup(config: &Config, dest: &Path) -> Result<String> {
+    sqlite_only(config, "backup")?;
     let db_path = config.storage.db_path();
     if !db_path.exists() {
         bail!(
@@ -447,6 +459,7 @@ fn save_current_database(config: &Config, db_path: &Path) -> Result<Option<PathB
 /// moved into place by [`store::restore`], which refuses while another process has the
 /// database open. On any refusal the database is left as it was.
 pub fn restore(config: &Config, src: &Path) -> Result<String> {
+    sqlite_only(config, "restore")?;
     let db_path = config.storage.db_path();
     if !src.is_file() {
         bail!("{} is not a file", src.display());

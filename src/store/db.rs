@@ -18,6 +18,7 @@
 //! there (a full disk) must reach the caller.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::error::Error as StdError;
 
 use postgres::types::{FromSql, IsNull, ToSql, Type};
@@ -38,10 +39,21 @@ const WRITE_LOCK: i64 = 0x4852_5448;
 
 enum Engine {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<postgres::Client>),
+    Postgres(RefCell<Pg>),
     /// Given away by `into_sqlite` or `drop`.
     Closed,
 }
+
+/// A PostgreSQL client and its prepared statements (SQLite's are cached by rusqlite): each
+/// statement is parsed and planned once per connection, not once per call.
+struct Pg {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// Prepared statements kept per PostgreSQL connection; past this the cache starts over (the
+/// store's SQL is a fixed set well below it).
+const STATEMENT_CACHE: usize = 512;
 
 /// An open connection to the store's database.
 pub struct Db {
@@ -62,7 +74,10 @@ impl Db {
     /// A PostgreSQL connection.
     pub fn postgres(client: postgres::Client) -> Db {
         Db {
-            engine: Engine::Postgres(RefCell::new(client)),
+            engine: Engine::Postgres(RefCell::new(Pg {
+                client,
+                statements: HashMap::new(),
+            })),
             depth: Cell::new(0),
         }
     }
@@ -98,7 +113,7 @@ impl Db {
     pub(crate) fn is_broken(&self) -> bool {
         match &self.engine {
             Engine::Sqlite(_) => false,
-            Engine::Postgres(c) => c.borrow().is_closed(),
+            Engine::Postgres(c) => c.borrow().client.is_closed(),
             Engine::Closed => true,
         }
     }
@@ -142,7 +157,7 @@ impl Db {
     pub fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Engine::Postgres(c) => Ok(c.borrow_mut().batch_execute(sql)?),
+            Engine::Postgres(c) => Ok(c.borrow_mut().client.batch_execute(sql)?),
             Engine::Closed => Err(closed()),
         }
     }
@@ -196,8 +211,18 @@ impl Db {
                 Ok((out, changed))
             }
             Engine::Postgres(c) => {
-                let mut client = c.borrow_mut();
-                let stmt = client.prepare(sql)?;
+                let Pg { client, statements } = &mut *c.borrow_mut();
+                let stmt = match statements.get(sql) {
+                    Some(stmt) => stmt.clone(),
+                    None => {
+                        let stmt = client.prepare(sql)?;
+                        if statements.len() >= STATEMENT_CACHE {
+                            statements.clear();
+                        }
+                        statements.insert(sql.to_owned(), stmt.clone());
+                        stmt
+                    }
+                };
                 let refs: Vec<&(dyn ToSql + Sync)> =
                     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 if stmt.columns().is_empty() {

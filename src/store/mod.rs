@@ -1,7 +1,11 @@
-//! The SQLite store: accounts (users, refresh tokens, API keys) and usage counters in one
-//! database file, `<data_dir>/hearth.db`. Owns the connections, the schema (embedded migrations
-//! tracked in `PRAGMA user_version`) and backups. Must not import axum, api, auth or engine:
-//! callers pass hashes, never passwords or raw tokens, and get typed rows back, never SQL.
+//! The store: accounts (users, refresh tokens, API keys), usage counters, conversations,
+//! preferences and blog posts, in one SQLite file (`<data_dir>/hearth.db`, the default) or one
+//! PostgreSQL database (`storage.url = "postgres://…"`, for replicas that share it). Owns the
+//! connections, the schema (embedded migrations for both engines, see `migrations.rs`),
+//! backups (SQLite) and the copy from SQLite to PostgreSQL (`transfer.rs`). Must not import
+//! axum, api, auth or engine: callers pass hashes, never passwords or raw tokens, and get typed
+//! rows back, never SQL. The aggregates' SQL is written once, against [`db::Db`]'s statement
+//! API; what differs between the engines lives in `db.rs` and `migrations.rs`.
 //!
 //! # Access
 //! Every database call runs on a blocking thread, never on the async runtime:
@@ -13,7 +17,8 @@
 //!   Never call `run_blocking` from an async task: it parks the thread while it waits.
 //!
 //! # Connections and durability
-//! A fixed set of `storage.connections` connections (see `pool.rs`), each with
+//! A fixed set of `storage.connections` connections (see `pool.rs`). PostgreSQL's durability is
+//! its server's; a connection the server dropped is replaced when next lent. SQLite's each have
 //! `journal_mode=WAL` (readers never block the writer, nor it them), `foreign_keys=ON`,
 //! `busy_timeout=storage.busy_timeout_ms` and `synchronous=NORMAL`. In WAL mode NORMAL syncs the
 //! WAL only at checkpoints: every acknowledged commit has reached the operating system before the
@@ -22,10 +27,6 @@
 //! trade for a self-hosted playground; FULL would fsync every commit. Multi-statement writes use
 //! `BEGIN IMMEDIATE`, so they queue on `busy_timeout` instead of failing with `SQLITE_BUSY` when
 //! a read transaction would have to be upgraded.
-//!
-//! # Room to grow
-//! Conversations and blogs get their own module and migration (`0002_conversations.sql`, ...)
-//! the same way as the aggregates below.
 
 /// Account operations spanning several tables, each in one transaction.
 pub mod accounts;

@@ -22,9 +22,11 @@ pub(super) fn open(url: &str, settings: &StoreSettings) -> Result<Store, StoreEr
         let client = config.connect(postgres::NoTls)?;
         let db = Db::postgres(client);
         // A statement waiting longer than the store's wait for a lock fails instead of hanging
-        // a request (SQLite's busy_timeout, on the server's side).
+        // a request (SQLite's busy_timeout, on the server's side). Statements are prepared
+        // once per connection but planned per call: a generic plan for the search query
+        // (its terms unknown) scans every message instead of using the index.
         db.execute_batch(&format!(
-            "SET lock_timeout = {}; SET TIME ZONE 'UTC'",
+            "SET lock_timeout = {}; SET TIME ZONE 'UTC'; SET plan_cache_mode = force_custom_plan",
             wait.as_millis().max(1)
         ))?;
         Ok(db)

@@ -225,6 +225,22 @@ pub fn put_setting(
     Ok(())
 }
 
+/// `key`'s value, set to `candidate` first if it has none: the first of several replicas to ask
+/// decides, and every one gets the same answer.
+pub fn setting_or_insert(
+    conn: &Db,
+    key: &str,
+    candidate: &serde_json::Value,
+    now: i64,
+) -> Result<serde_json::Value, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO NOTHING",
+    )?
+    .execute(params![key, candidate.to_string(), now])?;
+    setting(conn, key)?.ok_or(StoreError::NotFound)
+}
+
 /// Async forms, on a blocking thread, with the store's clock.
 impl Store {
     /// See [`preferences`].
@@ -280,6 +296,16 @@ impl Store {
         key: &'static str,
     ) -> Result<Option<serde_json::Value>, StoreError> {
         self.run(move |c| setting(c, key)).await
+    }
+
+    /// See [`setting_or_insert`].
+    pub async fn setting_or_insert(
+        &self,
+        key: &'static str,
+        candidate: serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError> {
+        self.run(move |c| setting_or_insert(c, key, &candidate, unix_now()))
+            .await
     }
 
     /// See [`put_setting`].

@@ -178,3 +178,59 @@ async fn migrate_store_moves_a_used_sqlite_store_and_the_server_carries_on_on_po
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_store_share_accounts_sessions_and_conversations() {
+    let Some(shared) = scratch().await else {
+        return;
+    };
+    // Two servers, each with its own data directory (so each generated its own secret file),
+    // one database.
+    let (url_a, url_b) = (shared.url.clone(), shared.url.clone());
+    let a = TestApp::spawn(move |c| {
+        open(c);
+        c.storage.url = Some(url_a);
+    });
+    let b = TestApp::spawn(move |c| {
+        open(c);
+        c.storage.url = Some(url_b);
+    });
+    assert_ne!(a.data_dir, b.data_dir);
+    // Register on A, log in on B; an access token from either works on both.
+    let creds = json!({"username": "ada", "password": "correct horse battery"});
+    let (s, v) = a.post_json("/api/auth/register", None, &creds).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, login_b) = b.post_json("/api/auth/login", None, &creds).await;
+    assert_eq!(s, StatusCode::OK, "{login_b}");
+    let (s, login_a) = a.post_json("/api/auth/login", None, &creds).await;
+    assert_eq!(s, StatusCode::OK, "{login_a}");
+    for (app, token) in [(&a, &login_b), (&b, &login_a)] {
+        let (s, me) = app
+            .get_json("/api/me", token["access_token"].as_str())
+            .await;
+        assert_eq!(s, StatusCode::OK, "{me}");
+        assert_eq!(me["user"]["username"], "ada");
+    }
+    // A refresh token issued by A rotates on B, once: its reuse on A is caught.
+    let refresh = json!({"refresh_token": login_a["refresh_token"]});
+    let (s, rotated) = b.post_json("/api/auth/refresh", None, &refresh).await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    let (s, reused) = a.post_json("/api/auth/refresh", None, &refresh).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{reused}");
+    // A conversation started on A continues on B.
+    let token = login_b["access_token"].as_str().expect("token").to_owned();
+    let (s, conv) = a
+        .post_json(
+            "/api/conversations",
+            Some(&token),
+            &json!({"title": "Shared"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{conv}");
+    let id = conv["id"].as_str().expect("id");
+    let (s, seen) = b
+        .get_json(&format!("/api/conversations/{id}"), Some(&token))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{seen}");
+    assert_eq!(seen["title"], "Shared", "{seen}");
+}

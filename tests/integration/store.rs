@@ -1033,3 +1033,49 @@ async fn a_rotation_for_a_disabled_account_issues_nothing_and_ends_the_session(s
         "no token was issued"
     );
 }
+
+/// Both dialects' migrations build the same tables with the same columns (PostgreSQL adds only
+/// its explicit `rowid` and search columns), so one set of queries serves both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_engines_build_the_same_tables_and_columns() {
+    let Some((pg, _scratch)) = open_postgres() else {
+        return;
+    };
+    let (_dir, lite) = open_temp();
+    let sqlite_columns = lite
+        .run(|c| {
+            let c = c.as_sqlite().expect("sqlite");
+            let mut out = std::collections::BTreeSet::new();
+            let tables: Vec<String> = c
+                .prepare(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table' \
+                     AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '%_fts%'",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for t in tables {
+                let cols: Vec<String> = c
+                    .prepare(&format!("SELECT name FROM pragma_table_info('{t}')"))?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                out.extend(cols.into_iter().map(|col| format!("{t}.{col}")));
+            }
+            Ok(out)
+        })
+        .await
+        .expect("sqlite columns");
+    let pg_columns = pg
+        .run(|c| {
+            c.prepare_cached(
+                "SELECT table_name || '.' || column_name FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name <> 'hearth_schema' \
+                 AND column_name NOT IN ('rowid', 'search', 'title_search')",
+            )?
+            .query_map((), |r| r.get::<_, String>(0))?
+            .collect::<Result<std::collections::BTreeSet<_>, _>>()
+        })
+        .await
+        .expect("postgres columns");
+    assert!(sqlite_columns.len() > 80, "{sqlite_columns:?}");
+    assert_eq!(sqlite_columns, pg_columns);
+}
