@@ -39,7 +39,7 @@ const WRITE_LOCK: i64 = 0x4852_5448;
 
 enum Engine {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Pg>),
+    Postgres(Box<RefCell<Pg>>),
     /// Given away by `into_sqlite` or `drop`.
     Closed,
 }
@@ -74,10 +74,10 @@ impl Db {
     /// A PostgreSQL connection.
     pub fn postgres(client: postgres::Client) -> Db {
         Db {
-            engine: Engine::Postgres(RefCell::new(Pg {
+            engine: Engine::Postgres(Box::new(RefCell::new(Pg {
                 client,
                 statements: HashMap::new(),
-            })),
+            }))),
             depth: Cell::new(0),
         }
     }
