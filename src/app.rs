@@ -18,6 +18,8 @@ pub struct App {
     limits: crate::net::ConnectionLimits,
     backups: Option<tokio::task::JoinHandle<()>>,
     housekeeping: tokio::task::JoinHandle<()>,
+    /// This process's heartbeat in the store (kept up until the answers are saved).
+    heartbeat: tokio::task::JoinHandle<()>,
     /// Sockets and detached answers, for the graceful shutdown.
     drain: crate::shutdown::Drain,
     store: crate::store::Store,
@@ -95,7 +97,7 @@ impl App {
             .with_context(|| format!("opening {}", store_name(&config.storage)))?;
         // Answers that were generating when the server last stopped have no generation now.
         let interrupted = store
-            .run(|c| crate::store::conversations::interrupt_streaming(c))
+            .start_replica()
             .await
             .context("marking interrupted answers")?;
         if interrupted > 0 {
@@ -134,6 +136,7 @@ impl App {
         ));
         let backups = crate::store::spawn_scheduled_backups(store.clone(), &config.storage);
         let housekeeping = spawn_housekeeping(store.clone(), login_limits.clone());
+        let heartbeat = spawn_replica_heartbeat(store.clone());
         let metrics = Arc::new(crate::metrics::Metrics::new(
             scheduler.stats().clone(),
             s.queue_capacity,
@@ -198,6 +201,7 @@ impl App {
             limits,
             backups,
             housekeeping,
+            heartbeat,
         })
     }
 
@@ -255,6 +259,7 @@ impl App {
             // They stop at once; this bounds saving the answers and the sockets' close frames.
             let _ = tokio::time::timeout(Duration::from_secs(5), self.drain.idle()).await;
         }
+        self.heartbeat.abort();
         match self.store.checkpoint().await {
             Ok(true) => tracing::info!("database checkpointed"),
             Ok(false) => tracing::warn!("database checkpoint incomplete: a reader held it back"),
@@ -272,6 +277,27 @@ impl App {
 /// Every few minutes: forget login-limit buckets that have refilled, and delete refresh tokens
 /// that expired a day ago or more (a day's grace keeps recent ones reading as "expired", not
 /// "unknown", in logs).
+/// Every `replicas::HEARTBEAT_SECS`: this process is alive; answers of replicas gone (a
+/// crashed peer sharing the PostgreSQL store) are marked interrupted.
+fn spawn_replica_heartbeat(store: crate::store::Store) -> tokio::task::JoinHandle<()> {
+    let period = Duration::from_secs(crate::store::replicas::HEARTBEAT_SECS as u64);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.replica_heartbeat().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    interrupted = n,
+                    "answers of a replica gone marked interrupted"
+                ),
+                Err(e) => tracing::warn!(error = %e, "replica heartbeat failed"),
+            }
+        }
+    })
+}
+
 fn spawn_housekeeping(
     store: crate::store::Store,
     login_limits: Arc<crate::limits::LoginLimits>,

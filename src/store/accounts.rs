@@ -17,7 +17,7 @@ use super::{unix_now, Store, StoreError};
 /// transaction, so two concurrent first registrations cannot both find the table empty.
 /// [`StoreError::Conflict`] if the name is taken in any ASCII case.
 pub fn create_user_with_role_by_count(
-    conn: &mut Db,
+    conn: &Db,
     username: &str,
     password_hash: &str,
     now: i64,
@@ -37,7 +37,7 @@ pub fn create_user_with_role_by_count(
 /// `keep_api_keys`, delete their API keys — all or nothing. Returns how many keys were
 /// deleted. [`StoreError::NotFound`] if there is no such user.
 pub fn change_password(
-    conn: &mut Db,
+    conn: &Db,
     user_id: i64,
     password_hash: &str,
     keep_api_keys: bool,
@@ -59,7 +59,7 @@ pub fn change_password(
 /// refresh token of theirs, in one transaction. Returns how many refresh tokens were revoked.
 /// API keys are not sessions and keep working. [`StoreError::NotFound`] if there is no such
 /// user.
-pub fn revoke_sessions(conn: &mut Db, user_id: i64, now: i64) -> Result<usize, StoreError> {
+pub fn revoke_sessions(conn: &Db, user_id: i64, now: i64) -> Result<usize, StoreError> {
     let tx = conn.write_transaction()?;
     let changed = tx
         .prepare_cached("UPDATE users SET sessions_revoked_at = ?2 WHERE id = ?1")?
@@ -88,7 +88,7 @@ pub enum Rotation {
 /// token revoke the family *between* the two, so the winner's new token escaped the
 /// revocation; here a reuse sees either no rotation yet or the whole of it.
 pub fn rotate_refresh(
-    conn: &mut Db,
+    conn: &Db,
     old_hash: &str,
     new_hash: &str,
     expires_at: i64,
@@ -118,7 +118,7 @@ pub fn rotate_refresh(
 /// user as stored, or `None` (and writes nothing) when the account changed or is gone.
 #[allow(clippy::too_many_arguments)]
 pub fn insert_refresh_if_unchanged(
-    conn: &mut Db,
+    conn: &Db,
     user_id: i64,
     password_changed_at: i64,
     family_id: &str,
@@ -150,7 +150,7 @@ pub enum AccountUpdate {
 /// left. Disabling also revokes all of the user's refresh tokens. One write transaction.
 /// [`StoreError::NotFound`] if there is no such user.
 pub fn update_account(
-    conn: &mut Db,
+    conn: &Db,
     user_id: i64,
     disabled: Option<bool>,
     role: Option<Role>,

@@ -352,7 +352,7 @@ pub fn list_conversations(
 
 /// Apply `update` to `owner`'s conversation `id`; `None` if there is no such conversation.
 pub fn update_conversation(
-    conn: &mut Db,
+    conn: &Db,
     owner: i64,
     id: &str,
     update: &ConversationUpdate,
@@ -439,10 +439,12 @@ pub fn message(conn: &Db, owner: i64, id: &str) -> Result<Option<Message>, Store
 
 /// Add a message to `owner`'s conversation and make it the active leaf. `NotFound` if the
 /// conversation is not theirs or the parent is not in it.
+/// A streaming answer is recorded as `replica`'s (see `replicas.rs`).
 pub fn insert_message(
-    conn: &mut Db,
+    conn: &Db,
     owner: i64,
     new: &NewMessage,
+    replica: &str,
     now: i64,
 ) -> Result<Message, StoreError> {
     let tx = conn.write_transaction()?;
@@ -462,8 +464,8 @@ pub fn insert_message(
     let id = new_id("msg_");
     tx.prepare_cached(
         "INSERT INTO messages (id, conversation_id, parent_id, role, content, model, status, \
-         content_tokens, context, created_at, updated_at, tool_call_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+         content_tokens, context, created_at, updated_at, tool_call_id, replica) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
     )?
     .execute(params![
         id,
@@ -476,7 +478,8 @@ pub fn insert_message(
         new.content_tokens,
         new.context.as_ref().map(|c| c.to_string()),
         now,
-        new.tool_call_id
+        new.tool_call_id,
+        (new.status == "streaming").then_some(replica)
     ])?;
     tx.prepare_cached("UPDATE conversations SET active_leaf = ?2, updated_at = ?3 WHERE id = ?1")?
         .execute(params![new.conversation_id, id, now])?;
@@ -568,7 +571,7 @@ pub struct ImportedMessage {
 /// Create a conversation for `owner` from an export: every message under a new id, the tree
 /// and the active branch kept, in one transaction. `Err(Invalid)` names the first bad message.
 pub fn import_conversation(
-    conn: &mut Db,
+    conn: &Db,
     owner: i64,
     new: &NewConversation,
     messages: &[ImportedMessage],
@@ -664,15 +667,6 @@ pub fn set_summary(
     Ok(())
 }
 
-/// At startup: answers that were streaming when the server stopped are `interrupted`, with
-/// the text they had. Returns how many.
-pub fn interrupt_streaming(conn: &Db) -> Result<usize, StoreError> {
-    conn.execute(
-        "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'",
-        (),
-    )
-}
-
 /// Async forms of the functions above, on a blocking thread, with the store's clock.
 impl Store {
     /// See [`create_conversation`].
@@ -752,7 +746,8 @@ impl Store {
 
     /// See [`insert_message`].
     pub async fn insert_message(&self, owner: i64, new: NewMessage) -> Result<Message, StoreError> {
-        self.run(move |c| insert_message(c, owner, &new, unix_now()))
+        let replica = self.replica_id().to_owned();
+        self.run(move |c| insert_message(c, owner, &new, &replica, unix_now()))
             .await
     }
 

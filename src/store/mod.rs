@@ -46,6 +46,8 @@ pub mod posts;
 pub mod preferences;
 /// Refresh-token rotation: issue, consume once, detect reuse, revoke.
 pub mod refresh_tokens;
+/// Server processes and which streaming answers are theirs.
+pub mod replicas;
 /// Throwaway PostgreSQL schemas for tests and benchmarks.
 pub mod scratch;
 /// Copying a SQLite store into PostgreSQL, verified row for row.
@@ -241,6 +243,8 @@ struct Inner {
     // here as futures instead of parking hundreds of blocking threads on the pool.
     permits: Arc<Semaphore>,
     location: Location,
+    /// This process's id among the replicas sharing the store.
+    replica: String,
 }
 
 /// Where the data lives.
@@ -310,6 +314,7 @@ impl Store {
                 pool,
                 permits: Arc::new(Semaphore::new(size)),
                 location,
+                replica: format!("r_{}", uuid::Uuid::new_v4().simple()),
             }),
         }
     }

@@ -269,7 +269,7 @@ fn keep_revision(
 /// Create a post for `owner` from `fields` (`title` and `slug` required; the slug gets `-2`,
 /// `-3`, … when `slug_is_default` and it is taken).
 pub fn create_post(
-    conn: &mut Db,
+    conn: &Db,
     owner: i64,
     fields: &PostFields,
     slug_is_default: bool,
@@ -322,7 +322,7 @@ pub fn create_post(
 
 /// Save `fields` over `owner`'s post `id` if it is still at `revision`. `None`: no such post.
 pub fn update_post(
-    conn: &mut Db,
+    conn: &Db,
     owner: i64,
     id: &str,
     revision: i64,

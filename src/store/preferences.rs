@@ -106,7 +106,7 @@ pub fn memories(conn: &Db, user_id: i64) -> Result<Vec<Memory>, StoreError> {
 /// Add a memory for `user_id`, unless they already have `max`.
 /// [`StoreError::Conflict`] when they do.
 pub fn add_memory(
-    conn: &mut Db,
+    conn: &Db,
     user_id: i64,
     content: &str,
     max: usize,

@@ -74,7 +74,7 @@ pub fn insert_refresh(
 /// Consume the token with this hash, atomically: of two concurrent calls with the same token
 /// at most one gets [`ConsumeOutcome::Valid`]; the other sees a reuse and revokes the family.
 pub fn consume_refresh(
-    conn: &mut Db,
+    conn: &Db,
     token_hash: &str,
     now: i64,
 ) -> Result<ConsumeOutcome, StoreError> {

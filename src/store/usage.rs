@@ -40,7 +40,7 @@ pub fn utc_day(unix_secs: i64) -> String {
 /// tokens, on `now`'s UTC day. With a key, also sets the key's `last_used_at`, in the same
 /// write. [`StoreError::MissingReference`] if the user does not exist.
 pub fn record_usage(
-    conn: &mut Db,
+    conn: &Db,
     user_id: i64,
     api_key_id: Option<i64>,
     prompt_tokens: u64,

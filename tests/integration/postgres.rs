@@ -234,3 +234,44 @@ async fn two_replicas_on_one_postgres_store_share_accounts_sessions_and_conversa
     assert_eq!(s, StatusCode::OK, "{seen}");
     assert_eq!(seen["title"], "Shared", "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starting_interrupts_only_the_answers_of_replicas_gone() {
+    use hearth::store::{replicas, unix_now, Role, Store};
+    let Some(shared) = scratch().await else {
+        return;
+    };
+    // Another replica is generating an answer (its heartbeat is fresh); a crashed one left one.
+    let url = shared.url.clone();
+    let (store, owner, ids) = tokio::task::spawn_blocking(move || {
+        let store = Store::open_postgres(&url, &Default::default()).expect("open");
+        let (owner, ids) = store
+            .run_blocking(|c| {
+                let owner = hearth::store::users::create_user(c, "ada", "h", Role::User, 0)?.id;
+                replicas::heartbeat(c, "peer", unix_now())?;
+                replicas::heartbeat(c, "crashed", unix_now() - 3600)?;
+                let ids = crate::store::streaming_answers(c, owner, &["peer", "crashed"])?;
+                Ok((owner, ids))
+            })
+            .expect("seed");
+        (store, owner, ids)
+    })
+    .await
+    .expect("seed thread");
+    let url = shared.url.clone();
+    let _app = TestApp::spawn(move |c| c.storage.url = Some(url));
+    let statuses: Vec<String> = tokio::task::spawn_blocking(move || {
+        ids.iter()
+            .map(|id| {
+                store
+                    .run_blocking(|c| hearth::store::conversations::message(c, owner, id))
+                    .expect("read")
+                    .expect("exists")
+                    .status
+            })
+            .collect()
+    })
+    .await
+    .expect("read thread");
+    assert_eq!(statuses, ["streaming", "interrupted"]);
+}

@@ -65,6 +65,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    an_answer_is_interrupted_only_when_the_process_generating_it_is_gone,
     usernames_are_unique_whatever_their_case,
     a_new_user_is_enabled_with_its_password_changed_at_creation,
     users_can_be_disabled_promoted_and_given_a_new_password,
@@ -84,6 +85,43 @@ on_both_engines!(
     racing_rotations_of_one_token_leave_no_live_token_in_its_family,
     a_rotation_for_a_disabled_account_issues_nothing_and_ends_the_session,
 );
+
+/// `owner`'s streaming answers attributed to each of `replicas`, in a new conversation: their
+/// message ids, in the same order.
+pub(crate) fn streaming_answers(
+    c: &hearth::store::Db,
+    owner: i64,
+    replicas: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    use hearth::store::conversations::{self, NewConversation, NewMessage};
+    let conv = conversations::create_conversation(
+        c,
+        owner,
+        &NewConversation {
+            title: "t".into(),
+            model: None,
+            system_prompt: None,
+            params: serde_json::json!({}),
+        },
+        unix_now(),
+    )?;
+    let mut ids = Vec::new();
+    for replica in replicas {
+        let new = NewMessage {
+            conversation_id: conv.id.clone(),
+            parent_id: None,
+            role: "assistant",
+            content: String::new(),
+            tool_call_id: None,
+            model: None,
+            status: "streaming",
+            content_tokens: None,
+            context: None,
+        };
+        ids.push(conversations::insert_message(c, owner, &new, replica, unix_now())?.id);
+    }
+    Ok(ids)
+}
 
 fn user_version(path: &Path) -> i64 {
     Connection::open(path)
@@ -1078,4 +1116,62 @@ async fn both_engines_build_the_same_tables_and_columns() {
         .expect("postgres columns");
     assert!(sqlite_columns.len() > 80, "{sqlite_columns:?}");
     assert_eq!(sqlite_columns, pg_columns);
+}
+
+async fn an_answer_is_interrupted_only_when_the_process_generating_it_is_gone(store: Store) {
+    use hearth::store::replicas::{self, GONE_AFTER_SECS};
+    let owner = user(&store, "ada").await;
+    let status = |id: &str| {
+        let (store, id) = (store.clone(), id.to_owned());
+        async move {
+            store
+                .message(owner, id)
+                .await
+                .expect("read")
+                .expect("exists")
+                .status
+        }
+    };
+    // A live process's answer, a crashed one's (heartbeat an hour old), one from before
+    // processes were tracked.
+    let ids = store
+        .run(move |c| {
+            let now = unix_now();
+            replicas::heartbeat(c, "live", now)?;
+            replicas::heartbeat(c, "crashed", now - 3600)?;
+            let ids = streaming_answers(c, owner, &["live", "crashed"])?;
+            c.execute(
+                "UPDATE messages SET replica = NULL WHERE id = ?1",
+                [ids[1].clone()],
+            )?;
+            let more = streaming_answers(c, owner, &["crashed"])?;
+            Ok([ids[0].clone(), ids[1].clone(), more[0].clone()])
+        })
+        .await
+        .expect("seed");
+    let swept = store
+        .run(|c| replicas::interrupt_orphans(c, unix_now() - GONE_AFTER_SECS))
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 2);
+    assert_eq!(status(&ids[0]).await, "streaming");
+    assert_eq!(status(&ids[1]).await, "interrupted");
+    assert_eq!(status(&ids[2]).await, "interrupted");
+    // A process starting: alone on a SQLite file, everything streaming was orphaned; on a
+    // shared PostgreSQL store the live replica's answer goes on.
+    store.start_replica().await.expect("start");
+    let expected = if store.path().is_some() {
+        "interrupted"
+    } else {
+        "streaming"
+    };
+    assert_eq!(status(&ids[0]).await, expected);
+    // This process's own answers are never its sweep's.
+    let me = store.replica_id().to_owned();
+    let mine = store
+        .run(move |c| streaming_answers(c, owner, &[me.as_str()]))
+        .await
+        .expect("mine");
+    assert_eq!(store.replica_heartbeat().await.expect("beat"), 0);
+    assert_eq!(status(&mine[0]).await, "streaming");
 }
