@@ -360,6 +360,10 @@ impl From<crate::store::StoreError> for ApiError {
             S::PoolTimeout(_) => {
                 ApiError::Unavailable("the database is busy; retry shortly".into())
             }
+            e if e.is_unreachable() => {
+                tracing::error!(error = %e, "the database is unreachable");
+                ApiError::Unavailable("the database is unreachable; retry shortly".into())
+            }
             S::Unsupported(message) => ApiError::Conflict {
                 message,
                 code: "unsupported_by_store",

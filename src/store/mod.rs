@@ -162,6 +162,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database could not be reached (a PostgreSQL server down, restarting or
+    /// that closed the connection): worth a 503 and a retry, not a 500. The pool replaces the
+    /// connection before it is lent again.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => {
+                e.is_closed()
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                    || e.code()
+                        .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+            }
+            _ => false,
+        }
+    }
+
     /// An [`StoreError::Io`] for `path`.
     pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         StoreError::Io {

@@ -275,3 +275,57 @@ async fn a_replica_starting_interrupts_only_the_answers_of_replicas_gone() {
     .expect("read thread");
     assert_eq!(statuses, ["streaming", "interrupted"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_database_drops_are_replaced_and_meanwhile_answer_503_never_500() {
+    let Some(shared) = scratch().await else {
+        return;
+    };
+    // Named apart, so only this server's sessions are ended below (other tests share the server).
+    let name = format!("hearth_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}&application_name={name}", shared.url);
+    let app = TestApp::spawn(move |c| {
+        open(c);
+        c.storage.url = Some(url);
+        c.storage.connections = 2;
+    });
+    let token = app.user("ada").await;
+    let (s, _) = app.get_json("/api/conversations", Some(&token)).await;
+    assert_eq!(s, StatusCode::OK);
+    // The database server ends every session of the app (a restart or failover looks alike).
+    let server = std::env::var("HEARTH_TEST_POSTGRES").expect("server");
+    tokio::task::spawn_blocking(move || {
+        let mut admin = postgres::Client::connect(&server, postgres::NoTls).expect("connect");
+        let ended = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&name],
+            )
+            .expect("terminate");
+        assert_eq!(ended.len(), 2, "the app's two connections");
+    })
+    .await
+    .expect("admin thread");
+    // Each dead connection fails the one call that finds it dead, with 503; then it is
+    // replaced, and every later call succeeds.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (s, v) = app.get_json("/api/conversations", Some(&token)).await;
+        assert!(
+            s == StatusCode::OK || s == StatusCode::SERVICE_UNAVAILABLE,
+            "{s}: {v}"
+        );
+        statuses.push(s);
+    }
+    eprintln!("after the sessions ended: {statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s != StatusCode::OK).count() <= 2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses[4..],
+        [StatusCode::OK, StatusCode::OK],
+        "{statuses:?}"
+    );
+}
