@@ -15,10 +15,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # on SQLite (and fail rather than skip if it is missing), then the server's store-heavy tests
 # run again with PostgreSQL as the store.
 pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/hearth-pg.XXXXXX")"
-trap './scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
-pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-HEARTH_TEST_POSTGRES="$(./scripts/postgres.sh start "$pg_dir" "$pg_port")"
-export HEARTH_TEST_POSTGRES HEARTH_TEST_REQUIRE_POSTGRES=1
+redis_dir="$(mktemp -d "${TMPDIR:-/tmp}/hearth-redis.XXXXXX")"
+trap './scripts/postgres.sh stop "$pg_dir"; ./scripts/redis.sh stop "$redis_dir"; rm -rf "$pg_dir" "$redis_dir"' EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+HEARTH_TEST_POSTGRES="$(./scripts/postgres.sh start "$pg_dir" "$(free_port)")"
+# And a throwaway Redis, for the budgets replicas share (cache.url).
+HEARTH_TEST_REDIS="$(./scripts/redis.sh start "$redis_dir" "$(free_port)")"
+export HEARTH_TEST_POSTGRES HEARTH_TEST_REDIS HEARTH_TEST_REQUIRE_POSTGRES=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Tests that run the model share one engine per test binary and take a lock, so they never

@@ -154,6 +154,26 @@ impl App {
             .map_err(|e| anyhow::anyhow!("configuration: server.trusted_proxies: {e}"))?;
         let router = Arc::new(router);
         let drain = crate::shutdown::Drain::new();
+        let shared = match &config.cache.url {
+            Some(url) => {
+                // Deployments sharing one Redis stay apart by the store's installation id.
+                let id = format!("{}", uuid::Uuid::new_v4().simple());
+                let id = store
+                    .setting_or_insert("installation_id", serde_json::Value::String(id))
+                    .await
+                    .context("reading the installation id")?;
+                let budgets = crate::chat::shared_budgets::SharedBudgets::connect(
+                    url,
+                    id.as_str().unwrap_or_default(),
+                )
+                .await
+                .with_context(|| {
+                    format!("connecting to cache.url {}", crate::store::redact_url(url))
+                })?;
+                Some(budgets)
+            }
+            None => None,
+        };
         let chat = crate::chat::ChatService::new(
             &config,
             router.clone(),
@@ -161,6 +181,7 @@ impl App {
             metrics.clone(),
             scheduler.engine().clone(),
             drain.clone(),
+            shared,
         );
         chat.load_settings()
             .await

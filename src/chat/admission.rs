@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use super::shared_budgets::{SharedBudgets, Verdict};
 use crate::config::LimitsSettings;
 use crate::store::preferences::LimitOverride;
 use crate::store::usage::utc_day;
@@ -132,6 +133,9 @@ pub struct Admission {
     overrides: Arc<std::sync::RwLock<HashMap<i64, LimitOverride>>>,
     books: Arc<Mutex<Books>>,
     store: Store,
+    /// With `cache.url`: the budgets every replica shares (the books above are then only the
+    /// fallback while Redis cannot be reached, and the daily tokens' seed).
+    shared: Option<SharedBudgets>,
 }
 
 /// A generation's place in its caller's budgets; dropping it frees its concurrency permit.
@@ -139,12 +143,24 @@ pub struct Admission {
 pub struct Ticket {
     identity: Identity,
     books: Option<Arc<Mutex<Books>>>,
+    /// A shared lease to give back: the budgets, the caller's key, the lease.
+    lease: Option<(SharedBudgets, String, String)>,
     /// The request budget after this request, when `limits.requests_per_minute` is on.
     pub rate: Option<RateStatus>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if let Some((shared, who, lease)) = self.lease.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = shared.release(&who, &lease).await {
+                        // The lease expires by itself; until then it counts as running.
+                        tracing::warn!(error = %e, "giving back a shared generation lease failed");
+                    }
+                });
+            }
+        }
         if let Some(books) = &self.books {
             let mut b = lock(books);
             if let Some(n) = b.running.get_mut(&self.identity) {
@@ -169,13 +185,69 @@ fn secs_to_midnight(now: i64) -> u64 {
 
 impl Admission {
     /// Budgets from `[limits]`; user quotas start from `store`'s usage table.
-    pub fn new(settings: LimitsSettings, store: Store) -> Self {
+    pub fn new(settings: LimitsSettings, store: Store, shared: Option<SharedBudgets>) -> Self {
         Self {
             settings,
             overrides: Default::default(),
             books: Arc::new(Mutex::new(Books::default())),
             store,
+            shared,
         }
+    }
+
+    /// The caller's name in the shared budgets' keys.
+    fn shared_key(identity: &Identity) -> String {
+        match identity {
+            Identity::User(id) => format!("u{id}"),
+            Identity::StaticKey => "key".into(),
+            Identity::Ip(ip) => format!("ip{ip}"),
+        }
+    }
+
+    /// [`Admission::admit`] on the shared budgets; `None` when Redis could not be asked.
+    async fn admit_shared(
+        &self,
+        shared: &SharedBudgets,
+        identity: &Identity,
+        s: &LimitsSettings,
+    ) -> Option<Result<Ticket, Refusal>> {
+        let now = unix_now();
+        let day = utc_day(now);
+        let used = if s.tokens_per_day > 0 {
+            self.used_today(identity, &day).await
+        } else {
+            0
+        };
+        let (who, lease) = (
+            Self::shared_key(identity),
+            uuid::Uuid::new_v4().simple().to_string(),
+        );
+        let verdict = match shared.admit(&who, s, &lease, &day, used).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "shared budgets unreachable: this replica's own count applies");
+                return None;
+            }
+        };
+        Some(match verdict {
+            Verdict::Admitted(remaining) => Ok(Ticket {
+                identity: identity.clone(),
+                books: None,
+                lease: (s.concurrent_generations > 0).then(|| (shared.clone(), who, lease)),
+                rate: remaining.map(|r| Self::rate_status(s, f64::from(r))),
+            }),
+            Verdict::Requests(retry_after_secs) => Err(Refusal::Requests {
+                limit: s.requests_per_minute,
+                retry_after_secs,
+            }),
+            Verdict::Concurrency => Err(Refusal::Concurrency {
+                limit: s.concurrent_generations,
+            }),
+            Verdict::Tokens => Err(Refusal::Tokens {
+                limit: s.tokens_per_day,
+                retry_after_secs: secs_to_midnight(now),
+            }),
+        })
     }
 
     /// Load the stored per-user overrides (at start).
@@ -287,8 +359,14 @@ impl Admission {
             return Ok(Ticket {
                 identity: identity.clone(),
                 books: None,
+                lease: None,
                 rate: None,
             });
+        }
+        if let Some(shared) = &self.shared {
+            if let Some(verdict) = self.admit_shared(shared, identity, s).await {
+                return verdict;
+            }
         }
         let now_unix = unix_now();
         if s.tokens_per_day > 0 {
@@ -341,6 +419,7 @@ impl Admission {
         Ok(Ticket {
             identity: identity.clone(),
             books: Some(self.books.clone()),
+            lease: None,
             rate,
         })
     }
@@ -351,6 +430,17 @@ impl Admission {
             return;
         }
         let today = utc_day(unix_now());
+        if let Some(shared) = self.shared.clone() {
+            let who = Self::shared_key(identity);
+            let day = today.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = shared.charge(&who, &day, tokens).await {
+                        tracing::warn!(error = %e, "charging shared daily tokens failed");
+                    }
+                });
+            }
+        }
         let mut books = lock(&self.books);
         match books.days.get_mut(identity) {
             Some(d) if d.day == today => d.used += tokens,
@@ -415,7 +505,7 @@ mod tests {
             ..Default::default()
         };
         let store = Store::open(&settings.db_path(), &settings).expect("store");
-        (Admission::new(limits, store), dir)
+        (Admission::new(limits, store, None), dir)
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ pub mod guard;
 pub mod live;
 pub mod models;
 pub mod run;
+pub mod shared_budgets;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -149,6 +150,7 @@ impl ChatService {
         metrics: Arc<Metrics>,
         engine: Arc<Engine>,
         drain: crate::shutdown::Drain,
+        shared: Option<shared_budgets::SharedBudgets>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -164,7 +166,7 @@ impl ChatService {
                     .max_capacity(100_000)
                     .time_to_live(std::time::Duration::from_secs(3600))
                     .build(),
-                admission: Admission::new(config.limits.clone(), store.clone()),
+                admission: Admission::new(config.limits.clone(), store.clone(), shared),
                 cache: ResponseCache::new(&config.cache),
                 store,
                 metrics,

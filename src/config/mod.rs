@@ -669,6 +669,14 @@ impl Config {
         if let Err(message) = st.target() {
             return invalid("storage.url", message);
         }
+        if let Some(url) = &self.cache.url {
+            if !url.starts_with("redis://") && !url.starts_with("unix://") {
+                return invalid(
+                    "cache.url",
+                    "must start with redis:// (or unix:// for a socket)".into(),
+                );
+            }
+        }
         if st.connections == 0 || st.connections > 64 {
             return invalid("storage.connections", "must be between 1 and 64".into());
         }

@@ -34,6 +34,9 @@ pub struct CacheSettings {
     pub max_bytes: u64,
     /// Answers larger than this are not cached.
     pub max_entry_bytes: u64,
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`: request, concurrency and daily-token budgets
+    /// shared by every replica (unset: each process counts its own).
+    pub url: Option<String>,
 }
 
 impl Default for CacheSettings {
@@ -45,6 +48,7 @@ impl Default for CacheSettings {
             max_entries: 10_000,
             max_bytes: 64 << 20,
             max_entry_bytes: 1 << 20,
+            url: None,
         }
     }
 }

@@ -329,3 +329,63 @@ async fn connections_the_database_drops_are_replaced_and_meanwhile_answer_503_ne
         "{statuses:?}"
     );
 }
+
+/// The test Redis (`HEARTH_TEST_REDIS`, which the test script starts), or `None` to skip;
+/// with `HEARTH_TEST_REQUIRE_POSTGRES` set a missing one fails instead.
+fn redis_url() -> Option<String> {
+    match std::env::var("HEARTH_TEST_REDIS") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var_os("HEARTH_TEST_REQUIRE_POSTGRES").is_none(),
+                "the test script starts Redis: HEARTH_TEST_REDIS is missing"
+            );
+            eprintln!("skipped: set HEARTH_TEST_REDIS (scripts/redis.sh)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_budget_holds_across_two_replicas_sharing_redis() {
+    let (Some(shared), Some(redis)) = (scratch().await, redis_url()) else {
+        return;
+    };
+    let _model = crate::common::serial();
+    let replica = |url: String, redis: String| {
+        TestApp::spawn(move |c| {
+            open(c);
+            c.storage.url = Some(url);
+            c.cache.url = Some(redis);
+            c.cache.enabled = false;
+            c.limits.requests_per_minute = 3;
+        })
+    };
+    let a = replica(shared.url.clone(), redis.clone());
+    let b = replica(shared.url.clone(), redis);
+    let token = a.user("ada").await;
+    let body = json!({
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "max_tokens": 1,
+        "temperature": 0
+    });
+    // Six requests, alternating replicas: three in all get through, as from one server.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let (s, v) = app
+            .post_json("/v1/chat/completions", Some(&token), &body)
+            .await;
+        assert!(
+            s == StatusCode::OK || s == StatusCode::TOO_MANY_REQUESTS,
+            "{s}: {v}"
+        );
+        statuses.push(s.as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+}
