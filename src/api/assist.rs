@@ -184,12 +184,39 @@ pub(crate) async fn prepare(
         other => other,
     })?;
     if action.json() {
-        plan.params.format = OutputFormat::JsonObject;
+        // A list of at least one non-empty entry, not merely some JSON object: a small model
+        // in plain JSON mode sometimes answers `{"titles": []}` and the writer gets nothing.
+        let key = action.name();
+        plan.params.format = match state
+            .schemas
+            .get(key, &list_schema(key, assist.count), true)
+        {
+            Ok(format) => OutputFormat::JsonSchema(format),
+            Err(e) => {
+                tracing::warn!(error = %e, "assist schema did not compile; plain JSON mode");
+                OutputFormat::JsonObject
+            }
+        };
     }
     plan.stream = true;
     Ok(Prepared {
         assist,
         ask: plan.ask(vec![Prompt::Chat(messages)]),
+    })
+}
+
+/// `{key: [at least one and at most `count` non-empty strings]}`: the shape of a list answer.
+fn list_schema(key: &str, count: usize) -> Value {
+    json!({
+        "type": "object",
+        "properties": {key: {
+            "type": "array",
+            "items": {"type": "string", "minLength": 2, "maxLength": 120},
+            "minItems": 1,
+            "maxItems": count,
+        }},
+        "required": [key],
+        "additionalProperties": false,
     })
 }
 
@@ -307,4 +334,20 @@ pub async fn assist_post(
     };
     add_run_headers(response.headers_mut(), rate, cache_hit);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_schemas_compile_without_falling_back() {
+        let cache = crate::engine::grammar::mask::SchemaCache::new(4, 100_000);
+        for key in ["titles", "keywords"] {
+            let format = cache
+                .get(key, &list_schema(key, 5), true)
+                .expect("compiles");
+            assert!(format.warnings.is_empty(), "{:?}", format.warnings);
+        }
+    }
 }
