@@ -333,6 +333,16 @@ def token_latencies(page, frames, test, streaming=False):
         page.wait_for_timeout(1000)
     test.assertGreater(len(tokens), 5, frames[:5])
     message_id = tokens[0]["message_id"]
+    # The answer's `done` can reach the page before its last text is drawn (drawing is
+    # batched every ~50 ms): give the last draw a moment before reading what was drawn, so
+    # the check below asks whether every token got on screen, not whether it already had.
+    everything = sum(len(f["text"]) for f in tokens)
+    try:
+        page.wait_for_function(
+            "([mid, n]) => window.__renders.some(r => r[1] === mid && r[2] >= n)",
+            arg=[message_id, everything], timeout=5000)
+    except Exception:
+        pass  # reported below, token by token
     renders = [(t, n) for t, mid, n in page.evaluate("() => window.__renders") if mid == message_id]
     latencies, total = [], 0
     for f in tokens:

@@ -72,7 +72,7 @@ async fn the_container_entrypoint_serves_a_mounted_or_configured_model_and_stops
     );
     server.terminate();
     assert_eq!(
-        server.wait_exit(Duration::from_secs(30)),
+        server.wait_exit(Duration::from_secs(60)),
         Some(0),
         "SIGTERM: a clean exit"
     );
