@@ -7,7 +7,8 @@
 //! table once per user and day, then count in memory, so admission never reads SQLite per
 //! request; anonymous and static-key callers count in memory only (a restart forgets them).
 //! Memory stays bounded: buckets that have refilled, idle permit counts and past days are
-//! dropped now and then.
+//! dropped now and then. With `cache.url` the three budgets live in Redis instead, shared by
+//! every replica (`shared_budgets.rs`); the books here then serve while Redis is unreachable.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
