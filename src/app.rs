@@ -20,6 +20,8 @@ pub struct App {
     housekeeping: tokio::task::JoinHandle<()>,
     /// This process's heartbeat in the store (kept up until the answers are saved).
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The other replicas' events, and this process acting on them.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
     /// Sockets and detached answers, for the graceful shutdown.
     drain: crate::shutdown::Drain,
     store: crate::store::Store,
@@ -154,7 +156,7 @@ impl App {
             .map_err(|e| anyhow::anyhow!("configuration: server.trusted_proxies: {e}"))?;
         let router = Arc::new(router);
         let drain = crate::shutdown::Drain::new();
-        let shared = match &config.cache.url {
+        let cluster = match &config.cache.url {
             Some(url) => {
                 // Deployments sharing one Redis stay apart by the store's installation id.
                 let id = format!("{}", uuid::Uuid::new_v4().simple());
@@ -162,15 +164,16 @@ impl App {
                     .setting_or_insert("installation_id", serde_json::Value::String(id))
                     .await
                     .context("reading the installation id")?;
-                let budgets = crate::chat::shared_budgets::SharedBudgets::connect(
+                let cluster = crate::cluster::Cluster::connect(
                     url,
                     id.as_str().unwrap_or_default(),
+                    store.replica_id(),
                 )
                 .await
                 .with_context(|| {
                     format!("connecting to cache.url {}", crate::store::redact_url(url))
                 })?;
-                Some(budgets)
+                Some(cluster)
             }
             None => None,
         };
@@ -181,11 +184,17 @@ impl App {
             metrics.clone(),
             scheduler.engine().clone(),
             drain.clone(),
-            shared,
+            cluster,
         );
         chat.load_settings()
             .await
             .context("loading the model policy and limit overrides")?;
+        let listeners = chat
+            .events()
+            .spawn_relay()
+            .into_iter()
+            .chain([chat.spawn_event_listener()])
+            .collect();
         let blog = crate::blog::Blog::new(&config.blog).context("blog templates")?;
         let state = AppState {
             schemas: Arc::new(crate::engine::grammar::mask::SchemaCache::new(
@@ -223,6 +232,7 @@ impl App {
             backups,
             housekeeping,
             heartbeat,
+            listeners,
         })
     }
 
@@ -281,6 +291,9 @@ impl App {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.drain.idle()).await;
         }
         self.heartbeat.abort();
+        for l in &self.listeners {
+            l.abort();
+        }
         match self.store.checkpoint().await {
             Ok(true) => tracing::info!("database checkpointed"),
             Ok(false) => tracing::warn!("database checkpoint incomplete: a reader held it back"),

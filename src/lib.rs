@@ -18,6 +18,8 @@ pub mod chat;
 /// One-shot command-line commands (`hearth generate`, `tokenize`, `template`, `inspect`, `user`,
 /// `backup`, `restore`).
 pub mod cli;
+/// Replicas sharing state through Redis: the connection, key names and the event bus.
+pub mod cluster;
 /// Settings from `config.toml`, environment overrides and CLI flags.
 pub mod config;
 /// The in-process inference runtime: loading, tokenizing, templating, the forward pass, sampling.

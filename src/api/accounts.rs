@@ -21,6 +21,7 @@ use super::auth::Session;
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{key_prefix, new_api_key, secret_hash};
+use crate::cluster::events::Event;
 use crate::config::{AuthSettings, Registration};
 use crate::store::{ApiKeyWithUsage, Role, StoreError, Usage, User};
 
@@ -303,6 +304,10 @@ pub async fn change_password(
         revoked_keys,
         "password changed; sessions revoked"
     );
+    state
+        .chat
+        .events()
+        .publish(Event::Credentials { user: user.id });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -365,7 +370,13 @@ pub async fn delete_key(
     let no_such_key = || ApiError::NotFound("No such API key".into());
     let Path(id) = id.map_err(|_| no_such_key())?;
     match state.store.delete_api_key(user.id, id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state
+                .chat
+                .events()
+                .publish(Event::Credentials { user: user.id });
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(StoreError::NotFound) => Err(no_such_key()),
         Err(e) => Err(e.into()),
     }

@@ -15,6 +15,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::AppState;
 use crate::backends::breaker::BreakerState;
+use crate::cluster::events::Event;
 use crate::store::{AccountUpdate, Role, StoreError};
 
 /// `POST /api/admin/users` body.
@@ -124,6 +125,10 @@ pub async fn update_user(
                 role = %user.role,
                 "account changed by an admin"
             );
+            state
+                .chat
+                .events()
+                .publish(Event::Credentials { user: user.id });
             Ok(Json(json!({"user": user_json(&user)})))
         }
         Ok(AccountUpdate::WouldLeaveNoAdmin) => Err(ApiError::Conflict {

@@ -732,7 +732,7 @@ pub async fn cancel_message(
     owner: Owner,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.chat.cancel_answer(owner.user_id, &id) {
+    if state.chat.cancel_answer(owner.user_id, &id).await {
         Ok(StatusCode::ACCEPTED)
     } else {
         Err(ApiError::NotFound(

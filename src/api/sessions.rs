@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::session_cookie;
 use super::AppState;
 use crate::auth::{new_refresh_token, secret_hash};
+use crate::cluster::events::Event;
 use crate::store::{unix_now, ConsumeOutcome, Rotation, User};
 
 /// `{refresh_token}`: refresh and logout. A browser session sends `{}` and has the token in
@@ -227,6 +228,10 @@ pub async fn logout_all(
 ) -> Result<Response, ApiError> {
     let revoked = state.store.revoke_sessions(user.id).await?;
     tracing::info!(user_id = user.id, revoked, "signed out everywhere");
+    state
+        .chat
+        .events()
+        .publish(Event::Credentials { user: user.id });
     let clear = session_cookie::clear(state.config.auth.secure_cookies);
     Ok(([(header::SET_COOKIE, clear)], StatusCode::NO_CONTENT).into_response())
 }

@@ -91,7 +91,7 @@ pub struct BackendRequest {
 /// timings measured where they can be — on the model thread for the local model; at Hearth's
 /// end for a remote one (the time to its first chunk as `prompt_time`, the rest as
 /// `decode_time`, nothing queued here).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Why it ended.
     pub finish_reason: FinishReason,
@@ -127,7 +127,7 @@ impl From<crate::engine::scheduler::Summary> for Summary {
 }
 
 /// A sampled token's log-probability and its top alternatives, as text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenLogprobs {
     /// The token's text.
     pub token: String,

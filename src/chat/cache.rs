@@ -10,19 +10,24 @@
 //! the model that was asked (not a failover), are stored; entries over `cache.max_entry_bytes`
 //! are not. Capacity is in bytes (`cache.max_bytes`) and entries (`cache.max_entries`), with a
 //! TTL (`cache.ttl_secs`).
+//!
+//! With `cache.url` the answers are also kept in Redis (as JSON, with the same TTL), so a
+//! replica answers what another computed: a local miss asks Redis and keeps what it finds.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::admission::Identity;
 use crate::backends::Summary;
 use crate::backends::{Params, Prompt, TokenLogprobs};
+use crate::cluster::Cluster;
 use crate::config::CacheSettings;
 
 /// One piece of a cached choice, as it was streamed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Piece {
     /// The text it made visible.
     pub text: String,
@@ -31,7 +36,7 @@ pub struct Piece {
 }
 
 /// One cached choice.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachedChoice {
     /// Its pieces in order.
     pub pieces: Vec<Piece>,
@@ -56,6 +61,8 @@ pub type Key = [u8; 32];
 pub struct ResponseCache {
     entries: Option<moka::sync::Cache<Key, Arc<CachedAnswer>>>,
     settings: CacheSettings,
+    /// The replicas' shared copy (`cache.url`).
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What makes a request's answer: the fields of [`super::Ask`] the cache key covers.
@@ -88,8 +95,9 @@ pub fn weight(choices: &[CachedChoice]) -> u64 {
 }
 
 impl ResponseCache {
-    /// A cache sized by `[cache]` (nothing is kept when it is disabled).
-    pub fn new(settings: &CacheSettings) -> Self {
+    /// A cache sized by `[cache]` (nothing is kept when it is disabled), shared through
+    /// `cluster` when there is one.
+    pub fn new(settings: &CacheSettings, cluster: Option<Arc<Cluster>>) -> Self {
         let entries = settings.enabled.then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(settings.max_bytes)
@@ -100,6 +108,7 @@ impl ResponseCache {
         Self {
             entries,
             settings: settings.clone(),
+            cluster,
         }
     }
 
@@ -126,9 +135,30 @@ impl ResponseCache {
         h.finalize().into()
     }
 
-    /// The answer stored under `key`.
-    pub fn get(&self, key: &Key) -> Option<Arc<CachedAnswer>> {
-        self.entries.as_ref()?.get(key)
+    fn shared_key(cluster: &Cluster, key: &Key) -> String {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        cluster.key(&format!("cache:{hex}"))
+    }
+
+    /// The answer stored under `key`: this process's copy, else the replicas' shared one.
+    pub async fn get(&self, key: &Key) -> Option<Arc<CachedAnswer>> {
+        let entries = self.entries.as_ref()?;
+        if let Some(hit) = entries.get(key) {
+            return Some(hit);
+        }
+        let cluster = self.cluster.as_ref()?;
+        let found: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(Self::shared_key(cluster, key))
+            .query_async(&mut cluster.conn())
+            .await;
+        let json = found
+            .inspect_err(|e| tracing::warn!(error = %e, "reading the shared response cache failed"))
+            .ok()??;
+        let choices: Vec<CachedChoice> = serde_json::from_str(&json).ok()?;
+        let bytes = weight(&choices);
+        let answer = Arc::new(CachedAnswer { choices, bytes });
+        entries.insert(*key, answer.clone());
+        Some(answer)
     }
 
     /// Store an answer (unless it is over `cache.max_entry_bytes`). Returns whether it was.
@@ -139,6 +169,27 @@ impl ResponseCache {
         let bytes = weight(&choices);
         if bytes > self.settings.max_entry_bytes {
             return false;
+        }
+        if let (Some(cluster), Ok(runtime)) =
+            (self.cluster.clone(), tokio::runtime::Handle::try_current())
+        {
+            let (shared_key, ttl_ms) = (
+                Self::shared_key(&cluster, &key),
+                self.settings.ttl_secs.saturating_mul(1000).max(1),
+            );
+            let json = serde_json::to_string(&choices).unwrap_or_default();
+            runtime.spawn(async move {
+                let stored: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(shared_key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut cluster.conn())
+                    .await;
+                if let Err(e) = stored {
+                    tracing::warn!(error = %e, "filling the shared response cache failed");
+                }
+            });
         }
         entries.insert(key, Arc::new(CachedAnswer { choices, bytes }));
         true
@@ -181,21 +232,24 @@ mod tests {
 
     #[test]
     fn only_deterministic_requests_are_cached() {
-        let c = ResponseCache::new(&CacheSettings::default());
+        let c = ResponseCache::new(&CacheSettings::default(), None);
         assert!(c.applies(&params(0.0, None), true));
         assert!(c.applies(&params(0.8, Some(7)), true));
         assert!(!c.applies(&params(0.8, None), true));
         assert!(!c.applies(&params(0.0, None), false), "\"cache\": false");
-        let off = ResponseCache::new(&CacheSettings {
-            enabled: false,
-            ..Default::default()
-        });
+        let off = ResponseCache::new(
+            &CacheSettings {
+                enabled: false,
+                ..Default::default()
+            },
+            None,
+        );
         assert!(!off.applies(&params(0.0, None), true));
     }
 
     #[test]
     fn keys_are_exact_and_scoped_per_caller_unless_shared() {
-        let c = ResponseCache::new(&CacheSettings::default());
+        let c = ResponseCache::new(&CacheSettings::default(), None);
         let (a, b) = (Identity::User(1), Identity::User(2));
         let p = params(0.0, None);
         assert_eq!(key(&c, &a, "Hi", &p), key(&c, &a, "Hi", &p));
@@ -206,19 +260,25 @@ mod tests {
             key(&c, &a, "Hi", &p),
             key(&c, &a, "Hi", &params(0.0, Some(1)))
         );
-        let shared = ResponseCache::new(&CacheSettings {
-            shared: true,
-            ..Default::default()
-        });
+        let shared = ResponseCache::new(
+            &CacheSettings {
+                shared: true,
+                ..Default::default()
+            },
+            None,
+        );
         assert_eq!(key(&shared, &a, "Hi", &p), key(&shared, &b, "Hi", &p));
     }
 
-    #[test]
-    fn answers_over_the_entry_cap_are_not_stored() {
-        let c = ResponseCache::new(&CacheSettings {
-            max_entry_bytes: 300,
-            ..Default::default()
-        });
+    #[tokio::test]
+    async fn answers_over_the_entry_cap_are_not_stored() {
+        let c = ResponseCache::new(
+            &CacheSettings {
+                max_entry_bytes: 300,
+                ..Default::default()
+            },
+            None,
+        );
         let choice = |text: &str| CachedChoice {
             pieces: vec![Piece {
                 text: text.into(),
@@ -227,8 +287,8 @@ mod tests {
             summary: Summary::default(),
         };
         assert!(c.put([1; 32], vec![choice("short")]));
-        assert!(c.get(&[1; 32]).is_some());
+        assert!(c.get(&[1; 32]).await.is_some());
         assert!(!c.put([2; 32], vec![choice(&"x".repeat(400))]));
-        assert!(c.get(&[2; 32]).is_none());
+        assert!(c.get(&[2; 32]).await.is_none());
     }
 }

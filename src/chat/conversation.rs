@@ -441,14 +441,23 @@ impl ChatService {
         }
         let live = LiveMessage::new(owner);
         let subscription = live.subscribe(0);
+        let mirror = match &self.inner.relay {
+            Some(relay) => relay.publish(&message.id).await,
+            None => None,
+        };
         super::lock_live(&self.inner.live).insert(message.id.clone(), live.clone());
         let (rate, cache_hit) = (run.rate(), run.cache_hit());
         // The answer outlives this request, but its logs keep the request's id; a shutdown
         // waits for it (within its grace).
         let guard = self.inner.drain.guard();
-        let answer =
-            self.clone()
-                .follow_through(run, message.id.clone(), live, titling, summarizing);
+        let answer = self.clone().follow_through(
+            run,
+            message.id.clone(),
+            live,
+            mirror,
+            titling,
+            summarizing,
+        );
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 answer.await;
@@ -489,13 +498,16 @@ impl ChatService {
         title
     }
 
-    /// Drive a turn's run to its end whoever is watching: publish text, save it as it comes,
-    /// cancel after the detach grace, write the end.
+    /// Drive a turn's run to its end whoever is watching (here or, through `mirror`, on
+    /// another replica): publish text, save it as it comes, cancel after the detach grace,
+    /// write the end.
+    #[allow(clippy::too_many_arguments)]
     async fn follow_through(
         self,
         mut run: Run,
         id: String,
         live: Arc<LiveMessage>,
+        mirror: Option<super::relay::Publisher>,
         titling: Option<Titling>,
         summarizing: Option<Summarizing>,
     ) {
@@ -523,7 +535,11 @@ impl ChatService {
                     // Calls are stored and sent whole, with the end.
                     Some(Output::Tool { .. }) => {}
                     Some(Output::Piece { text, sampled_at, .. }) => {
-                        live.push(&text, sampled_at.and_then(super::run::unix_micros));
+                        let at = sampled_at.and_then(super::run::unix_micros);
+                        live.push(&text, at);
+                        if let Some(m) = &mirror {
+                            m.text(&text, at);
+                        }
                         unsaved += 1;
                         let due = unsaved >= settings.save_every_tokens || last_save.elapsed() >= save_every;
                         if due && saving.as_ref().is_none_or(|s| s.is_finished()) {
@@ -565,7 +581,11 @@ impl ChatService {
                     break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
                 }
                 _ = tick.tick() => {
-                    if live.followers() > 0 {
+                    let watched_elsewhere = match (&mirror, &self.inner.relay) {
+                        (Some(_), Some(relay)) if live.followers() == 0 => relay.watched(&id).await,
+                        _ => false,
+                    };
+                    if live.followers() > 0 || watched_elsewhere {
                         alone_since = None;
                     } else if alone_since.get_or_insert_with(Instant::now).elapsed() >= grace {
                         tracing::info!(message = %id, "no client followed the answer: cancelled");
@@ -616,6 +636,9 @@ impl ChatService {
             tracing::error!(message = %id, error = %e, "saving a finished answer failed");
         }
         live.end(end.clone());
+        if let Some(m) = mirror {
+            m.end(end);
+        }
         super::lock_live(&self.inner.live).remove(&id);
         // A shutdown waits for answers, not for the extras that follow them.
         if self.inner.drain.is_draining() {
@@ -683,7 +706,7 @@ impl ChatService {
             return Ok((message, live.subscribe(offset)));
         }
         // Not generating here: what is stored is all there is (a `streaming` row whose
-        // generation is gone reads as interrupted).
+        // generation is gone reads as interrupted), unless it generates on another replica.
         let status = if message.status == "streaming" {
             "interrupted".to_string()
         } else {
@@ -706,12 +729,17 @@ impl ChatService {
             timings: message.timings.clone(),
             tool_calls: message.tool_calls.clone(),
         };
+        if let (Some(relay), "streaming") = (&self.inner.relay, message.status.as_str()) {
+            if let Some(sub) = relay.follow(id, offset, ended.clone()).await {
+                return Ok((message, sub));
+            }
+        }
         let sub = Subscription::finished(&message.content, offset, ended);
         Ok((message, sub))
     }
 
-    /// Stop `owner`'s answer `id` if it is generating; whether it was.
-    pub fn cancel_answer(&self, owner: i64, id: &str) -> bool {
+    /// Stop `owner`'s answer `id` if it is generating here; whether it was.
+    pub(super) fn cancel_here(&self, owner: i64, id: &str) -> bool {
         match super::lock_live(&self.inner.live).get(id) {
             Some(live) if live.owner == owner => {
                 live.cancel();
@@ -719,6 +747,30 @@ impl ChatService {
             }
             _ => false,
         }
+    }
+
+    /// Stop `owner`'s answer `id` if it is generating (here, or on another replica, which is
+    /// told); whether it was.
+    pub async fn cancel_answer(&self, owner: i64, id: &str) -> bool {
+        if self.cancel_here(owner, id) {
+            return true;
+        }
+        let Some(relay) = &self.inner.relay else {
+            return false;
+        };
+        let generating = matches!(
+            self.inner.store.message(owner, id.to_string()).await,
+            Ok(Some(m)) if m.status == "streaming"
+        ) && relay.alive(id).await;
+        if generating {
+            self.inner
+                .events
+                .publish(crate::cluster::events::Event::Cancel {
+                    owner,
+                    message: id.to_string(),
+                });
+        }
+        generating
     }
 }
 

@@ -9,13 +9,15 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use serde::Serialize;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
 
 use super::run::Usage;
 
 /// How a conversation answer ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ended {
     /// `done`, `interrupted` or `error`.
     pub status: String,
@@ -158,12 +160,12 @@ impl LiveMessage {
             rx: s.end.is_none().then(|| self.tx.subscribe()),
             live: Some(self.clone()),
             finished: false,
+            remote: None,
         }
     }
 }
 
-/// One client following an answer (live or already finished).
-#[derive(Debug)]
+/// One client following an answer (live here, generating on another replica, or finished).
 pub struct Subscription {
     backlog: Option<String>,
     /// Characters delivered (or queued in `backlog`) so far.
@@ -172,9 +174,33 @@ pub struct Subscription {
     rx: Option<broadcast::Receiver<LiveEvent>>,
     live: Option<Arc<LiveMessage>>,
     finished: bool,
+    /// An answer generating on another replica ([`super::relay`]).
+    remote: Option<BoxStream<'static, LiveEvent>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("sent", &self.sent)
+            .field("remote", &self.remote.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Subscription {
+    /// Events from elsewhere, in order, ending with [`LiveEvent::End`].
+    pub fn from_stream(events: BoxStream<'static, LiveEvent>) -> Self {
+        Self {
+            backlog: None,
+            sent: 0,
+            end: None,
+            rx: None,
+            live: None,
+            finished: false,
+            remote: Some(events),
+        }
+    }
+
     /// A finished answer's text from `offset`, then its end.
     pub fn finished(text: &str, offset: usize, ended: Ended) -> Self {
         Self {
@@ -184,6 +210,7 @@ impl Subscription {
             rx: None,
             live: None,
             finished: false,
+            remote: None,
         }
     }
 
@@ -192,6 +219,11 @@ impl Subscription {
         loop {
             if self.finished {
                 return None;
+            }
+            if let Some(remote) = self.remote.as_mut() {
+                let ev = remote.next().await;
+                self.finished = !matches!(ev, Some(LiveEvent::Text(..)));
+                return ev;
             }
             if let Some(backlog) = self.backlog.take() {
                 if !backlog.is_empty() {

@@ -17,6 +17,7 @@ mod followups;
 pub mod guard;
 pub mod live;
 pub mod models;
+pub mod relay;
 pub mod run;
 pub mod shared_budgets;
 
@@ -29,6 +30,8 @@ pub use run::{Output, Run, Usage};
 
 use crate::auth::Principal;
 use crate::backends::{BackendError, Params, Prompt, Router};
+use crate::cluster::events::{Event, Events};
+use crate::cluster::Cluster;
 use crate::config::{ChatSettings, Config};
 use crate::engine::generate::{Engine, FinishReason};
 use crate::metrics::Metrics;
@@ -131,6 +134,11 @@ struct Inner {
     policy: models::PolicyCell,
     prefs: models::PreferenceCache,
     guards: Arc<guard::Guards>,
+    /// What this process tells the other replicas (and itself).
+    events: Events,
+    /// With `cache.url`: answers generating here are mirrored to Redis, and answers generating
+    /// elsewhere are followed from there.
+    relay: Option<relay::Relay>,
     /// Shutdown: answers generating for nobody are waited for, then stopped.
     drain: crate::shutdown::Drain,
 }
@@ -150,8 +158,10 @@ impl ChatService {
         metrics: Arc<Metrics>,
         engine: Arc<Engine>,
         drain: crate::shutdown::Drain,
-        shared: Option<shared_budgets::SharedBudgets>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
+        let events = Events::new(cluster.clone());
+        let shared = cluster.clone().map(shared_budgets::SharedBudgets::new);
         Self {
             inner: Arc::new(Inner {
                 drain,
@@ -167,7 +177,9 @@ impl ChatService {
                     .time_to_live(std::time::Duration::from_secs(3600))
                     .build(),
                 admission: Admission::new(config.limits.clone(), store.clone(), shared),
-                cache: ResponseCache::new(&config.cache),
+                cache: ResponseCache::new(&config.cache, cluster.clone()),
+                relay: cluster.map(relay::Relay::new),
+                events,
                 store,
                 metrics,
             }),
@@ -192,6 +204,41 @@ impl ChatService {
         self.inner.admission.limits_for(&caller.identity())
     }
 
+    /// The bus other replicas hear this one on.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// Act on events (this process's and the other replicas'): drop a user's cached
+    /// preferences, reload the admin's settings, stop an answer generating here.
+    pub fn spawn_event_listener(&self) -> tokio::task::JoinHandle<()> {
+        let (service, mut events) = (self.clone(), self.inner.events.subscribe());
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Event::Resync,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                match event {
+                    Event::Preferences { user } => service.inner.prefs.invalidate(&user),
+                    Event::Settings | Event::Resync => {
+                        if event == Event::Resync {
+                            service.inner.prefs.invalidate_all();
+                        }
+                        if let Err(e) = service.load_settings().await {
+                            tracing::warn!(error = %e, "reloading the admin's settings failed");
+                        }
+                    }
+                    Event::Cancel { owner, message } => {
+                        service.cancel_here(owner, &message);
+                    }
+                    Event::Credentials { .. } => {}
+                }
+            }
+        })
+    }
+
     /// An admin's overrides of `[limits]` for `user_id`.
     pub fn limit_override(&self, user_id: i64) -> crate::store::preferences::LimitOverride {
         self.inner.admission.override_of(user_id)
@@ -203,7 +250,9 @@ impl ChatService {
         user_id: i64,
         o: crate::store::preferences::LimitOverride,
     ) -> Result<(), crate::store::StoreError> {
-        self.inner.admission.set_override(user_id, o).await
+        self.inner.admission.set_override(user_id, o).await?;
+        self.inner.events.publish(Event::Settings);
+        Ok(())
     }
 
     /// Admit, then answer from the cache or start every choice. Returns once each choice has
@@ -248,7 +297,7 @@ impl ChatService {
             asked: ask.model.clone(),
         };
         if let Some(key) = &key {
-            if let Some(hit) = inner.cache.get(key) {
+            if let Some(hit) = inner.cache.get(key).await {
                 inner.metrics.chat_event("cache_hit");
                 return Ok(Run::replay(&ask.model, &hit, finisher).with_tools(tool_calls));
             }

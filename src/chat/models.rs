@@ -2,7 +2,8 @@
 //! names none — the user's preferred model, else the admin's default, else the loaded model.
 //! The admin's policy (`settings.models`) is kept in memory and replaced on write; users'
 //! preferences are read through a moka cache invalidated on write, so no request reads SQLite
-//! for them.
+//! for them. Other replicas hear of each write ([`Event::Settings`], [`Event::Preferences`])
+//! and drop or reload their copies.
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Caller, ChatService};
 use crate::auth::Principal;
+use crate::cluster::events::Event;
 use crate::store::preferences::Preferences;
 use crate::store::{Role, StoreError};
 
@@ -72,6 +74,7 @@ impl ChatService {
             .policy
             .write()
             .unwrap_or_else(PoisonError::into_inner) = policy;
+        self.inner.events.publish(Event::Settings);
         Ok(())
     }
 
@@ -89,6 +92,9 @@ impl ChatService {
     pub async fn set_preferences(&self, user_id: i64, p: Preferences) -> Result<(), StoreError> {
         self.inner.store.put_preferences(user_id, p).await?;
         self.inner.prefs.invalidate(&user_id);
+        self.inner
+            .events
+            .publish(Event::Preferences { user: user_id });
         Ok(())
     }
 

@@ -4,7 +4,9 @@
 //! the configured budget. Owns the keys and the script; [`super::admission::Admission`] decides
 //! when to use it (and falls back to its in-memory books when Redis cannot be reached).
 
-use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
+use crate::cluster::Cluster;
 
 use crate::config::LimitsSettings;
 
@@ -56,38 +58,24 @@ pub enum Verdict {
     Tokens,
 }
 
-/// A connection to the shared budgets.
-#[derive(Clone)]
+/// The shared budgets (cheap to clone).
+#[derive(Clone, Debug)]
 pub struct SharedBudgets {
-    conn: ConnectionManager,
+    cluster: Arc<Cluster>,
     admit: redis::Script,
-    /// Keeps deployments sharing one Redis apart: the store's installation id.
-    prefix: String,
-}
-
-impl std::fmt::Debug for SharedBudgets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedBudgets")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
 }
 
 impl SharedBudgets {
-    /// Connect to `url` (reconnecting by itself later); keys start with `prefix`.
-    pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<SharedBudgets> {
-        let client = redis::Client::open(url)?;
-        let mut conn = ConnectionManager::new(client).await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(SharedBudgets {
-            conn,
+    /// The budgets kept in `cluster`'s Redis.
+    pub fn new(cluster: Arc<Cluster>) -> SharedBudgets {
+        SharedBudgets {
+            cluster,
             admit: redis::Script::new(ADMIT),
-            prefix: format!("hearth:{prefix}"),
-        })
+        }
     }
 
     fn key(&self, what: &str, who: &str) -> String {
-        format!("{}:{what}:{who}", self.prefix)
+        self.cluster.key(&format!("{what}:{who}"))
     }
 
     /// Check and take (see [`ADMIT`]). `who` names the caller; `day` the UTC day; `used` the
@@ -113,7 +101,7 @@ impl SharedBudgets {
             .arg(ticket)
             .arg(LEASE_MS)
             .arg(used)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.cluster.conn())
             .await?;
         Ok(match code {
             1 => Verdict::Admitted(u32::try_from(value).ok()),
@@ -128,7 +116,7 @@ impl SharedBudgets {
         redis::cmd("ZREM")
             .arg(self.key("running", who))
             .arg(ticket)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.cluster.conn())
             .await
     }
 
@@ -144,7 +132,7 @@ impl SharedBudgets {
             .arg(&key)
             .arg(172_800)
             .ignore()
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.cluster.conn())
             .await
     }
 }

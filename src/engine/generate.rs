@@ -53,7 +53,7 @@ pub enum EngineError {
 }
 
 /// Why a generation ended (OpenAI's `finish_reason` values, plus cancellation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinishReason {
     /// An end-of-generation token or a stop string.

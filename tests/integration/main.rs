@@ -29,6 +29,7 @@ mod openai_sdk;
 mod playground;
 mod postgres;
 mod proxy;
+mod replicas;
 mod safetensors_reference;
 mod scheduler;
 mod server;

@@ -12,12 +12,12 @@ use crate::common::app::TestApp;
 use hearth::config::Registration;
 use hearth::store::scratch::Scratch;
 
-fn open(c: &mut hearth::config::Config) {
+pub(crate) fn open(c: &mut hearth::config::Config) {
     c.auth.registration = Registration::Open;
     c.auth.login_per_ip_per_minute = 100_000;
 }
 
-async fn scratch() -> Option<Scratch> {
+pub(crate) async fn scratch() -> Option<Scratch> {
     tokio::task::spawn_blocking(Scratch::new)
         .await
         .expect("scratch thread")
@@ -332,7 +332,7 @@ async fn connections_the_database_drops_are_replaced_and_meanwhile_answer_503_ne
 
 /// The test Redis (`HEARTH_TEST_REDIS`, which the test script starts), or `None` to skip;
 /// with `HEARTH_TEST_REQUIRE_POSTGRES` set a missing one fails instead.
-fn redis_url() -> Option<String> {
+pub(crate) fn redis_url() -> Option<String> {
     match std::env::var("HEARTH_TEST_REDIS") {
         Ok(url) => Some(url),
         Err(_) => {

@@ -155,7 +155,7 @@ pub(super) async fn follow(
                     break;
                 }
                 // A `cancel` frame: stop the answer itself; its end (interrupted) follows.
-                state.chat.cancel_answer(owner, &message_id);
+                state.chat.cancel_answer(owner, &message_id).await;
                 continue;
             }
             ev = sub.next() => ev,

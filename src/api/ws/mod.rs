@@ -74,7 +74,9 @@
 //! wins when both are sent). A missing credential where one is required, or any invalid one, is
 //! refused with a 401 JSON error before upgrading. A user's credential is checked again on every
 //! `generate` and every Ping interval: once it is revoked (key deleted, user disabled, password
-//! changed) or expired, the `generate` gets a 401 error frame and the socket closes with 1008.
+//! changed) or expired, the `generate` gets a 401 error frame and the socket closes with 1008;
+//! when an account changes (disabled, password changed, signed out everywhere, a key deleted)
+//! its sockets check at once, on every replica ([`crate::cluster::events`]).
 //! Each finished (or cancelled) generation's tokens are counted for the socket's user and key.
 //! At most `server.ws_max_queued_frames` frames wait for the client; one that stops reading
 //! past that is disconnected (no close frame: it would not be read either). Messages over
@@ -100,8 +102,10 @@ use futures::stream::{SplitSink, StreamExt};
 use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
+
+use crate::cluster::events::Event;
 
 mod assist;
 mod conversation;
@@ -278,6 +282,10 @@ async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
         lagging: Arc::default(),
     };
     let revoked = Arc::new(Notify::new());
+    // A user's credentials changing anywhere (any replica) makes the socket check its own now.
+    let user = owner.principal.user_id();
+    let mut events = state.chat.events().subscribe();
+    let mut events_open = user.is_some();
     let mut writer = tokio::spawn(write_frames(sink, out_rx));
     let registry: Registry = Arc::default();
     // Dropping (or shutting down) the set aborts every generation task, dropping its receiver.
@@ -350,6 +358,21 @@ async fn serve(socket: WebSocket, state: AppState, owner: SocketOwner) {
             _ = &mut forced => {
                 close(&out, close_code::AWAY, "the server is shutting down");
                 break "the shutdown grace ran out";
+            }
+            event = events.recv(), if events_open => {
+                let recheck = match event {
+                    Ok(Event::Credentials { user: u }) => Some(u) == user,
+                    Ok(Event::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                    Ok(_) => false,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        events_open = false;
+                        false
+                    }
+                };
+                if recheck && owner.recheck(&state).await.is_err() {
+                    close(&out, close_code::POLICY, "the credential is no longer valid");
+                    break "the credential was revoked";
+                }
             }
             _ = revoked.notified() => {
                 close(&out, close_code::POLICY, "the credential is no longer valid");
