@@ -306,3 +306,248 @@ async fn replicas_hear_each_others_writes() {
     .expect("the socket on B closes within 5 s");
     assert_eq!(closed, Some(1008));
 }
+
+/// `scripts/replicas.sh`'s deployment, stopped when dropped.
+struct Deployment {
+    dir: tempfile::TempDir,
+    env: std::collections::HashMap<String, String>,
+}
+
+impl Deployment {
+    fn start() -> Deployment {
+        let dir = tempfile::tempdir().expect("dir");
+        let out = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/replicas.sh"),
+        )
+        .arg("start")
+        .arg(dir.path())
+        .env("HEARTH_BIN", env!("CARGO_BIN_EXE_hearth"))
+        .env("HEARTH_MODEL", crate::common::model_path())
+        .env("HEARTH__AUTH__REGISTRATION", "open")
+        .env("HEARTH__AUTH__LOGIN_PER_IP_PER_MINUTE", "100000")
+        .env_remove("HEARTH__STORAGE__URL")
+        .env_remove("HEARTH__CACHE__URL")
+        .output()
+        .expect("run scripts/replicas.sh");
+        let mut d = Deployment {
+            dir,
+            env: Default::default(),
+        };
+        assert!(
+            out.status.success(),
+            "scripts/replicas.sh start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d
+    }
+
+    fn app(&self, name: &str) -> TestApp {
+        let url = &self.env[name];
+        TestApp::at(
+            url.trim_start_matches("http://")
+                .parse()
+                .expect("an address"),
+        )
+    }
+
+    fn log(&self, replica: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(replica).join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/replicas.sh"),
+        )
+        .arg("stop")
+        .arg(self.dir.path())
+        .status();
+    }
+}
+
+/// The messages of a conversation, as stored.
+async fn messages(app: &TestApp, token: &str, conv: &str) -> Vec<Value> {
+    let (s, v) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(token))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing_acknowledged() {
+    if redis_url().is_none() || scratch().await.is_none() {
+        return; // the script needs the same servers the test script installs
+    }
+    let _model = crate::common::serial();
+    let deployment = Deployment::start();
+    let (a, b, lb) = (
+        deployment.app("A"),
+        deployment.app("B"),
+        deployment.app("LB"),
+    );
+
+    // Register on A, log in on B (and through the balancer).
+    let root = a.user("root").await;
+    let creds = json!({"username": "ada", "password": "correct horse battery"});
+    let (s, v) = a.post_json("/api/auth/register", None, &creds).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, login) = b.post_json("/api/auth/login", None, &creds).await;
+    assert_eq!(s, StatusCode::OK, "{login}");
+    let ada = login["access_token"].as_str().expect("token").to_string();
+    let (s, me) = lb.get_json("/api/me", Some(&ada)).await;
+    assert_eq!(
+        (s, &me["user"]["username"]),
+        (StatusCode::OK, &json!("ada"))
+    );
+
+    // A conversation started on A continues on B, with A's turn in its context.
+    let conv = conversation(&a, &ada, 12).await;
+    let ask = |app: &TestApp, content: &'static str| {
+        let (app, ada, conv) = (TestApp::at(app.addr), ada.clone(), conv.clone());
+        async move {
+            let (s, v) = app
+                .post_json(
+                    &format!("/api/conversations/{conv}/messages"),
+                    Some(&ada),
+                    &json!({"content": content, "stream": false}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            assert_eq!(v["message"]["status"], "done", "{v}");
+            v
+        }
+    };
+    let first = ask(&a, "My name is Ada.").await;
+    let second = ask(&b, "What is my name?").await;
+    let context = second["message"]["context"]["messages"].to_string();
+    assert!(
+        context.contains(first["message"]["id"].as_str().expect("id")),
+        "B's turn carries A's: {second}"
+    );
+    assert_eq!(messages(&lb, &ada, &conv).await.len(), 4);
+
+    // A stream interrupted on A resumes on B from its offset.
+    let conv = conversation(&a, &ada, 60).await;
+    let (id, seen, on_a) = start_answer(&a, &ada, &conv, 6).await;
+    drop(on_a);
+    let rest = b
+        .sse(
+            Method::GET,
+            &format!("/api/messages/{id}/stream?offset={}", seen.chars().count()),
+            Some(&ada),
+            None,
+        )
+        .await;
+    let end = rest.frames.last().expect("end").clone();
+    assert_eq!(end["status"], "done", "{end}");
+    let text: String = rest
+        .frames
+        .iter()
+        .filter(|f| f["type"] == "token")
+        .filter_map(|f| f["text"].as_str())
+        .collect();
+    let stored = messages(&lb, &ada, &conv).await;
+    assert_eq!(
+        stored.last().expect("answer")["content"],
+        json!(format!("{seen}{text}"))
+    );
+
+    // The rate limit holds across both: three a minute for cara, asked on A and B in turn.
+    let cara = a.user("cara").await;
+    let (_, me) = a.get_json("/api/me", Some(&cara)).await;
+    let (s, _, v) = a
+        .call(
+            Method::PUT,
+            &format!("/api/admin/users/{}/limits", me["user"]["id"]),
+            Some(&root),
+            Some(&json!({"requests_per_minute": 3})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let (s, _) = app
+            .post_json("/v1/chat/completions", Some(&cara), &body)
+            .await;
+        statuses.push(s.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+
+    // A dies mid-answer (SIGKILL): what it acknowledged is kept, B's follower learns the answer
+    // ended, the stored answer becomes `interrupted` with the text saved so far, and the
+    // balancer sends everything to B.
+    let conv = conversation(&a, &ada, 400).await;
+    let (id, seen, _on_a) = start_answer(&a, &ada, &conv, 12).await;
+    let r = b
+        .open_sse(
+            Method::GET,
+            &format!("/api/messages/{id}/stream"),
+            Some(&ada),
+            None,
+        )
+        .await;
+    let mut on_b = SseReader::new(r);
+    let mut followed = String::new();
+    while followed.chars().count() < seen.chars().count() {
+        let f = on_b.next().await.expect("frame");
+        followed.push_str(f["text"].as_str().unwrap_or(""));
+    }
+    let pid: i32 = deployment.env["A_PID"].parse().expect("pid");
+    // SAFETY: kill(2) on the replica the script started, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(f) = on_b.next().await {
+            if f["type"] == "token" {
+                followed.push_str(f["text"].as_str().unwrap_or(""));
+            } else if f["type"] == "done" {
+                return f;
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("B's follower ends once A is gone");
+    assert_eq!(end["status"], "interrupted", "{end}");
+    assert!(followed.starts_with(&seen), "{followed:?} / {seen:?}");
+    for _ in 0..4 {
+        let (s, me) = lb.get_json("/api/me", Some(&ada)).await;
+        assert_eq!(s, StatusCode::OK, "{me}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let answer = loop {
+        let stored = messages(&lb, &ada, &conv).await;
+        assert_eq!(stored[0]["role"], "user");
+        assert_eq!(
+            stored[0]["content"],
+            "Tell me a long story about the sea and its ships."
+        );
+        let answer = stored.last().expect("answer").clone();
+        if answer["status"] != "streaming" {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the answer of a dead replica stays streaming: {answer}\n{}",
+            deployment.log("b")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(answer["status"], "interrupted", "{answer}");
+    // The saved text and what B's follower got agree (either may be a little ahead: saves and
+    // the mirror run beside each other).
+    let saved = answer["content"].as_str().unwrap_or("");
+    assert!(
+        followed.starts_with(saved) || saved.starts_with(&followed),
+        "{saved:?} / {followed:?}"
+    );
+}

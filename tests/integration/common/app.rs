@@ -97,6 +97,18 @@ impl TestApp {
         }
     }
 
+    /// The client helpers for a server running elsewhere (another process), which this handle
+    /// neither owns nor stops.
+    pub fn at(addr: SocketAddr) -> TestApp {
+        TestApp {
+            addr,
+            data_dir: PathBuf::new(),
+            client: reqwest::Client::new(),
+            stop: None,
+            thread: None,
+        }
+    }
+
     /// `http://addr/path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
