@@ -240,13 +240,22 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 200 once the model thread is serving, 503 otherwise.
+/// `GET /ready`: 200 once the model thread is serving (and, on PostgreSQL, the database answers
+/// within 2 s), 503 otherwise.
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.scheduler.is_running() {
-        Json(json!({"status": "ready", "model": state.model_id})).into_response()
-    } else {
-        ApiError::Unavailable("the model is not loaded".into()).into_response()
+    if !state.scheduler.is_running() {
+        return ApiError::Unavailable("the model is not loaded".into()).into_response();
     }
+    // A replica cut off from a shared database takes no traffic (a SQLite file is this
+    // process's own: nothing to ask).
+    if state.store.dialect() == crate::store::Dialect::Postgres {
+        let answered =
+            tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+        if !matches!(answered, Ok(Ok(()))) {
+            return ApiError::Unavailable("the database is unreachable".into()).into_response();
+        }
+    }
+    Json(json!({"status": "ready", "model": state.model_id})).into_response()
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.

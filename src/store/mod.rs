@@ -342,6 +342,11 @@ impl Store {
         }
     }
 
+    /// Whether the store answers now (one trivial statement).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| c.execute_batch("SELECT 1")).await
+    }
+
     /// The engine behind the store.
     pub fn dialect(&self) -> Dialect {
         match self.inner.location {

@@ -550,4 +550,21 @@ async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing
         followed.starts_with(saved) || saved.starts_with(&followed),
         "{saved:?} / {followed:?}"
     );
+
+    // A replica cut off from the database is not ready (the balancer, or Kubernetes, takes it
+    // out), and says why.
+    let stopped = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"),
+    )
+    .arg("stop")
+    .arg(deployment.dir.path().join("pg"))
+    .status()
+    .expect("stop PostgreSQL");
+    assert!(stopped.success());
+    let (s, v) = b.get_json("/ready", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(
+        v["error"]["message"].to_string().contains("database"),
+        "{v}"
+    );
 }
