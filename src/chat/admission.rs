@@ -464,6 +464,33 @@ impl Admission {
     /// daily tokens (each `None` when that limit is off).
     pub async fn status(&self, identity: &Identity) -> (Option<RateStatus>, Option<TokenStatus>) {
         let s = &self.limits_for(identity);
+        if let Some(shared) = &self.shared {
+            let now = unix_now();
+            let day = utc_day(now);
+            match shared
+                .peek(&Self::shared_key(identity), s.requests_per_minute, &day)
+                .await
+            {
+                Ok((bucket, used)) => {
+                    let used = match used {
+                        Some(u) => u,
+                        None if s.tokens_per_day > 0 => self.used_today(identity, &day).await,
+                        None => 0,
+                    };
+                    return (
+                        (s.requests_per_minute > 0).then(|| Self::rate_status(s, bucket)),
+                        (s.tokens_per_day > 0).then(|| TokenStatus {
+                            limit: s.tokens_per_day,
+                            remaining: s.tokens_per_day.saturating_sub(used),
+                            reset_secs: secs_to_midnight(now),
+                        }),
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared budgets unreachable: this replica's own count shown")
+                }
+            }
+        }
         let rate = (s.requests_per_minute > 0).then(|| {
             let cap = f64::from(s.requests_per_minute);
             let tokens = lock(&self.books)

@@ -111,6 +111,32 @@ impl SharedBudgets {
         })
     }
 
+    /// Where `who` stands, spending nothing: requests left in the bucket now (`rpm` a minute;
+    /// full when there is no bucket) and tokens counted for `day` (`None`: no count yet).
+    pub async fn peek(
+        &self,
+        who: &str,
+        rpm: u32,
+        day: &str,
+    ) -> redis::RedisResult<(f64, Option<u64>)> {
+        let ((t, at), used): ((Option<f64>, Option<i64>), Option<u64>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.key("rate", who))
+            .arg("t")
+            .arg("at")
+            .cmd("GET")
+            .arg(self.key(&format!("tokens:{day}"), who))
+            .query_async(&mut self.cluster.conn())
+            .await?;
+        let cap = f64::from(rpm);
+        let now = chrono::Utc::now().timestamp_millis();
+        let tokens = match (t, at) {
+            (Some(t), Some(at)) => (t + (now - at).max(0) as f64 * cap / 60_000.0).min(cap),
+            _ => cap,
+        };
+        Ok((tokens, used))
+    }
+
     /// A generation ended: its lease is given back.
     pub async fn release(&self, who: &str, ticket: &str) -> redis::RedisResult<()> {
         redis::cmd("ZREM")

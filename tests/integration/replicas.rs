@@ -242,6 +242,12 @@ async fn replicas_hear_each_others_writes() {
         b.get_json("/api/rate-limit", Some(&bob)).await.1["requests"]["limit"] == 7
     })
     .await;
+    // And what bob spends on A shows in B's account of his budget.
+    let one = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    let (s, v) = a.post_json("/v1/chat/completions", Some(&bob), &one).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, status) = b.get_json("/api/rate-limit", Some(&bob)).await;
+    assert_eq!(status["requests"]["remaining"], 6, "{status}");
 
     // The response cache: what A computed, B answers.
     let body = json!({
