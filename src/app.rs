@@ -168,6 +168,7 @@ impl App {
                     url,
                     id.as_str().unwrap_or_default(),
                     store.replica_id(),
+                    std::time::Duration::from_millis(config.cache.timeout_ms),
                 )
                 .await
                 .with_context(|| {

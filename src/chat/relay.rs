@@ -112,7 +112,8 @@ impl Relay {
     /// anywhere (or Redis cannot be reached): the stored row is then all there is.
     pub async fn follow(&self, id: &str, offset: usize, gone: Ended) -> Option<Subscription> {
         let keys = self.keys(id);
-        let mut conn = match self.cluster.dedicated().await {
+        let block = Duration::from_millis(READ_BLOCK_MS as u64);
+        let mut conn = match self.cluster.dedicated(block).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "following an answer through Redis failed");

@@ -116,36 +116,31 @@ impl Events {
             let channel = cluster.key("events");
             let mut first = true;
             loop {
-                match cluster.client().get_async_pubsub().await {
-                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                        Ok(()) => {
-                            if !first {
-                                tracing::info!("listening to the other replicas again");
-                                let _ = local.send(Event::Resync);
-                            }
-                            let mut messages = pubsub.into_on_message();
-                            while let Some(msg) = messages.next().await {
-                                let Ok(payload) = msg.get_payload::<String>() else {
-                                    continue;
-                                };
-                                match serde_json::from_str::<Envelope>(&payload) {
-                                    Ok(e) if e.from != cluster.replica() => {
-                                        let _ = local.send(e.event);
-                                    }
-                                    Ok(_) => {}
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "an event from another replica did not parse")
-                                    }
+                match cluster.subscribe(&channel).await {
+                    Ok(pubsub) => {
+                        if !first {
+                            tracing::info!("listening to the other replicas again");
+                            let _ = local.send(Event::Resync);
+                        }
+                        let mut messages = pubsub.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            let Ok(payload) = msg.get_payload::<String>() else {
+                                continue;
+                            };
+                            match serde_json::from_str::<Envelope>(&payload) {
+                                Ok(e) if e.from != cluster.replica() => {
+                                    let _ = local.send(e.event);
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "an event from another replica did not parse")
                                 }
                             }
-                            tracing::warn!("the replicas' event channel closed");
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "subscribing to the replicas' events failed")
-                        }
-                    },
+                        tracing::warn!("the replicas' event channel closed");
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "connecting for the replicas' events failed")
+                        tracing::warn!(error = %e, "subscribing to the replicas' events failed")
                     }
                 }
                 first = false;

@@ -10,12 +10,16 @@
 pub mod events;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
 
 /// The Redis every replica of one deployment shares.
 pub struct Cluster {
     client: redis::Client,
+    /// The longest a command may take (`cache.timeout_ms`).
+    timeout: Duration,
     conn: ConnectionManager,
     /// `hearth:<installation id>`: deployments sharing one Redis stay apart.
     prefix: String,
@@ -33,18 +37,24 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connect to `url` (the connection reconnects by itself later). `installation` names the
-    /// deployment (the store's installation id), `replica` this process.
+    /// Connect to `url` (the connection reconnects by itself later); no command or connection
+    /// attempt takes longer than `timeout`. `installation` names the deployment (the store's
+    /// installation id), `replica` this process.
     pub async fn connect(
         url: &str,
         installation: &str,
         replica: &str,
+        timeout: Duration,
     ) -> redis::RedisResult<Arc<Self>> {
         let client = redis::Client::open(url)?;
-        let mut conn = ConnectionManager::new(client.clone()).await?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(timeout)
+            .set_connection_timeout(timeout);
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(Arc::new(Self {
             client,
+            timeout,
             conn,
             prefix: format!("hearth:{installation}"),
             replica: replica.to_string(),
@@ -56,14 +66,31 @@ impl Cluster {
         self.conn.clone()
     }
 
-    /// A connection of its own, for blocking reads and subscriptions.
-    pub async fn dedicated(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        self.client.get_multiplexed_async_connection().await
+    /// A connection of its own, for blocking reads: commands may take `block` more than the
+    /// usual timeout.
+    pub async fn dedicated(
+        &self,
+        block: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout + block);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
-    /// The client (for pub/sub).
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// A connection subscribed to `channel` (connected and subscribed within the timeout).
+    pub async fn subscribe(&self, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+        let subscribed = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok(pubsub)
+        };
+        match tokio::time::timeout(self.timeout, subscribed).await {
+            Ok(done) => done,
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+        }
     }
 
     /// The key `what` of this deployment.

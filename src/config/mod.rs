@@ -514,7 +514,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
-        let positive: [(&'static str, u64); 25] = [
+        let positive: [(&'static str, u64); 26] = [
             (
                 "generation.max_tokens_limit",
                 self.generation.max_tokens_limit as u64,
@@ -568,6 +568,7 @@ impl Config {
             ("cache.max_entries", self.cache.max_entries),
             ("cache.max_bytes", self.cache.max_bytes),
             ("cache.max_entry_bytes", self.cache.max_entry_bytes),
+            ("cache.timeout_ms", self.cache.timeout_ms),
             ("chat.save_interval_ms", self.chat.save_interval_ms),
             ("chat.save_every_tokens", self.chat.save_every_tokens as u64),
         ];

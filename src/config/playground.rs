@@ -37,6 +37,9 @@ pub struct CacheSettings {
     /// `redis://[:PASSWORD@]HOST:PORT[/DB]`: request, concurrency and daily-token budgets
     /// shared by every replica (unset: each process counts its own).
     pub url: Option<String>,
+    /// With `url`: the longest one Redis command (or connecting) may take before this replica
+    /// goes on without it (its own budgets, no shared cache entry, an answer not mirrored).
+    pub timeout_ms: u64,
 }
 
 impl Default for CacheSettings {
@@ -49,6 +52,7 @@ impl Default for CacheSettings {
             max_bytes: 64 << 20,
             max_entry_bytes: 1 << 20,
             url: None,
+            timeout_ms: 1000,
         }
     }
 }

@@ -574,3 +574,86 @@ async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_holds_up_nothing() {
+    if redis_url().is_none() {
+        return; // the test script installs redis-server
+    }
+    let _model = crate::common::serial();
+    // A Redis of this test's own, frozen with SIGSTOP: connections stay open, nothing answers.
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis.sh");
+    let out = std::process::Command::new(&script)
+        .args([
+            "start",
+            &dir.path().display().to_string(),
+            &port.to_string(),
+        ])
+        .output()
+        .expect("start redis");
+    assert!(out.status.success(), "{out:?}");
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pid: i32 = std::fs::read_to_string(dir.path().join("redis.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    /// Thaws and stops the Redis however the test ends.
+    struct Stop(std::path::PathBuf, tempfile::TempDir, i32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the redis-server this test started.
+            unsafe { libc::kill(self.2, libc::SIGCONT) };
+            let _ = std::process::Command::new(&self.0)
+                .arg("stop")
+                .arg(self.1.path())
+                .status();
+        }
+    }
+    let _stop = Stop(script.clone(), dir, pid);
+    let app = TestApp::spawn(move |c| {
+        open(c);
+        c.cache.url = Some(url);
+        c.cache.timeout_ms = 300;
+        c.limits.requests_per_minute = 100;
+    });
+    let token = app.user("ada").await;
+    // SAFETY: kill(2) on the redis-server this test started, with valid signal numbers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let budget = Duration::from_secs(30);
+    let body = json!({
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 2,
+        "temperature": 0
+    });
+    let (s, v) = tokio::time::timeout(
+        budget,
+        app.post_json("/v1/chat/completions", Some(&token), &body),
+    )
+    .await
+    .expect("a completion: not held up by a Redis that does not answer");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let conv = conversation(&app, &token, 4).await;
+    let (s, v) = tokio::time::timeout(
+        budget,
+        app.post_json(
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&token),
+            &json!({"content": "Hi", "stream": false}),
+        ),
+    )
+    .await
+    .expect("a conversation turn: not held up by a Redis that does not answer");
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["message"]["status"], "done", "{v}");
+    let (s, v) = tokio::time::timeout(budget, app.get_json("/api/rate-limit", Some(&token)))
+        .await
+        .expect("the rate-limit status: not held up by a Redis that does not answer");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    drop(app);
+}
