@@ -50,6 +50,8 @@ case "$cmd" in
     bin="${HEARTH_BIN:-$root/target/release/hearth}"
     [ -x "$bin" ] || { echo "no $bin: cargo build --release (or set HEARTH_BIN)" >&2; exit 1; }
     model="${HEARTH_MODEL:-$root/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+    # PostgreSQL runs as its own user when this is root: it must be able to reach DIR/pg.
+    chmod a+x "$dir"
     postgres="$(./scripts/postgres.sh start "$dir/pg" "$(free_port)")"
     redis="$(./scripts/redis.sh start "$dir/redis" "$(free_port)")"
     declare -A port

@@ -2,7 +2,7 @@
 # Install what the deployment tests run next to Hearth: nginx (tests/integration/proxy.rs runs
 # deploy/nginx/hearth.conf with it), the openssl command line (tests/integration/tls.rs makes
 # its certificates with it), the PostgreSQL server (scripts/postgres.sh starts a throwaway
-# cluster for the store's tests) and Redis (scripts/redis.sh, for budgets shared by replicas). Debian's packages, with apt; their services are not started
+# cluster for the store's tests) and Redis (scripts/redis.sh, for what replicas share through cache.url). Debian's packages, with apt; their services are not started
 # (the tests run their own on loopback ports). Idempotent: nothing happens when they are there.
 set -euo pipefail
 

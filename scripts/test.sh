@@ -19,7 +19,8 @@ redis_dir="$(mktemp -d "${TMPDIR:-/tmp}/hearth-redis.XXXXXX")"
 trap './scripts/postgres.sh stop "$pg_dir"; ./scripts/redis.sh stop "$redis_dir"; rm -rf "$pg_dir" "$redis_dir"' EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 HEARTH_TEST_POSTGRES="$(./scripts/postgres.sh start "$pg_dir" "$(free_port)")"
-# And a throwaway Redis, for the budgets replicas share (cache.url).
+# And a throwaway Redis, for what replicas share (cache.url: budgets, the response cache,
+# events, answers being generated).
 HEARTH_TEST_REDIS="$(./scripts/redis.sh start "$redis_dir" "$(free_port)")"
 export HEARTH_TEST_POSTGRES HEARTH_TEST_REDIS HEARTH_TEST_REQUIRE_POSTGRES=1
 cargo fmt --all -- --check

@@ -127,15 +127,11 @@ impl Relay {
         let mut follow = Follow {
             conn,
             keys,
-            last_id: "0".into(),
-            skip: offset,
-            pending: VecDeque::new(),
-            done: false,
-            gone,
+            cursor: Cursor::new(offset, gone),
             watched_at: Some(Instant::now()),
         };
-        follow.take(&so_far.ids);
-        if !follow.done && !alive {
+        follow.cursor.take(&so_far.ids);
+        if !follow.cursor.done && !alive {
             return None;
         }
         let stream = futures::stream::unfold(follow, |mut f| async move {
@@ -238,17 +234,33 @@ async fn write(
 struct Follow {
     conn: redis::aio::MultiplexedConnection,
     keys: Keys,
+    cursor: Cursor,
+    watched_at: Option<Instant>,
+}
+
+/// Where a follower is in an answer's stream, and the events read but not yet delivered.
+struct Cursor {
     last_id: String,
     /// Characters still to skip (the client's offset).
     skip: usize,
     pending: VecDeque<LiveEvent>,
     done: bool,
+    /// The end to deliver if the answer stops being generated without one.
     gone: Ended,
-    watched_at: Option<Instant>,
 }
 
-impl Follow {
-    /// Queue the events of `entries` (after the offset).
+impl Cursor {
+    fn new(offset: usize, gone: Ended) -> Self {
+        Self {
+            last_id: "0".into(),
+            skip: offset,
+            pending: VecDeque::new(),
+            done: false,
+            gone,
+        }
+    }
+
+    /// Queue the events of `entries` (after the offset; nothing after the end).
     fn take(&mut self, entries: &[StreamId]) {
         for entry in entries {
             self.last_id.clone_from(&entry.id);
@@ -273,13 +285,15 @@ impl Follow {
             self.pending.push_back(LiveEvent::Text(text, at));
         }
     }
+}
 
+impl Follow {
     async fn next(&mut self) -> Option<LiveEvent> {
         loop {
-            if let Some(ev) = self.pending.pop_front() {
+            if let Some(ev) = self.cursor.pending.pop_front() {
                 return Some(ev);
             }
-            if self.done {
+            if self.cursor.done {
                 return None;
             }
             if self.watched_at.is_none_or(|t| t.elapsed() >= REFRESH) {
@@ -292,7 +306,7 @@ impl Follow {
                 .count(1024);
             let read: redis::RedisResult<Option<StreamReadReply>> = self
                 .conn
-                .xread_options(&[&self.keys.stream], &[&self.last_id], &opts)
+                .xread_options(&[&self.keys.stream], &[&self.cursor.last_id], &opts)
                 .await;
             let entries: Vec<StreamId> = match read {
                 Ok(reply) => reply
@@ -302,13 +316,15 @@ impl Follow {
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "following an answer through Redis failed");
-                    self.pending.push_back(LiveEvent::End(self.gone.clone()));
-                    self.done = true;
+                    self.cursor
+                        .pending
+                        .push_back(LiveEvent::End(self.cursor.gone.clone()));
+                    self.cursor.done = true;
                     continue;
                 }
             };
             if !entries.is_empty() {
-                self.take(&entries);
+                self.cursor.take(&entries);
                 continue;
             }
             // Nothing new for a while: is it still generating somewhere?
@@ -317,15 +333,78 @@ impl Follow {
                 // Its end (written before `alive` goes) may have landed since the read.
                 let rest: StreamRangeReply = self
                     .conn
-                    .xrange(&self.keys.stream, format!("({}", self.last_id), "+")
+                    .xrange(&self.keys.stream, format!("({}", self.cursor.last_id), "+")
                     .await
                     .unwrap_or_default();
-                self.take(&rest.ids);
-                if !self.done {
-                    self.pending.push_back(LiveEvent::End(self.gone.clone()));
-                    self.done = true;
+                self.cursor.take(&rest.ids);
+                if !self.cursor.done {
+                    self.cursor
+                        .pending
+                        .push_back(LiveEvent::End(self.cursor.gone.clone()));
+                    self.cursor.done = true;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::run::Usage;
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: id.into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        redis::Value::BulkString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn drained(c: &mut Cursor) -> Vec<LiveEvent> {
+        c.pending.drain(..).collect()
+    }
+
+    #[test]
+    fn a_follower_gets_the_text_from_its_offset_then_the_end_and_nothing_after() {
+        let gone = Ended::new("interrupted", None, Usage::default());
+        let mut c = Cursor::new(3, gone.clone());
+        c.take(&[
+            entry("1-0", &[("t", "Hé"), ("at", "0")]),
+            entry("2-0", &[("t", "llo"), ("at", "17")]),
+        ]);
+        assert_eq!(
+            drained(&mut c),
+            [LiveEvent::Text("lo".into(), Some(17))],
+            "three characters skipped across pieces (é is one), `at` 0 is no time"
+        );
+        let done = Ended::new("done", Some("m".into()), Usage::default());
+        let json = serde_json::to_string(&done).unwrap_or_default();
+        c.take(&[
+            entry("3-0", &[("t", " world")]),
+            entry("4-0", &[("end", &json)]),
+            entry("5-0", &[("t", "late")]),
+        ]);
+        assert_eq!(
+            drained(&mut c),
+            [LiveEvent::Text(" world".into(), None), LiveEvent::End(done)]
+        );
+        assert!(c.done);
+        assert_eq!(c.last_id, "5-0");
+    }
+
+    #[test]
+    fn an_end_that_does_not_parse_reads_as_gone() {
+        let gone = Ended::new("interrupted", None, Usage::default());
+        let mut c = Cursor::new(0, gone.clone());
+        c.take(&[entry("1-0", &[("end", "{not json")])]);
+        assert_eq!(drained(&mut c), [LiveEvent::End(gone)]);
     }
 }
