@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::app::{SseReader, TestApp};
+use crate::common::app::{ws_next, ws_send, SseReader, TestApp};
 use crate::postgres::{open, redis_url, scratch};
 
 /// Two replicas on one store and one Redis, tweaked alike.
@@ -143,6 +143,37 @@ async fn an_answer_on_one_replica_is_followed_kept_alive_and_cancelled_from_anot
     assert!(
         answer["completion_tokens"].as_u64().unwrap_or(0) > 20,
         "{answer}"
+    );
+
+    // The same over a WebSocket on B: a `resume` frame for an answer generating on A.
+    let conv = conversation(&a, &token, 80).await;
+    let (id, seen, _on_a) = start_answer(&a, &token, &conv, 4).await;
+    let mut ws = b.ws(Some(&token)).await;
+    ws_send(
+        &mut ws,
+        json!({"type": "resume", "message_id": id, "offset": seen.chars().count()}),
+    )
+    .await;
+    let mut resumed = seen.clone();
+    let end = loop {
+        let f = ws_next(&mut ws).await;
+        assert_eq!(f["id"], id.as_str(), "{f}");
+        if f["type"] == "done" {
+            break f;
+        }
+        resumed.push_str(f["text"].as_str().expect("text"));
+    };
+    assert_eq!(end["status"], "done", "{end}");
+    let stored = b
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&token))
+        .await
+        .1;
+    assert_eq!(
+        stored["data"]
+            .as_array()
+            .and_then(|m| m.last())
+            .map(|m| &m["content"]),
+        Some(&json!(resumed))
     );
 
     // Cancelled from B while it generates on A (B's follower sees it end).
