@@ -464,44 +464,36 @@ impl Admission {
     /// daily tokens (each `None` when that limit is off).
     pub async fn status(&self, identity: &Identity) -> (Option<RateStatus>, Option<TokenStatus>) {
         let s = &self.limits_for(identity);
-        if let Some(shared) = &self.shared {
-            let now = unix_now();
-            let day = utc_day(now);
-            match shared
+        let now = unix_now();
+        let day = utc_day(now);
+        // With Redis, the shared books; else (or while it cannot be asked) this replica's.
+        let shared = match &self.shared {
+            Some(shared) => shared
                 .peek(&Self::shared_key(identity), s.requests_per_minute, &day)
                 .await
-            {
-                Ok((bucket, used)) => {
-                    let used = match used {
-                        Some(u) => u,
-                        None if s.tokens_per_day > 0 => self.used_today(identity, &day).await,
-                        None => 0,
-                    };
-                    return (
-                        (s.requests_per_minute > 0).then(|| Self::rate_status(s, bucket)),
-                        (s.tokens_per_day > 0).then(|| TokenStatus {
-                            limit: s.tokens_per_day,
-                            remaining: s.tokens_per_day.saturating_sub(used),
-                            reset_secs: secs_to_midnight(now),
-                        }),
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "shared budgets unreachable: this replica's own count shown")
-                }
-            }
-        }
+                .inspect_err(|e| tracing::warn!(error = %e, "shared budgets unreachable: this replica's own count shown"))
+                .ok(),
+            None => None,
+        };
         let rate = (s.requests_per_minute > 0).then(|| {
-            let cap = f64::from(s.requests_per_minute);
-            let tokens = lock(&self.books)
-                .buckets
-                .get(identity)
-                .map_or(cap, |&b| Self::refill(s, b, Instant::now()));
-            Self::rate_status(s, tokens)
+            let bucket = shared.map_or_else(
+                || {
+                    lock(&self.books)
+                        .buckets
+                        .get(identity)
+                        .map_or(f64::from(s.requests_per_minute), |&b| {
+                            Self::refill(s, b, Instant::now())
+                        })
+                },
+                |(bucket, _)| bucket,
+            );
+            Self::rate_status(s, bucket)
         });
         let tokens = if s.tokens_per_day > 0 {
-            let now = unix_now();
-            let used = self.used_today(identity, &utc_day(now)).await;
+            let used = match shared {
+                Some((_, Some(used))) => used,
+                _ => self.used_today(identity, &day).await,
+            };
             Some(TokenStatus {
                 limit: s.tokens_per_day,
                 remaining: s.tokens_per_day.saturating_sub(used),

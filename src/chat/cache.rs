@@ -170,26 +170,13 @@ impl ResponseCache {
         if bytes > self.settings.max_entry_bytes {
             return false;
         }
-        if let (Some(cluster), Ok(runtime)) =
-            (self.cluster.clone(), tokio::runtime::Handle::try_current())
-        {
-            let (shared_key, ttl_ms) = (
-                Self::shared_key(&cluster, &key),
-                self.settings.ttl_secs.saturating_mul(1000).max(1),
-            );
-            let json = serde_json::to_string(&choices).unwrap_or_default();
-            runtime.spawn(async move {
-                let stored: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(shared_key)
-                    .arg(json)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut cluster.conn())
-                    .await;
-                if let Err(e) = stored {
-                    tracing::warn!(error = %e, "filling the shared response cache failed");
-                }
-            });
+        if let Some(cluster) = &self.cluster {
+            let mut set = redis::cmd("SET");
+            set.arg(Self::shared_key(cluster, &key))
+                .arg(serde_json::to_string(&choices).unwrap_or_default())
+                .arg("PX")
+                .arg(self.settings.ttl_secs.saturating_mul(1000).max(1));
+            cluster.send_later(set, "filling the shared response cache");
         }
         entries.insert(key, Arc::new(CachedAnswer { choices, bytes }));
         true

@@ -581,8 +581,8 @@ impl ChatService {
                     break (Ended::new("interrupted", Some(run.model().to_string()), run.usage()), None);
                 }
                 _ = tick.tick() => {
-                    let watched_elsewhere = match (&mirror, &self.inner.relay) {
-                        (Some(_), Some(relay)) if live.followers() == 0 => relay.watched(&id).await,
+                    let watched_elsewhere = match &mirror {
+                        Some(m) if live.followers() == 0 => m.watched().await,
                         _ => false,
                     };
                     if live.followers() > 0 || watched_elsewhere {

@@ -44,6 +44,8 @@ enum Entry {
 /// stopping), the answer stops being alive and its followers elsewhere read it as interrupted.
 pub struct Publisher {
     tx: mpsc::UnboundedSender<Entry>,
+    relay: Relay,
+    id: String,
 }
 
 impl Publisher {
@@ -55,6 +57,11 @@ impl Publisher {
     /// The end (the last entry).
     pub fn end(&self, ended: &Ended) {
         let _ = self.tx.send(Entry::End(Box::new(ended.clone())));
+    }
+
+    /// Whether a client on another replica follows the answer now.
+    pub async fn watched(&self) -> bool {
+        self.relay.watched(&self.id).await
     }
 }
 
@@ -90,11 +97,14 @@ impl Relay {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write(conn, keys, rx).in_current_span());
-        Some(Publisher { tx })
+        Some(Publisher {
+            tx,
+            relay: self.clone(),
+            id: id.to_string(),
+        })
     }
 
-    /// Whether a client on another replica follows answer `id` now.
-    pub async fn watched(&self, id: &str) -> bool {
+    async fn watched(&self, id: &str) -> bool {
         let exists: redis::RedisResult<bool> =
             self.cluster.conn().exists(self.keys(id).watch).await;
         exists.unwrap_or(false)

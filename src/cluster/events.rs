@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use tracing::Instrument;
 
 use super::Cluster;
 
@@ -81,10 +80,7 @@ impl Events {
     /// Tell this process now and the other replicas as soon as Redis takes it.
     pub fn publish(&self, event: Event) {
         let _ = self.local.send(event.clone());
-        let Some(cluster) = self.cluster.clone() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(cluster) = &self.cluster else {
             return;
         };
         let payload = serde_json::to_string(&Envelope {
@@ -92,19 +88,9 @@ impl Events {
             event,
         })
         .unwrap_or_default();
-        runtime.spawn(
-            async move {
-                let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                    .arg(cluster.key("events"))
-                    .arg(payload)
-                    .query_async(&mut cluster.conn())
-                    .await;
-                if let Err(e) = published {
-                    tracing::warn!(error = %e, "telling the other replicas failed");
-                }
-            }
-            .in_current_span(),
-        );
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(cluster.key("events")).arg(payload);
+        cluster.send_later(publish, "telling the other replicas");
     }
 
     /// With a cluster: hand the other replicas' events to this process until the runtime

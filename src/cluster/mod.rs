@@ -93,6 +93,21 @@ impl Cluster {
         }
     }
 
+    /// Send `cmd` on the shared connection from a task of its own, without waiting for it
+    /// (nothing is sent outside a runtime); a failure is logged as `what` failing.
+    pub fn send_later(self: &Arc<Self>, cmd: redis::Cmd, what: &'static str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = self.conn();
+        runtime.spawn(tracing::Instrument::in_current_span(async move {
+            let sent: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "{what} failed");
+            }
+        }));
+    }
+
     /// The key `what` of this deployment.
     pub fn key(&self, what: &str) -> String {
         format!("{}:{what}", self.prefix)

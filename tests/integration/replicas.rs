@@ -86,6 +86,83 @@ async fn start_answer(
     (id, seen, reader)
 }
 
+/// Follow answer `id` on `app` from character `offset` (SSE).
+async fn follow(app: &TestApp, token: &str, id: &str, offset: usize) -> SseReader {
+    let r = app
+        .open_sse(
+            Method::GET,
+            &format!("/api/messages/{id}/stream?offset={offset}"),
+            Some(token),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    SseReader::new(r)
+}
+
+/// The text of the `token` frames.
+fn tokens_text(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "token")
+        .filter_map(|f| f["text"].as_str())
+        .collect()
+}
+
+/// The messages of a conversation, as stored.
+async fn messages(app: &TestApp, token: &str, conv: &str) -> Vec<Value> {
+    let (s, v) = app
+        .get_json(&format!("/api/conversations/{conv}/messages"), Some(token))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// `n` one-token completions for `token`, asked of `a` and `b` in turn: their statuses (each
+/// 200 or 429).
+async fn statuses_alternating(a: &TestApp, b: &TestApp, token: &str, n: usize) -> Vec<u16> {
+    let body = json!({
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "max_tokens": 1,
+        "temperature": 0
+    });
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let app = if i % 2 == 0 { a } else { b };
+        let (s, v) = app
+            .post_json("/v1/chat/completions", Some(token), &body)
+            .await;
+        assert!(
+            s == StatusCode::OK || s == StatusCode::TOO_MANY_REQUESTS,
+            "{s}: {v}"
+        );
+        statuses.push(s.as_u16());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_budget_holds_across_two_replicas_sharing_redis() {
+    let _model = crate::common::serial();
+    let Some((a, b, _db)) = pair(|c| {
+        c.cache.enabled = false;
+        c.limits.requests_per_minute = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let token = a.user("ada").await;
+    // Six requests, alternating replicas: three in all get through, as from one server.
+    let statuses = statuses_alternating(&a, &b, &token, 6).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_on_one_replica_is_followed_kept_alive_and_cancelled_from_another() {
     let _model = crate::common::serial();
@@ -104,16 +181,7 @@ async fn an_answer_on_one_replica_is_followed_kept_alive_and_cancelled_from_anot
     // A client reads a little on A, then follows on B from its offset (a second tab, or its
     // connection moved), then its stream on A goes: B's follower keeps the answer going.
     let (id, seen, on_a) = start_answer(&a, &token, &conv, 6).await;
-    let r = b
-        .open_sse(
-            Method::GET,
-            &format!("/api/messages/{id}/stream?offset={}", seen.chars().count()),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let mut on_b = SseReader::new(r);
+    let mut on_b = follow(&b, &token, &id, seen.chars().count()).await;
     let mut frames = vec![on_b.next().await.expect("a first frame")];
     drop(on_a);
     while let Some(f) = on_b.next().await {
@@ -121,20 +189,12 @@ async fn an_answer_on_one_replica_is_followed_kept_alive_and_cancelled_from_anot
     }
     let end = frames.last().expect("end frame");
     assert_eq!(end["status"], "done", "{end}");
-    let text: String = frames
-        .iter()
-        .filter(|f| f["type"] == "token")
-        .filter_map(|f| f["text"].as_str())
-        .collect();
-    let (s, stored) = b
-        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&token))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{stored}");
-    let answer = stored["data"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["id"] == id.as_str()))
-        .expect("the answer")
-        .clone();
+    let text = tokens_text(&frames);
+    let answer = messages(&b, &token, &conv)
+        .await
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("the answer");
     assert_eq!(answer["status"], "done", "{answer}");
     assert_eq!(
         format!("{seen}{text}"),
@@ -164,30 +224,15 @@ async fn an_answer_on_one_replica_is_followed_kept_alive_and_cancelled_from_anot
         resumed.push_str(f["text"].as_str().expect("text"));
     };
     assert_eq!(end["status"], "done", "{end}");
-    let stored = b
-        .get_json(&format!("/api/conversations/{conv}/messages"), Some(&token))
-        .await
-        .1;
-    assert_eq!(
-        stored["data"]
-            .as_array()
-            .and_then(|m| m.last())
-            .map(|m| &m["content"]),
-        Some(&json!(resumed))
-    );
+    let stored = messages(&b, &token, &conv).await;
+    assert_eq!(stored.last().expect("answer")["content"], json!(resumed));
 
     // Cancelled from B while it generates on A (B's follower sees it end).
+    // (Registered first: hashing a password takes longer than some answers.)
+    let eve = a.user("eve").await;
     let conv = conversation(&a, &token, 400).await;
     let (id, _, _on_a) = start_answer(&a, &token, &conv, 2).await;
-    let r = b
-        .open_sse(
-            Method::GET,
-            &format!("/api/messages/{id}/stream"),
-            Some(&token),
-            None,
-        )
-        .await;
-    let mut follower = SseReader::new(r);
+    let mut follower = follow(&b, &token, &id, 0).await;
     let mut tokens = 0;
     while tokens < 3 {
         let f = follower.next().await.expect("frame");
@@ -196,7 +241,6 @@ async fn an_answer_on_one_replica_is_followed_kept_alive_and_cancelled_from_anot
         }
     }
     // Another user may not stop it (and learns nothing).
-    let eve = a.user("eve").await;
     let (s, _, _) = b
         .call(
             Method::POST,
@@ -409,15 +453,6 @@ impl Drop for Deployment {
     }
 }
 
-/// The messages of a conversation, as stored.
-async fn messages(app: &TestApp, token: &str, conv: &str) -> Vec<Value> {
-    let (s, v) = app
-        .get_json(&format!("/api/conversations/{conv}/messages"), Some(token))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["data"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing_acknowledged() {
     if redis_url().is_none() || scratch().await.is_none() {
@@ -483,14 +518,10 @@ async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing
             None,
         )
         .await;
+    assert_eq!(rest.status, StatusCode::OK);
     let end = rest.frames.last().expect("end").clone();
     assert_eq!(end["status"], "done", "{end}");
-    let text: String = rest
-        .frames
-        .iter()
-        .filter(|f| f["type"] == "token")
-        .filter_map(|f| f["text"].as_str())
-        .collect();
+    let text = tokens_text(&rest.frames);
     let stored = messages(&lb, &ada, &conv).await;
     assert_eq!(
         stored.last().expect("answer")["content"],
@@ -509,15 +540,7 @@ async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
-    let mut statuses = Vec::new();
-    for i in 0..6 {
-        let app = if i % 2 == 0 { &a } else { &b };
-        let (s, _) = app
-            .post_json("/v1/chat/completions", Some(&cara), &body)
-            .await;
-        statuses.push(s.as_u16());
-    }
+    let statuses = statuses_alternating(&a, &b, &cara, 6).await;
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
 
     // A dies mid-answer (SIGKILL): what it acknowledged is kept, B's follower learns the answer
@@ -525,15 +548,7 @@ async fn two_replicas_behind_nginx_share_everything_and_losing_one_loses_nothing
     // balancer sends everything to B.
     let conv = conversation(&a, &ada, 400).await;
     let (id, seen, _on_a) = start_answer(&a, &ada, &conv, 12).await;
-    let r = b
-        .open_sse(
-            Method::GET,
-            &format!("/api/messages/{id}/stream"),
-            Some(&ada),
-            None,
-        )
-        .await;
-    let mut on_b = SseReader::new(r);
+    let mut on_b = follow(&b, &ada, &id, 0).await;
     let mut followed = String::new();
     while followed.chars().count() < seen.chars().count() {
         let f = on_b.next().await.expect("frame");
